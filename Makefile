@@ -1,0 +1,45 @@
+# Engagement Export: the commands a developer runs. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 7071
+
+.PHONY: setup serve demo test bench app data clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Idempotent: each part re-installs only when its requirements or lock file changed.
+setup: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: $(PY) requirements.txt requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+serve: setup
+	PORT=$(PORT) $(PY) -m devhost serve --port $(PORT)
+
+demo: setup
+	$(PY) -m tools.demo
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) -m bench
+
+app: setup
+	@test -n "$(COLLECTION)" -a -n "$(APP)" || { echo "usage: make app COLLECTION=<collection> APP=<app>"; exit 2; }
+	$(PY) -m tools.admin register-app --collection "$(COLLECTION)" --app "$(APP)"
+
+data: setup
+	@test -n "$(APP)" || { echo "usage: make data APP=<collection>/<app> DAYS=<n> DEVICES=<n>"; exit 2; }
+	$(PY) -m tools.generate --app "$(APP)" --days "$(or $(DAYS),1)" --devices "$(or $(DEVICES),1000)"
+
+clean:
+	rm -rf $(VENV) node_modules .azurite .pytest_cache

@@ -1,0 +1,58 @@
+"""`python -m devhost serve`: Azurite (if not already running) plus the local host, until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from devhost.azurite import REPO_ROOT, AzuriteError, ensure_running
+from devhost.host import LocalHost, apply_local_settings
+from shared.config import STORAGE_CONNECTION, expand_connection_string
+
+
+def serve(arguments) -> int:
+    apply_local_settings(REPO_ROOT)
+    connection = expand_connection_string(os.environ.get(STORAGE_CONNECTION, ""))
+    if not connection:
+        print(f"{STORAGE_CONNECTION} is not set (local.settings.json Values)", file=sys.stderr)
+        return 2
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    try:
+        azurite = ensure_running(connection, os.path.join(REPO_ROOT, ".azurite"))
+    except AzuriteError as error:
+        print(f"Azurite: {error}", file=sys.stderr)
+        return 1
+    host = LocalHost(REPO_ROOT, host=arguments.host, port=arguments.port)
+    try:
+        host.start()
+        started = "started Azurite" if azurite else "Azurite already running"
+        print(f"Local host ready at {host.base_url} ({started}; Ctrl+C to stop)", flush=True)
+        stopping.wait()
+    finally:
+        host.stop()
+        if azurite is not None:
+            azurite.stop()
+    print("Local host stopped", flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="run Azurite and the function app")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "7071")))
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    return serve(arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

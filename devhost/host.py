@@ -1,0 +1,102 @@
+"""The local host: loads the app like the Functions host and serves every trigger until stopped."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from typing import Iterable, List, Optional
+
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueServiceClient
+
+from devhost.appmodel import AppLoadError, load_functions, load_host_config
+from devhost.http_server import HttpFrontend, HttpRoute
+from devhost.invoker import LoadedFunction
+from devhost.listeners import BlobListener, Listener, QueueListener, TimerListener
+from shared.config import STORAGE_CONNECTION, expand_connection_string
+
+log = logging.getLogger("devhost")
+
+
+def apply_local_settings(root: str, environ=os.environ) -> None:
+    """Puts `local.settings.json` Values into the environment; variables already set win, as with Core Tools."""
+    path = os.path.join(root, "local.settings.json")
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        values = json.load(handle).get("Values", {})
+    for name, value in values.items():
+        environ.setdefault(name, str(value))
+
+
+class LocalHost:
+    """Runs the function app in ``root``: HTTP on ``host:port`` (0 picks a free port), and every trigger."""
+
+    def __init__(self, root: str, *, host: str = "127.0.0.1", port: int = 7071,
+                 functions: Optional[Iterable[str]] = None, host_id: str = "devhost") -> None:
+        self.root = os.path.abspath(root)
+        self.bind = host
+        self.requested_port = port
+        self.only = set(functions) if functions is not None else None
+        self.host_id = host_id
+        self.stop_event = threading.Event()
+        self.frontend: Optional[HttpFrontend] = None
+        self.listeners: List[Listener] = []
+        self.functions: List[LoadedFunction] = []
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.bind}:{self.frontend.port}"
+
+    def _storage(self, binding: dict):
+        setting = binding.get("connection") or STORAGE_CONNECTION
+        connection = os.environ.get(setting, "").strip()
+        if not connection:
+            raise AppLoadError(f"{setting} is not set: the local host needs a storage connection string")
+        connection = expand_connection_string(connection)
+        return (BlobServiceClient.from_connection_string(connection),
+                QueueServiceClient.from_connection_string(connection))
+
+    def start(self) -> "LocalHost":
+        config = load_host_config(self.root)
+        specs = [spec for spec in load_functions(self.root)
+                 if not spec.disabled and (self.only is None or spec.name in self.only)]
+        self.functions = [LoadedFunction(spec, self.root) for spec in specs]
+        routes = []
+        for function in self.functions:
+            trigger = function.spec.trigger
+            kind = trigger["type"]
+            if kind == "httpTrigger":
+                routes.append(HttpRoute(function, config.route_prefix))
+                continue
+            blobs, queues = self._storage(trigger)
+            if kind == "timerTrigger":
+                self.listeners.append(TimerListener(function, self.stop_event, blobs, self.host_id))
+            elif kind == "queueTrigger":
+                self.listeners.append(QueueListener(function, self.stop_event, queues, config.queues))
+            elif kind == "blobTrigger":
+                self.listeners.append(BlobListener(function, self.stop_event, blobs, queues, config.queues,
+                                                   self.host_id))
+        self.frontend = HttpFrontend(routes, self.bind, self.requested_port)
+        self.frontend.start()
+        for listener in self.listeners:
+            listener.start()
+        log.info("Functions loaded: %s", ", ".join(f"{f.spec.name} ({f.spec.trigger['type']})"
+                                                    for f in self.functions))
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.frontend is not None:
+            self.frontend.stop()
+        for listener in self.listeners:
+            listener.join(timeout=30)
+        self.listeners.clear()
+
+    def __enter__(self) -> "LocalHost":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,165 @@
+"""The HTTP front of the local host: route prefix, route templates, methods, `func.HttpRequest` in and
+`func.HttpResponse` out, 404 for an unknown route and 405 (with `Allow`) for a known route's wrong method.
+
+`authLevel` function/admin is not enforced, as with Core Tools' `func start`; the app authenticates its own
+callers with bearer keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import List, Tuple
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import azure.functions as func
+
+from devhost.invoker import LoadedFunction
+from devhost.routes import RouteTemplate
+
+log = logging.getLogger("devhost")
+
+# The Functions host refuses bodies over 100 MB (maxRequestBodySize).
+MAX_BODY_BYTES = 100 * 1024 * 1024
+
+
+class HttpRoute:
+    def __init__(self, function: LoadedFunction, prefix: str) -> None:
+        trigger = function.spec.trigger
+        route = trigger.get("route") or function.spec.name
+        self.function = function
+        self.template = RouteTemplate("/".join(part for part in (prefix, route.strip("/")) if part))
+        self.methods = sorted(m.upper() for m in trigger.get(
+            "methods", ["get", "post", "put", "delete", "patch", "head", "options", "trace"]))
+
+
+class HttpFrontend:
+    def __init__(self, routes: List[HttpRoute], host: str, port: int) -> None:
+        self.routes = sorted(routes, key=lambda r: r.template.sort_key)
+        frontend = self
+
+        class Handler(_Handler):
+            pass
+
+        Handler.frontend = frontend
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="devhost-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+    def resolve(self, method: str, path: str) -> Tuple[int, object, dict]:
+        """(200, route, params) for a match; (405, allowed methods, {}) or (404, None, {}) otherwise."""
+        allowed = set()
+        for route in self.routes:
+            params = route.template.match(path)
+            if params is None:
+                continue
+            if method in route.methods:
+                return 200, route, params
+            allowed.update(route.methods)
+        if allowed:
+            return 405, sorted(allowed), {}
+        return 404, None, {}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    frontend: HttpFrontend
+    protocol_version = "HTTP/1.1"
+    server_version = "EngagementExportDevHost"
+
+    def log_message(self, format, *args):  # the invoker logs each invocation; no access log
+        pass
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks, total = [], 0
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                total += size
+                if total > MAX_BODY_BYTES:
+                    raise OverflowError
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            raise OverflowError
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, status: int, body: bytes = b"", headers: dict = None) -> None:
+        self.send_response(status)
+        headers = dict(headers or {})
+        for name, value in headers.items():
+            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _handle(self) -> None:
+        split = urlsplit(self.path)
+        path = unquote(split.path)
+        try:
+            body = self._read_body()
+        except (OverflowError, ValueError):
+            self.close_connection = True
+            self._send(413)
+            return
+        status, route, params = self.frontend.resolve(self.command, path)
+        if status == 404:
+            self._send(404)
+            return
+        if status == 405:
+            self._send(405, headers={"Allow": ", ".join(route)})
+            return
+        host = self.headers.get("Host") or f"127.0.0.1:{self.frontend.port}"
+        request = func.HttpRequest(
+            method=self.command,
+            url=f"http://{host}{self.path}",
+            headers={name: value for name, value in self.headers.items()},
+            params=dict(parse_qsl(split.query, keep_blank_values=True)),
+            route_params=params,
+            body=body,
+        )
+        try:
+            result = route.function.invoke(request, detail=f"{self.command} {path}")
+        except Exception:
+            log.exception("Function %s raised", route.function.spec.name)
+            self._send(500)
+            return
+        response = _response_of(route.function, result)
+        if response is None:
+            self._send(204)
+            return
+        headers = dict(response.headers)
+        if response.mimetype and not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = f"{response.mimetype}; charset={response.charset}"
+        self._send(response.status_code, response.get_body() or b"", headers)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = _handle
+
+
+def _response_of(function: LoadedFunction, result: dict):
+    for binding in function.spec.bindings:
+        if binding["type"] == "http":
+            value = result.get(binding["name"])
+            if isinstance(value, str):
+                return func.HttpResponse(value)
+            return value
+    return None

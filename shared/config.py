@@ -1,0 +1,158 @@
+"""Every setting the app reads, named once, read in one place.
+
+Settings come from environment variables: the Functions host sets them from the app's configuration in Azure
+and from ``local.settings.json`` locally. ``get_settings()`` reads them once per process and fails on the
+first call when a required one is missing, naming it, so a misconfigured app stops at start instead of
+failing half-way through a job.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+# The storage connection, as the Functions host names it. A connection string in development; in Azure the
+# identity-based form (`AzureWebJobsStorage__accountName`, or explicit service URIs) with a managed identity.
+STORAGE_CONNECTION = "AzureWebJobsStorage"
+STORAGE_ACCOUNT_NAME = "AzureWebJobsStorage__accountName"
+STORAGE_BLOB_URI = "AzureWebJobsStorage__blobServiceUri"
+STORAGE_QUEUE_URI = "AzureWebJobsStorage__queueServiceUri"
+STORAGE_TABLE_URI = "AzureWebJobsStorage__tableServiceUri"
+
+# Symmetric key (Fernet, urlsafe base64 of 32 bytes) that encrypts the destination SAS at rest.
+SAS_ENCRYPTION_KEY = "EXPORT_SAS_ENCRYPTION_KEY"
+# Development only: accept `http://127.0.0.1:<port>/...` (Azurite) as an export destination.
+ALLOW_LOOPBACK_DESTINATIONS = "EXPORT_ALLOW_LOOPBACK_DESTINATIONS"
+# Longest `[startDate, endDate]` range of one historical export, in days (both ends included).
+MAX_RANGE_DAYS = "EXPORT_MAX_RANGE_DAYS"
+# Largest request body the export API accepts, in bytes.
+MAX_REQUEST_BYTES = "EXPORT_MAX_REQUEST_BYTES"
+# Whether job creation probes the destination with a write (and removes it) before answering 202.
+PROBE_DESTINATION = "EXPORT_PROBE_DESTINATION"
+
+DEVELOPMENT_CONNECTION_STRING = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+)
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """How to reach the app's own storage account: a connection string, or service URIs plus an identity."""
+
+    connection_string: Optional[str] = None
+    blob_url: Optional[str] = None
+    queue_url: Optional[str] = None
+    table_url: Optional[str] = None
+
+    @property
+    def uses_identity(self) -> bool:
+        return self.connection_string is None
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: StorageSettings
+    sas_encryption_key: str
+    allow_loopback_destinations: bool = False
+    max_range_days: int = 366
+    max_request_bytes: int = 64 * 1024
+    probe_destination: bool = True
+
+
+def _text(env: Mapping[str, str], name: str) -> Optional[str]:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = _text(env, name)
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {value!r}")
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _text(env, name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+    if number <= 0:
+        raise ConfigError(f"{name} must be greater than 0, not {number}")
+    return number
+
+
+def expand_connection_string(connection: str) -> str:
+    """The explicit form of `UseDevelopmentStorage=true` (Azurite's default ports); other strings unchanged."""
+    if connection.replace(" ", "").lower().rstrip(";") == "usedevelopmentstorage=true":
+        return DEVELOPMENT_CONNECTION_STRING
+    return connection
+
+
+def _storage(env: Mapping[str, str]) -> StorageSettings:
+    connection = _text(env, STORAGE_CONNECTION)
+    if connection:
+        return StorageSettings(connection_string=expand_connection_string(connection))
+    account = _text(env, STORAGE_ACCOUNT_NAME)
+    explicit = {
+        "blob": _text(env, STORAGE_BLOB_URI),
+        "queue": _text(env, STORAGE_QUEUE_URI),
+        "table": _text(env, STORAGE_TABLE_URI),
+    }
+    if account:
+        for service in explicit:
+            explicit[service] = explicit[service] or f"https://{account}.{service}.core.windows.net"
+    missing = [name for name, url in zip((STORAGE_BLOB_URI, STORAGE_QUEUE_URI, STORAGE_TABLE_URI), explicit.values())
+               if not url]
+    if missing:
+        raise ConfigError(
+            f"{STORAGE_CONNECTION} is not set: give a connection string, or {STORAGE_ACCOUNT_NAME} "
+            f"(managed identity), or all of {', '.join(missing)}"
+        )
+    return StorageSettings(blob_url=explicit["blob"], queue_url=explicit["queue"], table_url=explicit["table"])
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Reads and checks every setting from ``env``; raises ConfigError naming the first bad one."""
+    key = _text(env, SAS_ENCRYPTION_KEY)
+    if key is None:
+        raise ConfigError(f"{SAS_ENCRYPTION_KEY} is not set (a Fernet key: urlsafe base64 of 32 random bytes)")
+    return Settings(
+        storage=_storage(env),
+        sas_encryption_key=key,
+        allow_loopback_destinations=_flag(env, ALLOW_LOOPBACK_DESTINATIONS, False),
+        max_range_days=_positive_int(env, MAX_RANGE_DAYS, 366),
+        max_request_bytes=_positive_int(env, MAX_REQUEST_BYTES, 64 * 1024),
+        probe_destination=_flag(env, PROBE_DESTINATION, True),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return load_settings(os.environ)
+
+
+def reset_settings() -> None:
+    """Forgets the cached settings (and the clients built from them); for tests and the local host."""
+    get_settings.cache_clear()
+    from shared import storage  # late import: storage depends on this module
+
+    storage.reset_clients()

@@ -1,0 +1,107 @@
+"""Clients of the app's own storage account, created on first use and then shared by the process.
+
+Nothing here touches the network or the settings at import time. Queue clients encode messages as base64,
+which is what the Functions host's queue trigger expects by default.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Dict
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableClient, TableServiceClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+from shared.config import get_settings
+
+_lock = threading.Lock()
+_clients: Dict[str, Any] = {}
+_created: set = set()
+
+
+def _credential():
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+def _service(kind: str):
+    with _lock:
+        client = _clients.get(kind)
+        if client is not None:
+            return client
+        storage = get_settings().storage
+        if kind == "blob":
+            client = (BlobServiceClient.from_connection_string(storage.connection_string)
+                      if storage.connection_string else BlobServiceClient(storage.blob_url, credential=_credential()))
+        elif kind == "queue":
+            client = (QueueServiceClient.from_connection_string(storage.connection_string)
+                      if storage.connection_string else QueueServiceClient(storage.queue_url, credential=_credential()))
+        else:
+            client = (TableServiceClient.from_connection_string(storage.connection_string)
+                      if storage.connection_string else TableServiceClient(storage.table_url, credential=_credential()))
+        _clients[kind] = client
+        return client
+
+
+def blob_service() -> BlobServiceClient:
+    return _service("blob")
+
+
+def queue_service() -> QueueServiceClient:
+    return _service("queue")
+
+
+def table_service() -> TableServiceClient:
+    return _service("table")
+
+
+def _ensure_once(key: str, create) -> None:
+    if key in _created:
+        return
+    try:
+        create()
+    except ResourceExistsError:
+        pass
+    _created.add(key)
+
+
+def container(name: str, *, create: bool = True) -> ContainerClient:
+    """A container of the app's storage; created on first use in this process when ``create``."""
+    client = blob_service().get_container_client(name)
+    if create:
+        _ensure_once("blob:" + name, client.create_container)
+    return client
+
+
+def queue(name: str, *, create: bool = True) -> QueueClient:
+    """A queue of the app's storage (base64 messages); created on first use in this process when ``create``."""
+    with _lock:
+        client = _clients.get("queue:" + name)
+    if client is None:
+        # The service client does not pass message codecs on to its queue clients, so build them here.
+        service = queue_service()
+        client = QueueClient(service.url, name, credential=service.credential,
+                             message_encode_policy=TextBase64EncodePolicy(),
+                             message_decode_policy=TextBase64DecodePolicy())
+        with _lock:
+            client = _clients.setdefault("queue:" + name, client)
+    if create:
+        _ensure_once("queue:" + name, client.create_queue)
+    return client
+
+
+def table(name: str, *, create: bool = True) -> TableClient:
+    """A table of the app's storage; created on first use in this process when ``create``."""
+    client = table_service().get_table_client(name)
+    if create:
+        _ensure_once("table:" + name, client.create_table)
+    return client
+
+
+def reset_clients() -> None:
+    with _lock:
+        _clients.clear()
+        _created.clear()

@@ -1,0 +1,61 @@
+"""Fixtures: one real Azurite for the session (free loopback ports, temporary data folder), and for each
+test fresh names plus the environment the app reads, pointed at that Azurite."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from devhost.azurite import Azurite  # noqa: E402
+from shared import config  # noqa: E402
+
+TEST_SAS_KEY = "dGVzdHMtb25seS1rZXktMzItYnl0ZXMtbG9uZy0hISE="
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    emulator = Azurite.on_free_ports(str(tmp_path_factory.mktemp("azurite")))
+    emulator.start()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture
+def names():
+    """A fresh suffix per test, for container, queue and table names that no other test uses."""
+    suffix = uuid.uuid4().hex[:10]
+
+    class Names:
+        def container(self, base="c"):
+            return f"{base}-{suffix}"
+
+        def queue(self, base="q"):
+            return f"{base}-{suffix}"
+
+        def table(self, base="t"):
+            return f"{base}{suffix}"
+
+        token = suffix
+
+    return Names()
+
+
+@pytest.fixture
+def app_env(azurite, monkeypatch):
+    """The app's settings for a test: storage is the session's Azurite; settings and clients re-read."""
+    monkeypatch.setenv(config.STORAGE_CONNECTION, azurite.connection_string)
+    monkeypatch.setenv(config.SAS_ENCRYPTION_KEY, TEST_SAS_KEY)
+    monkeypatch.setenv(config.ALLOW_LOOPBACK_DESTINATIONS, "true")
+    monkeypatch.setenv("DestinationStorage", azurite.connection_string)
+    config.reset_settings()
+    yield azurite
+    config.reset_settings()

@@ -1,0 +1,67 @@
+"""Settings are read in one place, fail with their name, and no client exists before it is used."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from shared import config
+
+from conftest import REPO_ROOT
+
+KEY = "dGVzdHMtb25seS1rZXktMzItYnl0ZXMtbG9uZy0hISE="
+
+
+def test_missing_storage_setting_fails_with_its_name():
+    with pytest.raises(config.ConfigError, match="AzureWebJobsStorage is not set"):
+        config.load_settings({config.SAS_ENCRYPTION_KEY: KEY})
+
+
+def test_missing_encryption_key_fails_with_its_name():
+    with pytest.raises(config.ConfigError, match="EXPORT_SAS_ENCRYPTION_KEY is not set"):
+        config.load_settings({config.STORAGE_CONNECTION: "UseDevelopmentStorage=true"})
+
+
+def test_development_storage_expands_to_azurite_endpoints():
+    settings = config.load_settings({config.STORAGE_CONNECTION: "UseDevelopmentStorage=true",
+                                     config.SAS_ENCRYPTION_KEY: KEY})
+    assert "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1" in settings.storage.connection_string
+    assert not settings.storage.uses_identity
+
+
+def test_account_name_alone_means_managed_identity():
+    settings = config.load_settings({config.STORAGE_ACCOUNT_NAME: "contoso", config.SAS_ENCRYPTION_KEY: KEY})
+    assert settings.storage.uses_identity
+    assert settings.storage.blob_url == "https://contoso.blob.core.windows.net"
+    assert settings.storage.table_url == "https://contoso.table.core.windows.net"
+
+
+@pytest.mark.parametrize("name, value, message", [
+    (config.MAX_RANGE_DAYS, "a week", "EXPORT_MAX_RANGE_DAYS must be a whole number"),
+    (config.MAX_RANGE_DAYS, "0", "EXPORT_MAX_RANGE_DAYS must be greater than 0"),
+    (config.ALLOW_LOOPBACK_DESTINATIONS, "maybe", "EXPORT_ALLOW_LOOPBACK_DESTINATIONS must be true or false"),
+])
+def test_malformed_settings_name_themselves(name, value, message):
+    env = {config.STORAGE_CONNECTION: "UseDevelopmentStorage=true", config.SAS_ENCRYPTION_KEY: KEY, name: value}
+    with pytest.raises(config.ConfigError, match=message):
+        config.load_settings(env)
+
+
+def test_importing_every_function_creates_no_client_and_reads_no_setting():
+    code = (
+        "import importlib, os, sys\n"
+        "from devhost.appmodel import load_functions\n"
+        "sys.path.insert(0, os.getcwd())\n"
+        "for spec in load_functions(os.getcwd()):\n"
+        "    importlib.import_module(spec.name)\n"
+        "from shared import storage, config\n"
+        "assert storage._clients == {}, storage._clients\n"
+        "assert config.get_settings.cache_info().currsize == 0\n"
+        "print('clean')\n"
+    )
+    env = {"PATH": "/usr/bin:/bin"}  # no storage setting at all: an import must still succeed
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "clean"

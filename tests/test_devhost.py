@@ -1,0 +1,155 @@
+"""The local host behaves as the Functions host does, on a small app of its own (tests/apps/semantics)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+
+import pytest
+import requests
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient
+
+from devhost.host import LocalHost
+
+APP = os.path.join(os.path.dirname(__file__), "apps", "semantics")
+
+
+def wait_for(predicate, timeout=20.0, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+@pytest.fixture
+def semantics(app_env, names, monkeypatch):
+    import sys
+    monkeypatch.setenv("FAILING_QUEUE", names.queue("failing"))
+    monkeypatch.setenv("ECHO_QUEUE", names.queue("echo"))
+    monkeypatch.setenv("WATCHED_CONTAINER", names.container("watched"))
+    hosts = []
+
+    def start(**kwargs):
+        host = LocalHost(APP, port=0, host_id=f"test-{names.token}", **kwargs).start()
+        hosts.append(host)
+        return host
+
+    yield start
+    for host in hosts:
+        host.stop()
+    sys.modules.pop("semantics_recorder", None)
+
+
+def recorder():
+    import semantics_recorder
+    return semantics_recorder
+
+
+def queue_client(azurite, name):
+    return QueueClient.from_connection_string(azurite.connection_string, name)
+
+
+def test_http_route_with_parameters_answers(semantics):
+    host = semantics(functions=["Greet"])
+    response = requests.post(f"{host.base_url}/api/GREET/ada/3?x=1", data=b"payload", timeout=10)
+    assert response.status_code == 201
+    assert response.headers["X-Who"] == "ada"
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert response.json() == {"greeting": "hello ada hello ada hello ada", "method": "POST",
+                               "query": {"x": "1"}, "body": "payload"}
+    assert requests.get(f"{host.base_url}/api/greet/bob", timeout=10).json()["greeting"] == "hello bob"
+
+
+def test_http_unknown_route_is_404_and_wrong_method_is_405(semantics):
+    host = semantics(functions=["Greet"])
+    assert requests.get(f"{host.base_url}/api/greet/ada/notanumber", timeout=10).status_code == 404
+    assert requests.get(f"{host.base_url}/greet/ada", timeout=10).status_code == 404  # prefix is required
+    response = requests.delete(f"{host.base_url}/api/greet/ada", timeout=10)
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, POST"
+
+
+def test_failing_queue_message_goes_to_poison_after_max_dequeue_count(semantics, app_env, names):
+    host = semantics(functions=["AlwaysFails"])
+    source = queue_client(app_env, names.queue("failing"))
+    assert wait_for(lambda: _exists(source))
+    source.send_message(base64.b64encode(b"doomed").decode())
+    poison = queue_client(app_env, names.queue("failing") + "-poison")
+    peeked = wait_for(lambda: _peek(poison))
+    assert [base64.b64decode(m.content) for m in peeked] == [b"doomed"]
+    calls = recorder().of("AlwaysFails")
+    assert [c["dequeue_count"] for c in calls] == [1, 2, 3]  # host.json maxDequeueCount is 3
+    assert all(c["body"] == "doomed" for c in calls)
+    assert source.get_queue_properties().approximate_message_count == 0
+    time.sleep(1.5)
+    assert len(recorder().of("AlwaysFails")) == 3, "a poisoned message must not run again"
+    assert host
+
+
+def _peek(client):
+    try:
+        return client.peek_messages(max_messages=5)
+    except Exception:
+        return []
+
+
+def test_queue_message_is_base64_decoded_and_deleted_after_success(semantics, app_env, names):
+    semantics(functions=["Echo"])
+    source = queue_client(app_env, names.queue("echo"))
+    assert wait_for(lambda: _exists(source))
+    for text in ("one", "two", "drei ü"):
+        source.send_message(base64.b64encode(text.encode()).decode())
+    wait_for(lambda: len(recorder().of("Echo")) == 3)
+    assert sorted(c["body"] for c in recorder().of("Echo")) == ["drei ü", "one", "two"]
+    assert all(c["dequeue_count"] == 1 for c in recorder().of("Echo"))
+    assert wait_for(lambda: source.get_queue_properties().approximate_message_count == 0)
+
+
+def test_message_that_is_not_base64_is_poisoned_not_lost(semantics, app_env, names):
+    semantics(functions=["Echo"])
+    source = queue_client(app_env, names.queue("echo"))
+    assert wait_for(lambda: _exists(source))
+    source.send_message("not base64 at all!")
+    poison = queue_client(app_env, names.queue("echo") + "-poison")
+    peeked = wait_for(lambda: _peek(poison))
+    assert [m.content for m in peeked] == ["not base64 at all!"]
+    assert recorder().of("Echo") == []
+
+
+def _exists(client):
+    try:
+        client.get_queue_properties()
+        return True
+    except Exception:
+        return False
+
+
+def test_blob_fires_once_also_across_a_host_restart(semantics, app_env, names):
+    container = BlobServiceClient.from_connection_string(app_env.connection_string).create_container(
+        names.container("watched"))
+    container.upload_blob("in/first.txt", b"alpha")
+    container.upload_blob("out/ignored.txt", b"not watched")
+    container.upload_blob("in/other.json", b"not matching")
+    first = semantics(functions=["OnBlob"])
+    assert wait_for(lambda: len(recorder().of("OnBlob")) == 1)
+    time.sleep(1.5)
+    first.stop()
+    container.upload_blob("in/second.txt", b"beta")
+    semantics(functions=["OnBlob"])
+    assert wait_for(lambda: len(recorder().of("OnBlob")) == 2)
+    time.sleep(1.5)
+    calls = recorder().of("OnBlob")
+    expected = [(f"{names.container('watched')}/in/first.txt", "alpha", 5),
+                (f"{names.container('watched')}/in/second.txt", "beta", 4)]
+    assert [(c["name"], c["data"], c["length"]) for c in calls] == expected
+
+
+def test_timer_with_run_on_startup_fires_at_start(semantics):
+    semantics(functions=["Startup"])
+    calls = wait_for(lambda: recorder().of("Startup"))
+    assert calls == [{"function": "Startup", "past_due": False}]
