@@ -1,0 +1,167 @@
+"""The export destination: a blob container URL with a SAS token, given by the app's owner.
+
+Checked before any job exists: `https` on an Azure blob endpoint (public and sovereign clouds; `http` on a
+loopback host only when development allows it, for Azurite), a SAS that grants write and create and has
+not expired. The SAS signature is a secret: the job keeps the container URL without its query, and the
+query encrypted (Fernet) for the workers; neither a response, a log line nor an error ever holds it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import uuid
+from dataclasses import dataclass
+from typing import Optional
+from urllib.parse import parse_qs, urlsplit
+
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+from azure.storage.blob import BlobClient, ContainerClient
+from cryptography.fernet import Fernet, InvalidToken
+
+from shared.config import get_settings
+from shared.errors import BadRequest, PermanentJobError
+
+BLOB_HOST_SUFFIXES = (
+    ".blob.core.windows.net",  # Azure public cloud
+    ".blob.core.chinacloudapi.cn",  # Azure China
+    ".blob.core.usgovcloudapi.net",  # Azure US Government
+    ".blob.storage.azure.net",  # Azure DNS-zone endpoints
+)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_FIELD = "containerUrl"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A checked container URL: ``url`` has no query; ``sas`` is the query (a secret); ``expires`` its end."""
+
+    url: str
+    sas: str
+    expires: dt.datetime
+
+    def container_client(self, **kwargs) -> ContainerClient:
+        return ContainerClient.from_container_url(f"{self.url}?{self.sas}", **kwargs)
+
+    def blob_client(self, name: str, **kwargs) -> BlobClient:
+        return self.container_client(**kwargs).get_blob_client(name)
+
+
+def _bad(problem: str) -> BadRequest:
+    return BadRequest(f"{_FIELD} {problem}", code="InvalidContainerUrl")
+
+
+def _parse_time(value: str, name: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _bad(f"has a SAS whose {name} ({value!r}) is not an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def _check_host(scheme: str, host: str, allow_loopback: bool) -> bool:
+    """True for an emulator (path-style) endpoint; raises for any host the service must not write to."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if host in LOOPBACK_HOSTS or (address is not None and address.is_loopback):
+        if not allow_loopback:
+            raise _bad("points at a loopback host; only Azure blob endpoints are accepted")
+        if scheme not in ("http", "https"):
+            raise _bad("must use https (or http for the development emulator)")
+        return True
+    if address is not None:
+        raise _bad(f"uses an IP address ({host}); give the account's blob endpoint, "
+                   f"such as https://<account>.blob.core.windows.net/<container>")
+    if scheme != "https":
+        raise _bad(f"must use https, not {scheme or 'no scheme'}")
+    if not host.endswith(BLOB_HOST_SUFFIXES) or host.count(".") < 4:
+        raise _bad(f"host {host!r} is not an Azure blob endpoint (<account>{BLOB_HOST_SUFFIXES[0]})")
+    return False
+
+
+def parse_destination(url: object, *, now: Optional[dt.datetime] = None) -> Destination:
+    """Checks a containerUrl as the API receives it; raises BadRequest saying what is wrong."""
+    settings = get_settings()
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if not isinstance(url, str) or not url.strip():
+        raise _bad("is required: the URL of a blob container with a SAS token that can write")
+    if len(url) > 4096:
+        raise _bad("is longer than 4096 characters")
+    try:
+        parts = urlsplit(url.strip())
+        host = (parts.hostname or "").lower()
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise _bad("is not a valid URL") from None
+    if not host:
+        raise _bad("is not an absolute URL (https://<account>.blob.core.windows.net/<container>?<SAS>)")
+    path_style = _check_host(parts.scheme.lower(), host, settings.allow_loopback_destinations)
+    segments = [segment for segment in parts.path.split("/") if segment]
+    expected = 2 if path_style else 1
+    if len(segments) != expected:
+        shape = "/<account>/<container>" if path_style else "/<container>"
+        raise _bad(f"must name exactly one container (path {shape}), not {parts.path or '/'!r}")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    if "sig" not in query:
+        raise _bad("has no SAS token (the sig parameter is missing); give a SAS with write and create rights")
+    permissions = (query.get("sp") or [""])[0]
+    missing = [name for letter, name in (("w", "write"), ("c", "create")) if letter not in permissions]
+    if missing:
+        raise _bad(f"has a SAS without {' and '.join(missing)} permission (sp={permissions!r}); "
+                   f"it needs at least 'cw'")
+    if "srt" in query and "o" not in query["srt"][0]:
+        raise _bad("has an account SAS that does not cover objects (srt must include 'o')")
+    if "se" not in query:
+        raise _bad("has a SAS without an expiry time (se)")
+    expires = _parse_time(query["se"][0], "expiry")
+    if expires <= now:
+        raise _bad(f"has a SAS that expired at {expires.isoformat().replace('+00:00', 'Z')}")
+    if "st" in query and _parse_time(query["st"][0], "start") > now + dt.timedelta(minutes=5):
+        raise _bad(f"has a SAS that is not valid before {query['st'][0]}")
+    base = f"{parts.scheme.lower()}://{parts.netloc.split('@')[-1]}/{'/'.join(segments)}"
+    return Destination(url=base, sas=parts.query, expires=expires)
+
+
+def probe(destination: Destination, blob_name: str) -> None:
+    """Proves the container exists and the SAS can write, leaving no blob behind.
+
+    It stages one uncommitted block: never visible as a blob, replaced when the job writes that name, and
+    discarded by the storage service after a week otherwise.
+    """
+    client = destination.blob_client(blob_name, connection_timeout=5, read_timeout=15, retry_total=1)
+    try:
+        client.stage_block(block_id=uuid.uuid4().hex, data=b"")
+    except ResourceNotFoundError:
+        raise _bad(f"names a container that does not exist: {destination.url}") from None
+    except ClientAuthenticationError as error:
+        raise _bad(f"was refused by the storage account ({_storage_code(error)}): check the SAS signature, "
+                   f"its permissions and its validity period") from None
+    except HttpResponseError as error:
+        if error.status_code in (401, 403):
+            raise _bad(f"was refused by the storage account ({_storage_code(error)}): the SAS cannot write") from None
+        raise _bad(f"could not be reached to check it ({_storage_code(error)}); try again") from None
+    except Exception as error:  # DNS, connection refused, TLS: the destination cannot be used as given
+        raise _bad(f"could not be reached ({type(error).__name__}); check the account name") from None
+
+
+def _storage_code(error: HttpResponseError) -> str:
+    return getattr(error, "error_code", None) or f"HTTP {error.status_code}"
+
+
+def _fernet() -> Fernet:
+    return Fernet(get_settings().sas_encryption_key.encode("ascii"))
+
+
+def seal(secret: str) -> str:
+    """The SAS query encrypted for storage in the job row."""
+    return _fernet().encrypt(secret.encode("utf-8")).decode("ascii")
+
+
+def unseal(token: str) -> str:
+    try:
+        return _fernet().decrypt(token.encode("ascii")).decode("utf-8")
+    except (InvalidToken, ValueError):
+        raise PermanentJobError("the stored destination SAS cannot be decrypted with the current "
+                                "EXPORT_SAS_ENCRYPTION_KEY (was the key rotated?); create the export again") from None

@@ -1,0 +1,180 @@
+"""The exportTasks API (api-version 2014-12-01): list, get and create export tasks of one app.
+
+One entry point, ``handle``, takes the route parameters the ExportTasks function receives and answers an
+HttpResponse: 202 + Location + Retry-After on creation, the ARM error shape for every refusal.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from typing import Mapping, Optional
+from urllib.parse import urlencode, urlsplit
+
+import azure.functions as func
+
+from shared import apps, destination, jobs, orchestration
+from shared.config import get_settings
+from shared.errors import ApiError, BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
+from shared.export_request import ROUTES, ExportRequest, parse_request
+from shared.http import error_response, json_response
+
+API_VERSION = "2014-12-01"
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+RETRY_AFTER_SECONDS = 2
+ORDERS = {"datecreated": False, "datecreated asc": False, "datecreated desc": True}
+log = logging.getLogger(__name__)
+
+
+def handle(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        return _dispatch(req)
+    except ApiError as error:
+        return error_response(error)
+
+
+def check_api_version(params: Mapping[str, str]) -> None:
+    version = params.get("api-version")
+    if version is None:
+        raise BadRequest(f"the api-version query parameter is required; use api-version={API_VERSION}",
+                         code="MissingApiVersionParameter")
+    if version != API_VERSION:
+        raise BadRequest(f"api-version {version!r} is not supported; the supported version is {API_VERSION}",
+                         code="InvalidApiVersionParameter")
+
+
+def authorized_app(req: func.HttpRequest, *, purpose: str) -> apps.AppRef:
+    ref = apps.app_ref(req.route_params.get("appCollection", ""), req.route_params.get("appName", ""))
+    apps.authenticate(ref, req.headers.get("Authorization", ""), purpose=purpose)
+    return ref
+
+
+def _dispatch(req: func.HttpRequest) -> func.HttpResponse:
+    app = authorized_app(req, purpose="export")
+    check_api_version(req.params)
+    rest = [part for part in (req.route_params.get("rest") or "").split("/") if part]
+    method = req.method.upper()
+    if not rest:
+        if method != "GET":
+            raise MethodNotAllowed(f"{method} is not allowed on exportTasks; use GET to list tasks",
+                                   headers={"Allow": "GET"})
+        return _list(req, app)
+    if len(rest) > 1:
+        raise NotFound(f"no such resource: exportTasks/{'/'.join(rest)}", code="NotFound")
+    name = rest[0]
+    route = next((r for key, r in ROUTES.items() if key.lower() == name.lower()), None)
+    if route is not None:
+        if method != "POST":
+            raise MethodNotAllowed(f"{method} is not allowed on exportTasks/{route.route}; use POST to create a "
+                                   f"task", headers={"Allow": "POST"})
+        return _create(req, app, route)
+    if method == "POST":
+        raise NotFound(f"exportTasks/{name} is not an export route; routes are {', '.join(ROUTES)}",
+                       code="NotFound")
+    if method != "GET":
+        raise MethodNotAllowed(f"{method} is not allowed on an export task; use GET", headers={"Allow": "GET"})
+    return json_response(jobs.get_job(app.id, name).to_result())
+
+
+def _base_url(req: func.HttpRequest) -> str:
+    parts = urlsplit(req.url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def _whole_number(params: Mapping[str, str], name: str, default: int, maximum: Optional[int]) -> int:
+    text = params.get(name)
+    if text is None or text == "":
+        return default
+    if not text.isdigit():
+        raise BadRequest(f"{name} must be a whole number of 0 or more, not {text!r}", code="InvalidParameter")
+    number = int(text)
+    if maximum is not None and number > maximum:
+        raise BadRequest(f"{name} is {number}; at most {maximum}", code="InvalidParameter")
+    return number
+
+
+def _list(req: func.HttpRequest, app: apps.AppRef) -> func.HttpResponse:
+    params = req.params
+    top = _whole_number(params, "$top", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    if top == 0:
+        raise BadRequest("$top must be at least 1", code="InvalidParameter")
+    skip = _whole_number(params, "$skip", 0, 100_000)
+    order_text = " ".join(params.get("$orderby", "dateCreated desc").split()).lower()
+    if order_text not in ORDERS:
+        raise BadRequest(f"$orderby must be 'dateCreated' or 'dateCreated desc', not {params['$orderby']!r}",
+                         code="InvalidParameter")
+    newest_first = ORDERS[order_text]
+    after = None
+    token = params.get("$skiptoken")
+    if token:
+        try:
+            padded = token + "=" * (-len(token) % 4)
+            after = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True).decode("ascii")
+        except (binascii.Error, UnicodeError, ValueError):
+            raise BadRequest("$skiptoken is not a token this service gave out; follow nextLink as it is",
+                             code="InvalidParameter") from None
+    page = jobs.list_jobs(app.id, newest_first=newest_first, top=top, skip=skip, after=after)
+    body = {"value": [job.to_result() for job in page.jobs]}
+    if page.next_token is not None:
+        query = {"api-version": API_VERSION, "$top": str(top),
+                 "$orderby": "dateCreated desc" if newest_first else "dateCreated",
+                 "$skiptoken": base64.urlsafe_b64encode(page.next_token.encode()).decode().rstrip("=")}
+        body["nextLink"] = f"{_base_url(req)}?{urlencode(query)}"
+    return json_response(body)
+
+
+def _read_body(req: func.HttpRequest, limit: int):
+    raw = req.get_body() or b""
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"the request body is {len(raw)} bytes; at most {limit} bytes are accepted")
+    content_type = req.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
+    if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+        raise BadRequest(f"the request body must be JSON (Content-Type: application/json), not {content_type}",
+                         code="UnsupportedMediaType", status=415)
+    if not raw.strip():
+        raise BadRequest("the request body is empty; send the task's parameters as a JSON object",
+                         code="InvalidRequestContent")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadRequest("the request body is not UTF-8 text", code="InvalidRequestContent") from None
+    except json.JSONDecodeError as error:
+        raise BadRequest(f"the request body is not valid JSON: {error.msg} at line {error.lineno} column "
+                         f"{error.colno}", code="InvalidRequestContent") from None
+
+
+def create_job(app: apps.AppRef, request: ExportRequest, *, schedule: Optional[str] = None,
+               job_id: Optional[str] = None) -> jobs.ExportJob:
+    """Checks the destination (live, unless disabled), stores the job Queued and puts it on its way."""
+    settings = get_settings()
+    target = destination.parse_destination(request.container_url)
+    now = jobs.utcnow()
+    job = jobs.ExportJob(
+        app_id=app.id, id=job_id or jobs.new_job_id(now), route=request.route.route,
+        export_type=request.route.export_type, container_url=target.url, sealed_sas=destination.seal(target.sas),
+        sas_expires=target.expires, date_created=now, description=request.description,
+        export_format=request.export_format, start_date=request.start_date, end_date=request.end_date,
+        campaign_type=request.campaign_type,
+        campaign_ids=list(request.campaign_ids) if request.campaign_ids is not None else None,
+        campaign_window_start=request.campaign_window_start, campaign_window_end=request.campaign_window_end,
+        export_user_id=request.export_user_id, schedule=schedule)
+    if settings.probe_destination:
+        destination.probe(target, f"{job.export_type}/{job.id}/manifest.json")
+    jobs.create_job(job)
+    orchestration.request_start(job)
+    log.info("Export task %s created for app %s (%s, %s)", job.id, app.id, job.export_type, job.export_format)
+    return job
+
+
+def _create(req: func.HttpRequest, app: apps.AppRef, route) -> func.HttpResponse:
+    settings = get_settings()
+    body = _read_body(req, settings.max_request_bytes)
+    request = parse_request(route, body, max_range_days=settings.max_range_days)
+    job = create_job(app, request)
+    base = _base_url(req)
+    location = f"{base[:base.lower().rindex('/exporttasks/') + len('/exportTasks/')]}{job.id}?api-version={API_VERSION}"
+    return json_response(job.to_result(), status=202,
+                         headers={"Location": location, "Retry-After": str(RETRY_AFTER_SECONDS)})

@@ -1,0 +1,194 @@
+"""The export routes of the 2014-12-01 contract and the checking of their request bodies.
+
+Each check names the field and what is wrong with it; unknown fields are refused too, because a misspelt
+optional field (``exportformat``) would otherwise silently export in the default format.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+from shared.errors import BadRequest
+
+HISTORICAL, SNAPSHOT, FEEDBACK_BY_DATE, FEEDBACK_BY_CAMPAIGN = "historical", "snapshot", "byDate", "byCampaign"
+
+
+@dataclass(frozen=True)
+class ExportRoute:
+    route: str
+    export_type: str
+    kind: str
+
+    @property
+    def fields(self) -> Tuple[str, ...]:
+        common = ("containerUrl", "description", "exportFormat")
+        return common + {
+            HISTORICAL: ("startDate", "endDate"),
+            SNAPSHOT: ("exportOptions",) if self.route == "tokens" else (),
+            FEEDBACK_BY_DATE: ("campaignType", "campaignWindowStart", "campaignWindowEnd"),
+            FEEDBACK_BY_CAMPAIGN: ("campaignType", "campaignIds"),
+        }[self.kind]
+
+
+ROUTES: Dict[str, ExportRoute] = {route.route: route for route in (
+    ExportRoute("activities", "Activity", HISTORICAL),
+    ExportRoute("sessions", "Session", HISTORICAL),
+    ExportRoute("events", "Event", HISTORICAL),
+    ExportRoute("jobs", "Job", HISTORICAL),
+    ExportRoute("errors", "Error", HISTORICAL),
+    ExportRoute("crashes", "Crash", HISTORICAL),
+    ExportRoute("tags", "Tag", SNAPSHOT),
+    ExportRoute("devices", "Device", SNAPSHOT),
+    ExportRoute("tokens", "Token", SNAPSHOT),
+    ExportRoute("feedbackByDate", "Push", FEEDBACK_BY_DATE),
+    ExportRoute("feedbackByCampaign", "Push", FEEDBACK_BY_CAMPAIGN),
+)}
+EXPORT_FORMATS = ("JsonBlob", "CsvBlob")
+CAMPAIGN_TYPES = ("Announcement", "DataPush", "NativePush", "Poll")
+MAX_DESCRIPTION = 1024
+MAX_CAMPAIGN_IDS = 1000
+_FULL_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_MIDNIGHT = re.compile(r"^(\d{4}-\d{2}-\d{2})T00:00:00(?:\.0+)?(?:Z|[+-]00:00)$")
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    route: ExportRoute
+    container_url: str
+    description: str = ""
+    export_format: str = "JsonBlob"
+    start_date: Optional[dt.date] = None
+    end_date: Optional[dt.date] = None
+    campaign_type: Optional[str] = None
+    campaign_ids: Optional[Tuple[int, ...]] = None
+    campaign_window_start: Optional[dt.datetime] = None
+    campaign_window_end: Optional[dt.datetime] = None
+    export_user_id: bool = False
+
+
+def _invalid(field: str, problem: str) -> BadRequest:
+    return BadRequest(f"{field} {problem}", code="InvalidParameter")
+
+
+def _missing(field: str, what: str) -> BadRequest:
+    return BadRequest(f"{field} is required: {what}", code="MissingParameter")
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "an array", bool: "a boolean", int: "a number", float: "a number",
+            str: "a string", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _string(body: dict, field: str, *, required_what: Optional[str] = None) -> Optional[str]:
+    value = body.get(field)
+    if value is None:
+        if required_what:
+            raise _missing(field, required_what)
+        return None
+    if not isinstance(value, str):
+        raise _invalid(field, f"must be a string, not {_type_name(value)}")
+    return value
+
+
+def _choice(body: dict, field: str, choices: Tuple[str, ...], default: Optional[str]) -> Optional[str]:
+    value = _string(body, field, required_what=None if default is not None else f"one of {', '.join(choices)}")
+    if value is None:
+        return default
+    for choice in choices:
+        if value.lower() == choice.lower():
+            return choice
+    raise _invalid(field, f"must be one of {', '.join(choices)}, not {value!r}")
+
+
+def parse_date(body: dict, field: str) -> dt.date:
+    value = _string(body, field, required_what="a day as YYYY-MM-DD (RFC 3339 full-date, UTC)")
+    midnight = _MIDNIGHT.match(value)
+    text = midnight.group(1) if midnight else value
+    if not _FULL_DATE.match(text):
+        raise _invalid(field, f"must be a day as YYYY-MM-DD (RFC 3339 full-date), not {value!r}")
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise _invalid(field, f"is not a real day: {value!r}") from None
+
+
+def parse_time(body: dict, field: str) -> dt.datetime:
+    value = _string(body, field, required_what="an RFC 3339 date-time with a zone, such as 2015-01-31T00:00:00Z")
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise _invalid(field, f"must be an RFC 3339 date-time such as 2015-01-31T00:00:00Z, not {value!r}") from None
+    if "T" not in value.upper() or moment.tzinfo is None:
+        raise _invalid(field, f"must be a date-time with a time zone (…T00:00:00Z), not {value!r}")
+    return moment.astimezone(dt.timezone.utc)
+
+
+def _range_checks(first_field: str, first, last_field: str, last, max_days: int, unit_days: float) -> None:
+    if first > last:
+        raise _invalid(first_field, f"({first.isoformat()}) is after {last_field} ({last.isoformat()})")
+    if unit_days > max_days:
+        raise _invalid(last_field, f"makes a range of {unit_days:g} days; at most {max_days} days can be "
+                                   f"exported in one task")
+
+
+def parse_request(route: ExportRoute, body: Any, *, max_range_days: int,
+                  today: Optional[dt.date] = None) -> ExportRequest:
+    """The checked request for ``route``; raises BadRequest naming the first wrong field."""
+    if not isinstance(body, dict):
+        raise BadRequest(f"the request body must be a JSON object, not {_type_name(body)}",
+                         code="InvalidRequestContent")
+    unknown = sorted(set(body) - set(route.fields))
+    if unknown:
+        raise _invalid(unknown[0], f"is not a parameter of exportTasks/{route.route} "
+                                   f"(expected: {', '.join(route.fields)})")
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    values: Dict[str, Any] = {"route": route}
+    values["container_url"] = _string(
+        body, "containerUrl", required_what="the URL of a blob container with a SAS token that can write")
+    description = _string(body, "description") or ""
+    if len(description) > MAX_DESCRIPTION:
+        raise _invalid("description", f"is {len(description)} characters long; at most {MAX_DESCRIPTION}")
+    values["description"] = description
+    values["export_format"] = _choice(body, "exportFormat", EXPORT_FORMATS, "JsonBlob")
+    if route.kind == HISTORICAL:
+        start, end = parse_date(body, "startDate"), parse_date(body, "endDate")
+        if end > today:
+            raise _invalid("endDate", f"({end.isoformat()}) is in the future; the last day that can be exported "
+                                      f"is today, {today.isoformat()} (UTC)")
+        _range_checks("startDate", start, "endDate", end, max_range_days, (end - start).days + 1)
+        values.update(start_date=start, end_date=end)
+    elif route.kind == FEEDBACK_BY_DATE:
+        values["campaign_type"] = _choice(body, "campaignType", CAMPAIGN_TYPES, None)
+        start, end = parse_time(body, "campaignWindowStart"), parse_time(body, "campaignWindowEnd")
+        _range_checks("campaignWindowStart", start, "campaignWindowEnd", end, max_range_days,
+                      (end - start).total_seconds() / 86400)
+        values.update(campaign_window_start=start, campaign_window_end=end)
+    elif route.kind == FEEDBACK_BY_CAMPAIGN:
+        values["campaign_type"] = _choice(body, "campaignType", CAMPAIGN_TYPES, None)
+        ids = body.get("campaignIds")
+        if ids is None:
+            raise _missing("campaignIds", "an array of campaign ids (integers)")
+        if not isinstance(ids, list) or not ids:
+            raise _invalid("campaignIds", f"must be a non-empty array of integers, not {_type_name(ids)}"
+                                          if not isinstance(ids, list) else "must not be empty")
+        if len(ids) > MAX_CAMPAIGN_IDS:
+            raise _invalid("campaignIds", f"has {len(ids)} ids; at most {MAX_CAMPAIGN_IDS}")
+        for index, value in enumerate(ids):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise _invalid(f"campaignIds[{index}]", f"must be a positive integer, not {value!r}")
+        values["campaign_ids"] = tuple(sorted(set(ids)))
+    options = body.get("exportOptions")
+    if options is not None:
+        if not isinstance(options, dict):
+            raise _invalid("exportOptions", f"must be an object, not {_type_name(options)}")
+        unknown = sorted(set(options) - {"exportUserId"})
+        if unknown:
+            raise _invalid(f"exportOptions.{unknown[0]}", "is not an export option (expected: exportUserId)")
+        flag = options.get("exportUserId", False)
+        if flag is not None and not isinstance(flag, bool):
+            raise _invalid("exportOptions.exportUserId", f"must be true or false, not {_type_name(flag)}")
+        values["export_user_id"] = bool(flag)
+    return ExportRequest(**values)

@@ -1,0 +1,291 @@
+"""Export jobs: the model, its states, and its store in Azure Table storage.
+
+Table `exportjobs` holds one row per job, partition = app id, row key = job id. Job ids are time-ordered
+(a UUIDv7 shape), so the partition reads oldest first. Table `exportjobsbydate` holds, per job, a key-only
+row whose row key sorts newest first, so both listing orders page on the server with continuation keys
+and never load an app's jobs into memory. Table `exportjobsqueued` lists the jobs not started yet, across
+apps, for the StartExport safety net. Every change to a job row is conditional on its ETag.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
+from typing import Iterator, List, Optional, Tuple
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+from shared import storage
+from shared.errors import NotFound
+
+JOBS_TABLE = "exportjobs"
+NEWEST_FIRST_TABLE = "exportjobsbydate"
+QUEUED_TABLE = "exportjobsqueued"
+QUEUED_PARTITION = "queued"
+
+QUEUED, STARTED, SUCCEEDED, FAILED = "Queued", "Started", "Succeeded", "Failed"
+STATES = (QUEUED, STARTED, SUCCEEDED, FAILED)
+_NEXT_STATES = {QUEUED: {STARTED, FAILED}, STARTED: {SUCCEEDED, FAILED}, SUCCEEDED: set(), FAILED: set()}
+_MS_MAX = (1 << 48) - 1
+
+
+class JobChanged(Exception):
+    """Another instance changed the job since it was read; re-read and decide again."""
+
+
+class InvalidTransition(Exception):
+    """A state change that would move a job backwards."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def iso(moment: Optional[dt.datetime]) -> Optional[str]:
+    """UTC ISO 8601 with `Z` and milliseconds, the form every time in the API has."""
+    if moment is None:
+        return None
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_iso(text: Optional[str]) -> Optional[dt.datetime]:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def new_job_id(now: dt.datetime) -> str:
+    """A UUIDv7: 48 bits of milliseconds, then random bits; sorts by creation time."""
+    millis = int(now.timestamp() * 1000) & _MS_MAX
+    random_bits = int.from_bytes(os.urandom(10), "big")
+    value = (millis << 80) | random_bits
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return str(uuid.UUID(int=value))
+
+
+def _newest_first_key(job_id: str) -> str:
+    millis = int(job_id.replace("-", "")[:12], 16)
+    return f"{_MS_MAX - millis:012x}{job_id}"
+
+
+@dataclass
+class ExportJob:
+    app_id: str
+    id: str
+    route: str
+    export_type: str
+    container_url: str
+    sealed_sas: str
+    sas_expires: dt.datetime
+    date_created: dt.datetime
+    description: str = ""
+    export_format: str = "JsonBlob"
+    state: str = QUEUED
+    date_started: Optional[dt.datetime] = None
+    date_completed: Optional[dt.datetime] = None
+    error_details: Optional[str] = None
+    start_date: Optional[dt.date] = None
+    end_date: Optional[dt.date] = None
+    campaign_type: Optional[str] = None
+    campaign_ids: Optional[List[int]] = None
+    campaign_window_start: Optional[dt.datetime] = None
+    campaign_window_end: Optional[dt.datetime] = None
+    export_user_id: bool = False
+    parts_total: Optional[int] = None
+    parts_done: int = 0
+    record_count: Optional[int] = None
+    bytes: Optional[int] = None
+    files: List[dict] = field(default_factory=list)
+    schedule: Optional[str] = None
+    etag: Optional[str] = field(default=None, compare=False)
+
+    def move_to(self, state: str, *, now: Optional[dt.datetime] = None, error: Optional[str] = None) -> None:
+        if state not in _NEXT_STATES[self.state]:
+            raise InvalidTransition(f"job {self.id} cannot go from {self.state} to {state}")
+        now = now or utcnow()
+        self.state = state
+        if state == STARTED:
+            self.date_started = now
+        if state in (SUCCEEDED, FAILED):
+            self.date_completed = now
+        if state == FAILED:
+            self.error_details = error or "the export failed"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (SUCCEEDED, FAILED)
+
+    def to_result(self) -> dict:
+        """The exportTaskResult of the API, with the extra fields clients may ignore."""
+        result = {
+            "id": self.id,
+            "description": self.description,
+            "state": self.state,
+            "dateCreated": iso(self.date_created),
+            "dateCompleted": iso(self.date_completed),
+            "exportType": self.export_type,
+            "errorDetails": self.error_details,
+            "exportFormat": self.export_format,
+            "containerUrl": self.container_url,
+        }
+        if self.start_date is not None:
+            result["startDate"] = self.start_date.isoformat()
+            result["endDate"] = self.end_date.isoformat()
+        if self.campaign_type is not None:
+            result["campaignType"] = self.campaign_type
+        if self.campaign_ids is not None:
+            result["campaignIds"] = list(self.campaign_ids)
+        if self.campaign_window_start is not None:
+            result["campaignWindowStart"] = iso(self.campaign_window_start)
+            result["campaignWindowEnd"] = iso(self.campaign_window_end)
+        if self.route == "tokens":
+            result["exportOptions"] = {"exportUserId": self.export_user_id}
+        result["progress"] = {"partsDone": self.parts_done, "partsTotal": self.parts_total}
+        if self.record_count is not None:
+            result["recordCount"] = self.record_count
+            result["bytes"] = self.bytes
+            result["files"] = list(self.files)
+        return result
+
+
+_DATETIMES = {"sas_expires", "date_created", "date_started", "date_completed", "campaign_window_start",
+              "campaign_window_end"}
+_DATES = {"start_date", "end_date"}
+_JSON = {"campaign_ids", "files"}
+
+
+def _to_entity(job: ExportJob) -> dict:
+    entity = {"PartitionKey": job.app_id, "RowKey": job.id}
+    for name, value in asdict(job).items():
+        if name in ("app_id", "id", "etag") or value is None:
+            continue
+        if name in _DATETIMES:
+            value = iso(value)
+        elif name in _DATES:
+            value = value.isoformat()
+        elif name in _JSON:
+            value = json.dumps(value, separators=(",", ":"))
+        entity[name] = value
+    return entity
+
+
+def _from_entity(entity) -> ExportJob:
+    values = {"app_id": entity["PartitionKey"], "id": entity["RowKey"]}
+    for item in fields(ExportJob):
+        if item.name in values or item.name == "etag" or item.name not in entity:
+            continue
+        value = entity[item.name]
+        if item.name in _DATETIMES:
+            value = _parse_iso(value)
+        elif item.name in _DATES:
+            value = dt.date.fromisoformat(value)
+        elif item.name in _JSON:
+            value = json.loads(value)
+        values[item.name] = value
+    job = ExportJob(**values)
+    job.etag = entity.metadata.get("etag")
+    return job
+
+
+def create_job(job: ExportJob) -> ExportJob:
+    """Stores a new job. Index rows go first: a crash between writes leaves an index row that points at no
+    job (skipped by listings, removed by the safety net), never a job that listings cannot find."""
+    storage.table(QUEUED_TABLE).upsert_entity(
+        {"PartitionKey": QUEUED_PARTITION, "RowKey": f"{job.app_id}|{job.id}", "app_id": job.app_id,
+         "job_id": job.id, "created": iso(job.date_created)})
+    storage.table(NEWEST_FIRST_TABLE).upsert_entity(
+        {"PartitionKey": job.app_id, "RowKey": _newest_first_key(job.id), "job_id": job.id})
+    try:
+        metadata = storage.table(JOBS_TABLE).create_entity(_to_entity(job))
+    except ResourceExistsError:
+        raise JobChanged(f"job {job.id} already exists") from None
+    job.etag = metadata.get("etag")
+    return job
+
+
+def get_job(app_id: str, job_id: str) -> ExportJob:
+    try:
+        return _from_entity(storage.table(JOBS_TABLE).get_entity(app_id, job_id))
+    except ResourceNotFoundError:
+        raise NotFound(f"export task {job_id!r} does not exist for this app", code="ExportTaskNotFound") from None
+
+
+def find_job(app_id: str, job_id: str) -> Optional[ExportJob]:
+    try:
+        return get_job(app_id, job_id)
+    except NotFound:
+        return None
+
+
+def save_job(job: ExportJob) -> ExportJob:
+    """Writes the job if nobody changed it since it was read; raises JobChanged otherwise."""
+    try:
+        metadata = storage.table(JOBS_TABLE).update_entity(
+            _to_entity(job), mode="replace", etag=job.etag, match_condition=MatchConditions.IfNotModified)
+    except (ResourceModifiedError, ResourceNotFoundError):
+        raise JobChanged(f"job {job.id} changed since it was read") from None
+    job.etag = metadata.get("etag")
+    if job.state != QUEUED:
+        clear_queued(job)
+    return job
+
+
+def clear_queued(job: ExportJob) -> None:
+    try:
+        storage.table(QUEUED_TABLE).delete_entity(QUEUED_PARTITION, f"{job.app_id}|{job.id}")
+    except ResourceNotFoundError:
+        pass
+
+
+def queued_jobs(created_before: dt.datetime) -> Iterator[Tuple[str, str]]:
+    """(app id, job id) of jobs not yet started that were created before the given time."""
+    rows = storage.table(QUEUED_TABLE).query_entities(
+        "PartitionKey eq @p and created lt @t", parameters={"p": QUEUED_PARTITION, "t": iso(created_before)},
+        select=["app_id", "job_id"])
+    for row in rows:
+        yield row["app_id"], row["job_id"]
+
+
+def forget_queued(app_id: str, job_id: str) -> None:
+    try:
+        storage.table(QUEUED_TABLE).delete_entity(QUEUED_PARTITION, f"{app_id}|{job_id}")
+    except ResourceNotFoundError:
+        pass
+
+
+@dataclass(frozen=True)
+class Page:
+    jobs: List[ExportJob]
+    next_token: Optional[str]
+
+
+def list_jobs(app_id: str, *, newest_first: bool, top: int, skip: int = 0,
+              after: Optional[str] = None) -> Page:
+    """One page of an app's jobs. ``after`` is the continuation key of the previous page; ``skip`` skips
+    that many jobs first (streamed over keys only)."""
+    filter_text = "PartitionKey eq @p" + (" and RowKey gt @after" if after else "")
+    parameters = {"p": app_id, "after": after or ""}
+    table = storage.table(NEWEST_FIRST_TABLE if newest_first else JOBS_TABLE)
+    rows = table.query_entities(filter_text, parameters=parameters, results_per_page=min(1000, skip + top + 1),
+                                select=["RowKey", "job_id"] if newest_first else None)
+    keys, skipped, more = [], 0, False
+    for row in rows:
+        if skipped < skip:
+            skipped += 1
+            continue
+        if len(keys) == top:
+            more = True
+            break
+        keys.append(row)
+    if newest_first:
+        with ThreadPoolExecutor(8) as pool:
+            found = list(pool.map(lambda row: find_job(app_id, row["job_id"]), keys))
+        jobs = [job for job in found if job is not None]
+    else:
+        jobs = [_from_entity(row) for row in keys]
+    next_token = keys[-1]["RowKey"] if more and keys else None
+    return Page(jobs=jobs, next_token=next_token)

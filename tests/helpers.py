@@ -1,0 +1,56 @@
+"""Building blocks the tests share: app paths, keys, SAS URLs on Azurite, direct HTTP requests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from typing import Optional
+
+import azure.functions as func
+from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+
+from devhost.azurite import ACCOUNT_NAME
+from shared.config import DEVELOPMENT_CONNECTION_STRING
+
+ACCOUNT_KEY = DEVELOPMENT_CONNECTION_STRING.split("AccountKey=")[1].split(";")[0]
+API_VERSION = "2014-12-01"
+
+
+def app_path(collection: str, app: str) -> str:
+    return (f"/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.MobileEngagement/"
+            f"appcollections/{collection}/apps/{app}/devices")
+
+
+def container_sas_url(azurite, container: str, *, permission: str = "racwdl",
+                      expiry: Optional[dt.datetime] = None, create: bool = True) -> str:
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    if create:
+        service.create_container(container)
+    expiry = expiry or dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)
+    sas = generate_container_sas(ACCOUNT_NAME, container, account_key=ACCOUNT_KEY,
+                                 permission=ContainerSasPermissions.from_string(permission), expiry=expiry)
+    return f"{service.url.rstrip('/')}/{container}?{sas}"
+
+
+def http_request(method: str, path: str, *, key: Optional[str] = None, body=None, params=None,
+                 route_params=None, headers=None, raw: Optional[bytes] = None) -> func.HttpRequest:
+    all_headers = {"Content-Type": "application/json"}
+    if key is not None:
+        all_headers["Authorization"] = f"Bearer {key}"
+    all_headers.update(headers or {})
+    params = {"api-version": API_VERSION} if params is None else params
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return func.HttpRequest(method=method, url=f"http://127.0.0.1:7071{path}" + (f"?{query}" if query else ""),
+                            headers=all_headers, params=params, route_params=route_params or {},
+                            body=raw if raw is not None else (json.dumps(body).encode() if body is not None else b""))
+
+
+def wait_for(predicate, timeout=20.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()

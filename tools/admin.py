@@ -1,0 +1,36 @@
+"""Admin commands. `python -m tools.admin register-app --collection C --app A` registers an app and prints
+its keys as JSON on the last line: {"exportKey": ..., "collectKey": ...}. The keys are shown only here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from shared import apps
+from shared.errors import ApiError
+from tools import localenv
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.admin", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    register = commands.add_parser("register-app", help="register an app and print its keys")
+    register.add_argument("--collection", required=True)
+    register.add_argument("--app", required=True)
+    register.add_argument("--rotate", action="store_true", help="issue new keys for an existing app")
+    arguments = parser.parse_args(argv)
+    localenv.prepare()
+    try:
+        keys = apps.register_app(arguments.collection, arguments.app, rotate=arguments.rotate)
+    except ApiError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 2
+    print(f"Registered app {arguments.collection}/{arguments.app}; keep these keys, they are not stored:",
+          file=sys.stderr)
+    print(json.dumps({"exportKey": keys.export_key, "collectKey": keys.collect_key}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
