@@ -38,8 +38,9 @@ app: setup
 	$(PY) -m tools.admin register-app --collection "$(COLLECTION)" --app "$(APP)"
 
 data: setup
-	@test -n "$(APP)" || { echo "usage: make data APP=<collection>/<app> DAYS=<n> DEVICES=<n>"; exit 2; }
-	$(PY) -m tools.generate --app "$(APP)" --days "$(or $(DAYS),1)" --devices "$(or $(DEVICES),1000)"
+	@test -n "$(APP)" || { echo "usage: make data APP=<app> [COLLECTION=demo] DAYS=<n> DEVICES=<n> [SEED=1]"; exit 2; }
+	$(PY) -m tools.generate --app "$(APP)" --collection "$(or $(COLLECTION),demo)" --days "$(or $(DAYS),1)" \
+		--devices "$(or $(DEVICES),1000)" --seed "$(or $(SEED),1)"
 
 clean:
 	rm -rf $(VENV) node_modules .azurite .pytest_cache

@@ -1,0 +1,203 @@
+"""The sample-data generator: plausible devices, sessions, activities, events, jobs, errors, crashes,
+app-info tags, push tokens and push-campaign feedback, a day at a time, deterministic for a seed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import random
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional
+
+from shared import rawstore, snapshots
+from shared.records import format_time
+
+ACTIVITIES = ("home", "level_select", "level_play", "shop", "settings", "leaderboard", "profile", "inbox")
+EVENTS = ("button_click", "level_complete", "purchase", "ad_view", "share", "achievement", "tutorial_step")
+ERRORS = ("network_timeout", "asset_missing", "payment_declined", "sync_conflict")
+JOBS = ("background_sync", "asset_download", "push_register")
+CRASHES = ("java.lang.NullPointerException", "SIGSEGV", "NSInvalidArgumentException", "OutOfMemoryError")
+MODELS = (("Pixel 8", "Google", "Android", "14", 34), ("Galaxy S23", "samsung", "Android", "14", 34),
+          ("iPhone 15", "Apple", "iOS", "17.4", None), ("Redmi Note 12", "Xiaomi", "Android", "13", 33),
+          ("Moto g84", "motorola", "Android", "13", 33), ("iPhone SE", "Apple", "iOS", "16.7", None))
+PLACES = (("FR", "Ile-de-France", "Paris"), ("US", "California", "San Francisco"), ("DE", "Bayern", "München"),
+          ("JP", "Tokyo", "Shibuya"), ("BR", "São Paulo", "São Paulo"), ("IN", "Karnataka", "Bengaluru"))
+CARRIERS = ("Orange", "Verizon", "Telekom", "NTT Docomo", "Vivo", "Jio")
+CAMPAIGN_TYPES = ("Announcement", "DataPush", "NativePush", "Poll")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to generate: ``devices`` devices over the ``days`` UTC days ending ``last_day`` (inclusive)."""
+
+    devices: int
+    days: int
+    last_day: dt.date
+    seed: int = 1
+
+    @property
+    def day_list(self) -> List[dt.date]:
+        return [self.last_day - dt.timedelta(days=offset) for offset in range(self.days - 1, -1, -1)]
+
+
+def _device_id(seed: int, index: int) -> str:
+    return random.Random(f"device:{seed}:{index}").getrandbits(128).to_bytes(16, "big").hex()
+
+
+def _extras(rng: random.Random, name: str) -> dict:
+    extras = {"screen": name, "level": rng.randint(1, 120)}
+    if rng.random() < 0.3:
+        extras["item"] = rng.choice(("sword", "shield", "gems_500", "extra_life", "skin, gold \"deluxe\""))
+        extras["price"] = round(rng.uniform(0.99, 19.99), 2)
+    if rng.random() < 0.1:
+        extras["note"] = rng.choice(("première fois", "line1\nline2", "emoji 🎮", "a,b;c"))
+    return extras
+
+
+def _user_id(seed: int, index: int) -> Optional[str]:
+    return f"user-{index:07d}" if index % 3 else None
+
+
+def day_records(plan: Plan, day: dt.date) -> Iterator[dict]:
+    """The historical records of one day, every device."""
+    midnight = dt.datetime.combine(day, dt.time(), dt.timezone.utc)
+    for index in range(plan.devices):
+        rng = random.Random(f"day:{plan.seed}:{index}:{day.isoformat()}")
+        device, user = _device_id(plan.seed, index), _user_id(plan.seed, index)
+        common = {"deviceId": device, **({"userId": user} if user else {})}
+        for _ in range(rng.choice((0, 1, 1, 2, 2, 3))):
+            session = f"s-{rng.getrandbits(64):016x}"
+            clock = midnight + dt.timedelta(seconds=rng.randint(0, 86_000))
+            for _ in range(rng.randint(1, 5)):
+                name = rng.choice(ACTIVITIES)
+                end = clock + dt.timedelta(seconds=rng.randint(5, 300), milliseconds=rng.randint(0, 999))
+                yield {"type": "activity", **common, "sessionId": session, "name": name,
+                       "start": format_time(clock), "end": format_time(end), "extras": _extras(rng, name)}
+                for _ in range(rng.randint(0, 3)):
+                    moment = clock + (end - clock) * rng.random()
+                    event = rng.choice(EVENTS)
+                    yield {"type": "event", **common, "sessionId": session, "name": event,
+                           "timestamp": format_time(moment), "extras": _extras(rng, name)}
+                if rng.random() < 0.04:
+                    yield {"type": "error", **common, "sessionId": session, "name": rng.choice(ERRORS),
+                           "timestamp": format_time(end), "extras": {"code": rng.randint(400, 599)}}
+                clock = end + dt.timedelta(seconds=rng.randint(0, 20))
+        if rng.random() < 0.3:
+            start = midnight + dt.timedelta(seconds=rng.randint(0, 86_000))
+            yield {"type": "job", **common, "name": rng.choice(JOBS), "start": format_time(start),
+                   "end": format_time(start + dt.timedelta(seconds=rng.randint(1, 120))),
+                   "extras": {"items": rng.randint(1, 50)}}
+        if rng.random() < 0.02:
+            yield {"type": "crash", **common, "timestamp": format_time(midnight + dt.timedelta(
+                seconds=rng.randint(0, 86_399))), "crashType": rng.choice(CRASHES),
+                "message": "unexpected state", "stack": "at Game.update(Game.java:42)\nat Loop.run(Loop.java:7)"}
+
+
+def snapshot_records(plan: Plan) -> Iterator[dict]:
+    """Devices, tags, tokens and push feedback: the current state of every device."""
+    seen = format_time(dt.datetime.combine(plan.last_day, dt.time(12), dt.timezone.utc))
+    campaign_day = dt.datetime.combine(plan.last_day, dt.time(9), dt.timezone.utc)
+    for index in range(plan.devices):
+        rng = random.Random(f"snapshot:{plan.seed}:{index}")
+        device, user = _device_id(plan.seed, index), _user_id(plan.seed, index)
+        model, maker, firmware, version, api_level = rng.choice(MODELS)
+        country, region, locality = rng.choice(PLACES)
+        info = {"phoneModel": model, "phoneManufacturer": maker, "firmwareVersion": version,
+                "firmwareName": firmware, "carrierCountry": country.lower(), "locale": f"{country.lower()}_{country}",
+                "carrierName": rng.choice(CARRIERS), "networkType": rng.choice(("WIFI", "MOBILE")),
+                "applicationVersionName": f"2.{rng.randint(0, 9)}.0", "applicationVersionCode": rng.randint(200, 299),
+                "timeZoneOffset": rng.choice((0, 3600, -28800, 32400)), "serviceVersion": "4.1.0"}
+        if api_level:
+            info["androidAPILevel"] = api_level
+        yield {"type": "device", "deviceId": device, "timestamp": seen, "info": info,
+               "location": {"countrycode": country, "region": region, "locality": locality},
+               "nativePushEnabled": rng.random() < 0.7}
+        yield {"type": "tag", "deviceId": device, "name": "favorite_mode", "value": rng.choice(("solo", "coop"))}
+        yield {"type": "tag", "deviceId": device, "name": "coins", "value": rng.randint(0, 100_000)}
+        yield {"type": "tag", "deviceId": device, "name": "signup_date", "value": (
+            plan.last_day - dt.timedelta(days=rng.randint(0, 700))).isoformat()}
+        yield {"type": "tag", "deviceId": device, "name": "premium", "value": rng.random() < 0.1}
+        token = {"type": "token", "deviceId": device, "token": f"tok-{rng.getrandbits(128):032x}",
+                 "platform": "apns" if firmware == "iOS" else "fcm"}
+        if user:
+            token["userId"] = user
+        yield token
+        for campaign in range(1, 4):
+            if rng.random() < 0.5:
+                continue
+            kind = CAMPAIGN_TYPES[campaign % len(CAMPAIGN_TYPES)]
+            moment = campaign_day + dt.timedelta(hours=campaign)
+            for action in ("pushed", "replied", "actioned")[:rng.randint(1, 3)]:
+                yield {"type": "push", "deviceId": device, "campaignId": campaign, "campaignType": kind,
+                       "action": action, "timestamp": format_time(moment)}
+                moment += dt.timedelta(minutes=rng.randint(1, 90))
+
+
+def records(plan: Plan) -> Iterator[dict]:
+    """Every record of the plan: each day's historical records, then the snapshot."""
+    for day in plan.day_list:
+        yield from day_records(plan, day)
+    yield from snapshot_records(plan)
+
+
+def load(app_id: str, plan: Plan, *, progress=None) -> Dict[str, int]:
+    """Writes the plan straight into the stores (the raw store and the snapshot tables); returns counts."""
+    counts: Dict[str, int] = defaultdict(int)
+    writer = rawstore.writer()
+    for day in plan.day_list:
+        partitions: Dict[str, List[bytes]] = defaultdict(list)
+        for record in day_records(plan, day):
+            counts[record["type"]] += 1
+            hour = rawstore.hour_of(record)
+            partitions[rawstore.hour_prefix(app_id, record["type"], hour)].append(
+                json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda item: writer.append_lines(*item), partitions.items()))
+        if progress:
+            progress(f"{day.isoformat()}: {sum(len(v) for v in partitions.values())} historical records")
+    batch: List[dict] = []
+    for record in snapshot_records(plan):
+        counts[record["type"]] += 1
+        batch.append(record)
+        if len(batch) >= 20_000:
+            snapshots.store(app_id, batch, replace=True)
+            batch = []
+    if batch:
+        snapshots.store(app_id, batch, replace=True)
+    return dict(counts)
+
+
+def post(base_url: str, collection: str, app: str, collect_key: str, plan: Plan, *, batch_size: int = 1000,
+         session=None) -> Dict[str, int]:
+    """Sends the plan through the Collect endpoint, gzip-compressed, in batches; returns counts."""
+    import requests
+
+    session = session or requests.Session()
+    url = (f"{base_url}/subscriptions/sample/resourceGroups/sample/providers/Microsoft.MobileEngagement/"
+           f"appcollections/{collection}/apps/{app}/devices/collect")
+    counts: Dict[str, int] = defaultdict(int)
+    batch: List[dict] = []
+
+    def send():
+        body = gzip.compress(json.dumps({"records": batch}).encode(), 5)
+        response = session.post(url, params={"api-version": "2014-12-01"}, data=body, timeout=60, headers={
+            "Authorization": f"Bearer {collect_key}", "Content-Type": "application/json",
+            "Content-Encoding": "gzip"})
+        response.raise_for_status()
+        result = response.json()
+        if result["rejected"]:
+            raise ValueError(f"Collect refused sample records: {result['rejected'][:3]}")
+
+    for record in records(plan):
+        counts[record["type"]] += 1
+        batch.append(record)
+        if len(batch) >= batch_size:
+            send()
+            batch = []
+    if batch:
+        send()
+    return dict(counts)
+

@@ -1,0 +1,97 @@
+"""Ingestion: `POST .../devices/collect` with {"records": [...]}, authorised by the app's collect key.
+
+Every record is checked on its own; the valid ones are written (historical records to the raw store,
+snapshot records to their tables) before the answer says 200, and each refused record is listed with its
+index, the field and the reason. A body that cannot be read at all is refused whole.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import zlib
+
+import azure.functions as func
+from azure.core.exceptions import AzureError
+
+from shared import rawstore, snapshots
+from shared.errors import ApiError, BadRequest, PayloadTooLarge
+from shared.export_api import authorized_app, check_api_version
+from shared.http import error_response, json_response
+from shared.records import HISTORICAL_TYPES, RecordError, normalize
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_DECODED_BYTES = 16 * 1024 * 1024
+MAX_RECORDS = 5000
+log = logging.getLogger(__name__)
+
+
+def _decoded_body(req: func.HttpRequest) -> bytes:
+    raw = req.get_body() or b""
+    if len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the request body is {len(raw)} bytes; at most {MAX_BODY_BYTES} are accepted")
+    encoding = req.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding != "gzip":
+        raise BadRequest(f"Content-Encoding {encoding!r} is not supported; use gzip or none",
+                         code="UnsupportedContentEncoding", status=415)
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        # Bounded, so a small gzip bomb cannot take the worker's memory.
+        body = decompressor.decompress(raw, MAX_DECODED_BYTES + 1)
+    except zlib.error:
+        raise BadRequest("the body is not valid gzip (Content-Encoding: gzip)", code="InvalidRequestContent") from None
+    if len(body) > MAX_DECODED_BYTES or decompressor.unconsumed_tail:
+        raise PayloadTooLarge(f"the body is over {MAX_DECODED_BYTES} bytes once decompressed")
+    return body
+
+
+def _records(body: bytes) -> list:
+    try:
+        document = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BadRequest(f"the request body is not valid JSON: {error}", code="InvalidRequestContent") from None
+    if not isinstance(document, dict) or not isinstance(document.get("records"), list):
+        raise BadRequest('the body must be a JSON object {"records": [...]}', code="InvalidRequestContent")
+    unknown = sorted(set(document) - {"records"})
+    if unknown:
+        raise BadRequest(f"{unknown[0]} is not a field of a collect batch (only records)", code="InvalidParameter")
+    records = document["records"]
+    if len(records) > MAX_RECORDS:
+        raise BadRequest(f"the batch has {len(records)} records; at most {MAX_RECORDS} per request",
+                         code="TooManyRecords")
+    return records
+
+
+def ingest(app_id: str, raw_records: list) -> dict:
+    """Checks and stores a batch; returns the answer body {"accepted": n, "rejected": [...]}."""
+    accepted, rejected = [], []
+    for index, raw in enumerate(raw_records):
+        try:
+            accepted.append(normalize(raw))
+        except RecordError as error:
+            rejected.append({"index": index, "field": error.field, "reason": error.reason})
+    historical = [record for record in accepted if record["type"] in HISTORICAL_TYPES]
+    snapshot = [record for record in accepted if record["type"] not in HISTORICAL_TYPES]
+    if historical:
+        rawstore.writer().append_records(app_id, historical)
+    if snapshot:
+        snapshots.store(app_id, snapshot)
+    return {"accepted": len(accepted), "rejected": rejected}
+
+
+def handle(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        app = authorized_app(req, purpose="collect")
+        check_api_version(req.params)
+        result = ingest(app.id, _records(_decoded_body(req)))
+    except ApiError as error:
+        return error_response(error)
+    except AzureError as error:
+        # Storage failed part-way: nothing was acknowledged, so the client sends the batch again.
+        log.warning("Collect could not store a batch: %r", error)
+        return error_response(ApiError("storage is unavailable; send the whole batch again",
+                                       code="ServiceUnavailable", status=503, headers={"Retry-After": "5"}))
+    return json_response(result)

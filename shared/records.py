@@ -1,0 +1,244 @@
+"""The record schema, one for ingestion and export, and its checks by the platform's limits.
+
+`normalize(raw)` returns the record as it is stored and exported (camelCase, UTC times as
+`YYYY-MM-DDTHH:MM:SS.mmmZ`, fields in a fixed order) or raises RecordError naming the field and the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any, Callable, Dict, Optional, Tuple
+
+HISTORICAL_TYPES = ("activity", "event", "job", "error", "crash")
+SNAPSHOT_TYPES = ("device", "tag", "token", "push")
+RECORD_TYPES = HISTORICAL_TYPES + SNAPSHOT_TYPES
+CAMPAIGN_TYPES = ("Announcement", "DataPush", "NativePush", "Poll")
+PUSH_ACTIONS = ("pushed", "replied", "actioned", "exited")
+DEVICE_INFO_FIELDS = ("phoneModel", "phoneManufacturer", "firmwareVersion", "firmwareName", "androidAPILevel",
+                      "carrierCountry", "locale", "carrierName", "networkType", "networkSubtype",
+                      "applicationVersionName", "applicationVersionCode", "timeZoneOffset", "serviceVersion")
+LOCATION_FIELDS = ("countrycode", "region", "locality")
+MAX_NAME = 64
+MAX_EXTRAS_BYTES = 1024
+MAX_TAG_VALUE = 1024
+MAX_ID = 128
+_KEY = re.compile(r"^[a-zA-Z0-9_]{1,64}$")
+# Device ids become table row keys: no '/', '\\', '#', '?', '|' or control characters.
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9._:@=+-]{1,128}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class RecordError(ValueError):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def format_time(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _time(raw: dict, field: str) -> str:
+    value = raw.get(field)
+    if value is None:
+        raise RecordError(field, "is required: an ISO 8601 time with a zone, such as 2026-01-31T12:00:00Z")
+    if not isinstance(value, str):
+        raise RecordError(field, "must be an ISO 8601 string")
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise RecordError(field, f"is not an ISO 8601 time: {value[:40]!r}") from None
+    if moment.tzinfo is None:
+        raise RecordError(field, "needs a time zone (Z or +hh:mm)")
+    return format_time(moment)
+
+
+def _text(raw: dict, field: str, *, limit: int, required: bool) -> Optional[str]:
+    value = raw.get(field)
+    if value is None:
+        if required:
+            raise RecordError(field, "is required")
+        return None
+    if not isinstance(value, str):
+        raise RecordError(field, "must be a string")
+    if not value or len(value) > limit:
+        raise RecordError(field, f"must be 1 to {limit} characters, not {len(value)}")
+    return value
+
+
+def _name(raw: dict) -> str:
+    return _text(raw, "name", limit=MAX_NAME, required=True)
+
+
+def _extras(raw: dict) -> Optional[dict]:
+    value = raw.get("extras")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RecordError("extras", "must be a JSON object")
+    for key in value:
+        if not _KEY.match(key):
+            raise RecordError("extras", f"key {key[:70]!r} must be 1 to 64 of a-z, A-Z, 0-9 and _")
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    if size > MAX_EXTRAS_BYTES:
+        raise RecordError("extras", f"is {size} bytes once encoded; at most {MAX_EXTRAS_BYTES}")
+    return value
+
+
+def _range(record: dict) -> None:
+    if record["end"] < record["start"]:
+        raise RecordError("end", "is before start")
+
+
+def _object(raw: dict, field: str, allowed: Tuple[str, ...]) -> Optional[dict]:
+    value = raw.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RecordError(field, "must be an object")
+    for key, item in value.items():
+        if key not in allowed:
+            raise RecordError(f"{field}.{key}", f"is not a {field} field (expected: {', '.join(allowed)})")
+        if item is not None and not isinstance(item, (str, int, float)) or isinstance(item, bool):
+            raise RecordError(f"{field}.{key}", "must be a string or a number")
+        if isinstance(item, str) and len(item) > 256:
+            raise RecordError(f"{field}.{key}", "must be at most 256 characters")
+    return {key: value[key] for key in allowed if value.get(key) is not None}
+
+
+def _tag_value(raw: dict):
+    if "value" not in raw:
+        raise RecordError("value", "is required (a string, integer, yyyy-MM-dd date, boolean, or null to delete)")
+    value = raw["value"]
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not -2**63 <= value < 2**63:
+            raise RecordError("value", "is outside the 64-bit integer range")
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_TAG_VALUE:
+            raise RecordError("value", f"is {len(value)} characters; at most {MAX_TAG_VALUE}")
+        if _DATE.match(value):
+            try:
+                dt.date.fromisoformat(value)
+            except ValueError:
+                raise RecordError("value", f"looks like a date but is not a real day: {value!r}") from None
+        return value
+    raise RecordError("value", "must be a string, an integer, a yyyy-MM-dd date, a boolean or null")
+
+
+def _choice(raw: dict, field: str, choices: Tuple[str, ...]) -> str:
+    value = raw.get(field)
+    if value not in choices:
+        raise RecordError(field, f"must be one of {', '.join(choices)}")
+    return value
+
+
+def _bool(raw: dict, field: str) -> Optional[bool]:
+    value = raw.get(field)
+    if value is not None and not isinstance(value, bool):
+        raise RecordError(field, "must be true or false")
+    return value
+
+
+def _activity(raw):
+    record = {"sessionId": _text(raw, "sessionId", limit=MAX_ID, required=True), "name": _name(raw),
+              "start": _time(raw, "start"), "end": _time(raw, "end"), "extras": _extras(raw)}
+    _range(record)
+    return record
+
+
+def _event(raw):
+    return {"sessionId": _text(raw, "sessionId", limit=MAX_ID, required=False),
+            "jobId": _text(raw, "jobId", limit=MAX_ID, required=False), "name": _name(raw),
+            "timestamp": _time(raw, "timestamp"), "extras": _extras(raw)}
+
+
+def _job(raw):
+    record = {"name": _name(raw), "start": _time(raw, "start"), "end": _time(raw, "end"), "extras": _extras(raw)}
+    _range(record)
+    return record
+
+
+def _crash(raw):
+    return {"timestamp": _time(raw, "timestamp"), "crashType": _text(raw, "crashType", limit=MAX_NAME, required=True),
+            "message": _text(raw, "message", limit=4096, required=False),
+            "stack": _text(raw, "stack", limit=65536, required=False)}
+
+
+def _device(raw):
+    return {"timestamp": _time(raw, "timestamp") if raw.get("timestamp") is not None else None,
+            "info": _object(raw, "info", DEVICE_INFO_FIELDS), "location": _object(raw, "location", LOCATION_FIELDS),
+            "nativePushEnabled": _bool(raw, "nativePushEnabled")}
+
+
+def _tag(raw):
+    name = raw.get("name")
+    if not isinstance(name, str) or not _KEY.match(name):
+        raise RecordError("name", "must be 1 to 64 of a-z, A-Z, 0-9 and _")
+    return {"name": name, "value": _tag_value(raw)}
+
+
+def _token(raw):
+    return {"token": _text(raw, "token", limit=4096, required=True),
+            "platform": _text(raw, "platform", limit=MAX_NAME, required=False)}
+
+
+def _push(raw):
+    campaign = raw.get("campaignId")
+    if isinstance(campaign, bool) or not isinstance(campaign, int) or not 0 < campaign < 10**12:
+        raise RecordError("campaignId", "must be a positive integer")
+    return {"campaignId": campaign, "campaignType": _choice(raw, "campaignType", CAMPAIGN_TYPES),
+            "action": _choice(raw, "action", PUSH_ACTIONS), "timestamp": _time(raw, "timestamp")}
+
+
+_BY_TYPE: Dict[str, Tuple[Callable[[dict], dict], Tuple[str, ...]]] = {
+    "activity": (_activity, ("userId", "sessionId", "name", "start", "end", "extras")),
+    "event": (_event, ("userId", "sessionId", "jobId", "name", "timestamp", "extras")),
+    "error": (_event, ("userId", "sessionId", "jobId", "name", "timestamp", "extras")),
+    "job": (_job, ("userId", "name", "start", "end", "extras")),
+    "crash": (_crash, ("userId", "timestamp", "crashType", "message", "stack")),
+    "device": (_device, ("timestamp", "info", "location", "nativePushEnabled")),
+    "tag": (_tag, ("name", "value")),
+    "token": (_token, ("userId", "token", "platform")),
+    "push": (_push, ("campaignId", "campaignType", "action", "timestamp")),
+}
+
+
+def normalize(raw: Any) -> Dict[str, Any]:
+    """The stored form of one incoming record; raises RecordError(field, reason)."""
+    if not isinstance(raw, dict):
+        raise RecordError("record", "must be a JSON object")
+    kind = raw.get("type")
+    if kind not in _BY_TYPE:
+        raise RecordError("type", f"must be one of {', '.join(RECORD_TYPES)}")
+    device = raw.get("deviceId")
+    if not isinstance(device, str) or not _DEVICE_ID.match(device):
+        raise RecordError("deviceId", "is required: 1 to 128 of letters, digits and . _ : @ = + -")
+    check, allowed = _BY_TYPE[kind]
+    unknown = sorted(set(raw) - {"type", "deviceId"} - set(allowed))
+    if unknown:
+        raise RecordError(unknown[0], f"is not a field of a {kind} record (fields: {', '.join(allowed)})")
+    record: Dict[str, Any] = {"type": kind, "deviceId": device}
+    if "userId" in allowed:
+        record["userId"] = _text(raw, "userId", limit=MAX_ID, required=False)
+    record.update(check(raw))
+    return {key: value for key, value in record.items() if value is not None or key == "value"}
+
+
+def partition_time(record: Dict[str, Any]) -> str:
+    """The time a historical record is filed under: its start, or its timestamp."""
+    return record.get("start") or record["timestamp"]
+
+
+def encode_line(record: Dict[str, Any]) -> bytes:
+    """One JSON Lines row, as stored in the raw store and written to JsonBlob exports."""
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
