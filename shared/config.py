@@ -31,6 +31,10 @@ MAX_RANGE_DAYS = "EXPORT_MAX_RANGE_DAYS"
 MAX_REQUEST_BYTES = "EXPORT_MAX_REQUEST_BYTES"
 # Whether job creation probes the destination with a write (and removes it) before answering 202.
 PROBE_DESTINATION = "EXPORT_PROBE_DESTINATION"
+# A result file holds at most about this many bytes of raw (gzip) input before the next part begins.
+PART_MAX_BYTES = "EXPORT_PART_MAX_BYTES"
+# A job still running this many hours after it started ends as Failed.
+JOB_DEADLINE_HOURS = "EXPORT_JOB_DEADLINE_HOURS"
 
 DEVELOPMENT_CONNECTION_STRING = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
@@ -67,6 +71,8 @@ class Settings:
     max_range_days: int = 366
     max_request_bytes: int = 64 * 1024
     probe_destination: bool = True
+    part_max_bytes: int = 256 * 1024 * 1024
+    job_deadline_hours: int = 24
 
 
 def _text(env: Mapping[str, str], name: str) -> Optional[str]:
@@ -141,6 +147,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         max_range_days=_positive_int(env, MAX_RANGE_DAYS, 366),
         max_request_bytes=_positive_int(env, MAX_REQUEST_BYTES, 64 * 1024),
         probe_destination=_flag(env, PROBE_DESTINATION, True),
+        part_max_bytes=_positive_int(env, PART_MAX_BYTES, 256 * 1024 * 1024),
+        job_deadline_hours=_positive_int(env, JOB_DEADLINE_HOURS, 24),
     )
 
 

@@ -11,7 +11,9 @@ import json
 import logging
 from dataclasses import dataclass
 
-from shared import jobs, storage
+from shared import engine, jobs, storage
+from shared.config import get_settings
+from shared.errors import PermanentJobError
 
 POLL_QUEUE = "export-poll"
 # A job still Queued this long after creation lost its start message (or the host crashed): start it again.
@@ -65,3 +67,117 @@ def restart_stranded_jobs(now: dt.datetime) -> int:
         request_start(job)
         restarted += 1
     return restarted
+
+
+WORK_QUEUE = "export-work"
+# Must equal host.json extensions.queues.maxDequeueCount: a message's last try is the one that records failure.
+MAX_DEQUEUE_COUNT = 5
+POLL_DELAYS = (1, 1, 1, 2, 2, 3, 5, 8, 13, 21, 30)
+
+
+@dataclass(frozen=True)
+class WorkMessage:
+    app_id: str
+    job_id: str
+    index: int
+
+    def to_json(self) -> str:
+        return json.dumps({"app": self.app_id, "job": self.job_id, "item": self.index})
+
+    @classmethod
+    def from_json(cls, body: bytes) -> "WorkMessage":
+        try:
+            doc = json.loads(body)
+            return cls(app_id=str(doc["app"]), job_id=str(doc["job"]), index=int(doc["item"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"not a work message: {error!r}") from None
+
+
+def _poll_later(message: PollMessage) -> None:
+    delay = POLL_DELAYS[min(message.attempt, len(POLL_DELAYS) - 1)]
+    send_poll(PollMessage(message.app_id, message.job_id, message.attempt + 1), delay_seconds=delay)
+
+
+def _finish(job: jobs.ExportJob, state: str, *, error: str = None, **fields) -> None:
+    """Moves the job to a final state unless another instance already did (ETag)."""
+    while not job.finished:
+        job.move_to(state, error=error)
+        for name, value in fields.items():
+            setattr(job, name, value)
+        try:
+            jobs.save_job(job)
+            log.info("Export task %s %s%s", job.id, state, f": {error}" if error else "")
+            return
+        except jobs.JobChanged:
+            job = jobs.get_job(job.app_id, job.id)
+
+
+def fail(app_id: str, job_id: str, reason: str) -> None:
+    job = jobs.find_job(app_id, job_id)
+    if job is not None and not job.finished:
+        _finish(job, jobs.FAILED, error=reason)
+
+
+def _start(job: jobs.ExportJob) -> jobs.ExportJob:
+    """Plans the job and fans out its work items, then marks it Started. Work goes out before the state
+    changes: a crash in between leaves a Queued job that is started again, and duplicate work is harmless."""
+    items = engine.load_or_create_plan(job)
+    work = storage.queue(WORK_QUEUE)
+    for item in items:
+        work.send_message(WorkMessage(job.app_id, job.id, item.index).to_json())
+    job.parts_total = len(items)
+    job.move_to(jobs.STARTED)
+    try:
+        return jobs.save_job(job)
+    except jobs.JobChanged:
+        return jobs.get_job(job.app_id, job.id)
+
+
+def poll(message: PollMessage) -> None:
+    """One look at a job: start it, fail it, finish it, or look again later."""
+    job = jobs.find_job(message.app_id, message.job_id)
+    if job is None:
+        log.warning("Poll for unknown export task %s of app %s dropped", message.job_id, message.app_id)
+        jobs.forget_queued(message.app_id, message.job_id)
+        return
+    if job.finished:
+        return
+    now = jobs.utcnow()
+    if now >= job.sas_expires:
+        _finish(job, jobs.FAILED, error=f"the SAS token of the destination container expired at "
+                                        f"{jobs.iso(job.sas_expires)} before the export finished; create the export "
+                                        f"again with a SAS valid long enough")
+        return
+    if job.state == jobs.QUEUED:
+        job = _start(job)
+        if job.finished:
+            return
+    deadline = (job.date_started or now) + dt.timedelta(hours=get_settings().job_deadline_hours)
+    if now >= deadline:
+        _finish(job, jobs.FAILED, error=f"the export did not finish within {get_settings().job_deadline_hours} "
+                                        f"hours (EXPORT_JOB_DEADLINE_HOURS); try a shorter date range")
+        return
+    rows = engine.parts(job.id)
+    failed = [row for row in rows if row.get("state") == "failed"]
+    if failed:
+        first = min(failed, key=lambda row: row["RowKey"])
+        _finish(job, jobs.FAILED, error=first["reason"])
+        return
+    done = [row for row in rows if row.get("state") == "done"]
+    if len(done) < (job.parts_total or 0):
+        if job.parts_done != len(done):
+            job.parts_done = len(done)
+            try:
+                jobs.save_job(job)
+            except jobs.JobChanged:
+                pass  # progress is advisory; the next poll writes it
+        _poll_later(message)
+        return
+    try:
+        files = engine.commit(job, done)
+    except PermanentJobError as error:
+        _finish(job, jobs.FAILED, error=str(error))
+        return
+    _finish(job, jobs.SUCCEEDED, parts_done=len(done), record_count=sum(f["records"] for f in files),
+            bytes=sum(f["bytes"] for f in files), files=[{k: f[k] for k in ("name", "records", "bytes", "md5")}
+                                                         for f in files])

@@ -1,0 +1,17 @@
+"""Queue trigger: exports one work item (one result file) of a job, staging its blocks idempotently."""
+
+import logging
+
+import azure.functions as func
+
+from shared import engine, orchestration
+
+
+def main(msg: func.QueueMessage) -> None:
+    try:
+        message = orchestration.WorkMessage.from_json(msg.get_body())
+    except ValueError as error:
+        logging.error("ExportWorker: malformed message %s: %s", msg.id, error)
+        raise
+    engine.run_item(message.app_id, message.job_id, message.index,
+                    last_try=msg.dequeue_count >= orchestration.MAX_DEQUEUE_COUNT)

@@ -1,0 +1,24 @@
+"""Queue trigger, durable-style monitor of one export job: starts it (plan + fan-out), re-enqueues itself
+with a growing delay while parts run, and finishes it (commit + manifest + Succeeded) or fails it."""
+
+import logging
+
+import azure.functions as func
+
+from shared import orchestration
+
+
+def main(msg: func.QueueMessage) -> None:
+    try:
+        message = orchestration.PollMessage.from_json(msg.get_body())
+    except ValueError as error:
+        # Not ours to retry: it would fail the same way every time. Raised so it lands in export-poll-poison.
+        logging.error("PollExport: malformed message %s: %s", msg.id, error)
+        raise
+    try:
+        orchestration.poll(message)
+    except Exception as error:
+        if msg.dequeue_count >= orchestration.MAX_DEQUEUE_COUNT:
+            orchestration.fail(message.app_id, message.job_id,
+                               f"the export could not be monitored ({type(error).__name__}); create it again")
+        raise

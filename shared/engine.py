@@ -1,0 +1,316 @@
+"""The export engine: plan a job into work items, run one item, and finish the job.
+
+A work item writes exactly one result file. It stages the file's bytes as blocks whose ids come from the
+item's index and the block's position, so a retried item rewrites the same blocks; its outcome (block
+ids, records, bytes, MD5) goes into a part row. Only when every part is done are the block lists
+committed, in order, and the manifest written last: a file appears complete, exactly once, or not at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import gzip
+import json
+import logging
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, List, Optional
+
+from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ResourceExistsError,
+                                   ResourceNotFoundError)
+from azure.storage.blob import BlobBlock, ContentSettings
+
+from shared import destination, jobs, rawstore, sources, storage
+from shared.config import get_settings
+from shared.errors import PermanentJobError
+from shared.exportformats import GzipSink, RowEncoder, file_name, manifest_name
+
+PLANS_CONTAINER = "exportplans"
+PARTS_TABLE = "exportparts"
+ROW_BATCH = 2000
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    index: int
+    file: str
+    kind: str  # copy | rows | sessions | snapshot
+    sources: tuple = ()  # ((raw blob name, size), ...)
+    day: Optional[str] = None
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "file": self.file, "kind": self.kind, "sources": [list(s) for s in self.sources],
+                "day": self.day}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "WorkItem":
+        return cls(index=doc["index"], file=doc["file"], kind=doc["kind"],
+                   sources=tuple(tuple(s) for s in doc["sources"]), day=doc.get("day"))
+
+
+def _days(job: jobs.ExportJob) -> List[dt.date]:
+    return [job.start_date + dt.timedelta(days=n) for n in range((job.end_date - job.start_date).days + 1)]
+
+
+def plan_items(job: jobs.ExportJob) -> List[WorkItem]:
+    """The work items of a job, from what the raw store holds now."""
+    name = lambda index: file_name(job.export_type, job.id, index, job.export_format)
+    if job.start_date is None:
+        return [WorkItem(0, name(0), "snapshot")]
+    if job.export_type == "Session":
+        days = [day for day in _days(job) if rawstore.list_day(job.app_id, "activity", day)]
+        return [WorkItem(i, name(i), "sessions", day=day.isoformat()) for i, day in enumerate(days)] or [
+            WorkItem(0, name(0), "sessions", day=None)]
+    record_type = job.export_type.lower()
+    cap = get_settings().part_max_bytes
+    kind = "copy" if job.export_format == "JsonBlob" else "rows"
+    groups: List[List[tuple]] = [[]]
+    size = 0
+    for day in _days(job):
+        for blob in rawstore.list_day(job.app_id, record_type, day):
+            if groups[-1] and size + blob.size > cap:
+                groups.append([])
+                size = 0
+            groups[-1].append((blob.name, blob.size))
+            size += blob.size
+    return [WorkItem(i, name(i), kind, tuple(group)) for i, group in enumerate(groups)]
+
+
+def load_or_create_plan(job: jobs.ExportJob) -> List[WorkItem]:
+    """The job's plan. The first planner's plan wins; a racing second planner adopts it."""
+    blob = storage.container(PLANS_CONTAINER).get_blob_client(f"{job.app_id}/{job.id}.json")
+    items = plan_items(job)
+    try:
+        blob.upload_blob(json.dumps({"items": [item.to_json() for item in items]}), overwrite=False)
+        return items
+    except ResourceExistsError:
+        return read_plan(job.app_id, job.id)
+
+
+def read_plan(app_id: str, job_id: str) -> List[WorkItem]:
+    blob = storage.container(PLANS_CONTAINER).get_blob_client(f"{app_id}/{job_id}.json")
+    return [WorkItem.from_json(doc) for doc in json.loads(blob.download_blob().readall())["items"]]
+
+
+def block_id(item: int, block: int) -> str:
+    return base64.b64encode(f"{item:06d}-{block:06d}".encode()).decode()
+
+
+def _limited_chunks(item: WorkItem) -> Iterator[bytes]:
+    """Raw bytes of the item's sources, each read only up to the size the plan saw (so a blob that is still
+    being appended to gives the same bytes on every try)."""
+    container = storage.container(rawstore.RAW_CONTAINER)
+    for name, size in item.sources:
+        if size:
+            yield from container.get_blob_client(name).download_blob(offset=0, length=size,
+                                                                     max_concurrency=2).chunks()
+
+
+def _batched(rows: Iterable[dict]) -> Iterator[List[dict]]:
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= ROW_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _row_batches(job: jobs.ExportJob, item: WorkItem) -> Iterator[List[dict]]:
+    if item.kind == "rows":
+        return sources.rows(name for name, _ in item.sources) if item.sources else iter(())
+    if item.kind == "sessions":
+        return _batched(sources.sessions(job.app_id, dt.date.fromisoformat(item.day))) if item.day else iter(())
+    if job.export_type == "Tag":
+        return sources.tags(job.app_id)
+    if job.export_type == "Device":
+        return sources.devices(job.app_id)
+    if job.export_type == "Token":
+        return sources.tokens(job.app_id)
+    window = (job.campaign_window_start, job.campaign_window_end) if job.campaign_window_start else None
+    return sources.feedback(job.app_id, campaign_type=job.campaign_type, campaign_ids=job.campaign_ids,
+                            window=window)
+
+
+@dataclass
+class PartResult:
+    records: int
+    bytes: int
+    md5: str
+    blocks: List[str]
+
+
+def produce(job: jobs.ExportJob, item: WorkItem, stage: Callable[[str, bytes], None]) -> PartResult:
+    """Writes the item's file as staged blocks; ``stage(block_id, data)`` stores one block."""
+    blocks: List[str] = []
+
+    def emit(data: bytes) -> None:
+        identifier = block_id(item.index, len(blocks))
+        stage(identifier, data)
+        blocks.append(identifier)
+
+    records = 0
+    if item.kind == "copy":
+        # Whole raw partitions are already gzip JSON Lines in the export schema: pass the bytes on, and
+        # count the rows by decompressing (no JSON parsing) as they go by.
+        sink = GzipSink(emit, compress=False)
+
+        def tap(chunks: Iterable[bytes]) -> Iterator[bytes]:
+            for chunk in chunks:
+                sink.write(chunk)
+                yield chunk
+
+        records = sum(out.count(b"\n") for out in sources.gunzip(tap(_limited_chunks(item))))
+        if sink.bytes == 0 and not sink.has_pending:
+            sink.write(gzip.compress(b"", mtime=0))  # an empty export is still a valid gzip file
+    else:
+        sink = GzipSink(emit)
+        encoder = RowEncoder(job.export_type, job.export_format, export_user_id=job.export_user_id)
+        sink.write(encoder.header())
+        for batch in _row_batches(job, item):
+            records += len(batch)
+            sink.write(encoder.encode(batch))
+    sink.close()
+    return PartResult(records=records, bytes=sink.bytes, md5=base64.b64encode(sink.md5.digest()).decode(),
+                      blocks=blocks)
+
+
+# --- destination writes -------------------------------------------------------------------------------
+
+def destination_of(job: jobs.ExportJob) -> destination.Destination:
+    return destination.Destination(url=job.container_url, sas=destination.unseal(job.sealed_sas),
+                                   expires=job.sas_expires)
+
+
+def storage_failure(error: Exception, job: jobs.ExportJob) -> Exception:
+    """The error to raise for a failed write to the destination: permanent when no retry can fix it."""
+    expired = jobs.utcnow() >= job.sas_expires
+    if expired:
+        return PermanentJobError(f"the SAS token of the destination container expired at "
+                                 f"{jobs.iso(job.sas_expires)}; create the export again with a SAS valid long enough")
+    code = getattr(error, "error_code", None) or ""
+    if isinstance(error, ResourceNotFoundError) or code == "ContainerNotFound":
+        return PermanentJobError(f"the destination container {job.container_url} does not exist (was it deleted?); "
+                                 f"create it and export again")
+    if isinstance(error, ClientAuthenticationError) or getattr(error, "status_code", None) == 403:
+        if code == "AuthorizationPermissionMismatch":
+            return PermanentJobError("the SAS of the destination container lacks write permission; "
+                                     "give a SAS with at least create and write ('cw')")
+        return PermanentJobError(f"the destination storage refused the SAS ({code or 'HTTP 403'}): it was revoked "
+                                 f"or its signing key was rotated; create the export again with a new SAS")
+    return error
+
+
+def _stage_to(job: jobs.ExportJob, item: WorkItem) -> Callable[[str, bytes], None]:
+    blob = destination_of(job).blob_client(item.file, max_single_put_size=8 * 1024 * 1024)
+
+    def stage(identifier: str, data: bytes) -> None:
+        try:
+            blob.stage_block(identifier, data, length=len(data))
+        except HttpResponseError as error:
+            raise storage_failure(error, job) from None
+
+    return stage
+
+
+# --- parts ----------------------------------------------------------------------------------------------
+
+def _part_key(index: int) -> str:
+    return f"{index:06d}"
+
+
+def record_part(job: jobs.ExportJob, item: WorkItem, result: Optional[PartResult], *, failure: str = None) -> None:
+    entity = {"PartitionKey": job.id, "RowKey": _part_key(item.index), "file": item.file}
+    if failure is not None:
+        entity.update(state="failed", reason=failure)
+    else:
+        entity.update(state="done", records=result.records, bytes=result.bytes, md5=result.md5,
+                      blocks=json.dumps(result.blocks))
+    storage.table(PARTS_TABLE).upsert_entity(entity, mode="replace")
+
+
+def parts(job_id: str) -> List[dict]:
+    return list(storage.table(PARTS_TABLE).query_entities("PartitionKey eq @j", parameters={"j": job_id}))
+
+
+def run_item(app_id: str, job_id: str, index: int, *, last_try: bool) -> None:
+    """The worker's job: produce one file's blocks and record the part. Idempotent."""
+    job = jobs.find_job(app_id, job_id)
+    if job is None or job.finished:
+        return
+    try:
+        existing = storage.table(PARTS_TABLE).get_entity(job.id, _part_key(index))
+        if existing.get("state") == "done":
+            return
+    except ResourceNotFoundError:
+        pass
+    item = read_plan(app_id, job_id)[index]
+    try:
+        result = produce(job, item, _stage_to(job, item))
+    except PermanentJobError as error:
+        record_part(job, item, None, failure=str(error))
+        return
+    except Exception as error:
+        if last_try:
+            record_part(job, item, None, failure=f"part {index} failed on every try ({type(error).__name__}); "
+                                                 f"the export service could not read the data or write the file")
+        raise
+    record_part(job, item, result)
+    log.info("Export %s part %d: %d records, %d bytes", job.id, index, result.records, result.bytes)
+
+
+# --- finishing ------------------------------------------------------------------------------------------
+
+def _content_type(export_format: str) -> ContentSettings:
+    return ContentSettings(content_type="application/gzip")
+
+
+def manifest(job: jobs.ExportJob, files: List[dict]) -> dict:
+    collection, _, name = job.app_id.partition("~")
+    document = {"jobId": job.id, "app": {"appCollection": collection, "appName": name},
+                "exportType": job.export_type, "exportFormat": job.export_format, "compression": "gzip",
+                "readAt": jobs.iso(job.date_started), "dateCreated": jobs.iso(job.date_created)}
+    if job.start_date is not None:
+        document["range"] = {"startDate": job.start_date.isoformat(), "endDate": job.end_date.isoformat()}
+    if job.campaign_type is not None:
+        document["campaignType"] = job.campaign_type
+    if job.campaign_ids is not None:
+        document["campaignIds"] = job.campaign_ids
+    if job.campaign_window_start is not None:
+        document["campaignWindow"] = {"start": jobs.iso(job.campaign_window_start),
+                                      "end": jobs.iso(job.campaign_window_end)}
+    if job.schedule:
+        document["schedule"] = job.schedule
+    document["recordCount"] = sum(f["records"] for f in files)
+    document["bytes"] = sum(f["bytes"] for f in files)
+    document["files"] = files
+    return document
+
+
+def commit(job: jobs.ExportJob, done: List[dict]) -> List[dict]:
+    """Commits every file's staged blocks in order, then writes the manifest; returns the files' entries.
+    Safe to run twice: the same block lists commit to the same bytes, and the manifest is only created."""
+    target = destination_of(job)
+    container = target.container_client()
+    files = []
+    metadata = {"jobId": job.id, "exportType": job.export_type}
+    try:
+        for part in sorted(done, key=lambda p: p["RowKey"]):
+            blob = container.get_blob_client(part["file"])
+            blob.commit_block_list([BlobBlock(block_id=b) for b in json.loads(part["blocks"])],
+                                   content_settings=_content_type(job.export_format),
+                                   metadata=dict(metadata, records=str(part["records"])))
+            files.append({"name": part["file"], "url": f"{target.url}/{part['file']}", "records": part["records"],
+                          "bytes": part["bytes"], "md5": part["md5"]})
+        body = json.dumps(manifest(job, files), indent=2).encode()
+        try:
+            container.get_blob_client(manifest_name(job.export_type, job.id)).upload_blob(
+                body, overwrite=False, metadata=metadata,
+                content_settings=ContentSettings(content_type="application/json"))
+        except ResourceExistsError:
+            pass
+    except HttpResponseError as error:
+        raise storage_failure(error, job) from None
+    return files

@@ -1,0 +1,132 @@
+"""Result file formats: JSON Lines (`JsonBlob`) and RFC 4180 CSV with a header (`CsvBlob`), both gzip.
+
+Columns per export type are fixed, so every CSV file of a type has the same header; nested values
+(extras, info, location, appInfo) are JSON in one column. `GzipSink` compresses a stream of bytes into
+one gzip member and hands out blocks of bounded size, so memory never grows with the export.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import zlib
+from typing import Callable, Dict, Iterable, List, Tuple
+
+COLUMNS: Dict[str, Tuple[str, ...]] = {
+    "Activity": ("deviceId", "userId", "sessionId", "name", "start", "end", "extras"),
+    "Event": ("deviceId", "userId", "sessionId", "jobId", "name", "timestamp", "extras"),
+    "Error": ("deviceId", "userId", "sessionId", "jobId", "name", "timestamp", "extras"),
+    "Job": ("deviceId", "userId", "name", "start", "end", "extras"),
+    "Crash": ("deviceId", "userId", "timestamp", "crashType", "message", "stack"),
+    "Session": ("deviceId", "userId", "sessionId", "start", "end", "duration", "activityCount", "firstActivity",
+                "lastActivity"),
+    "Device": ("deviceId", "firstSeen", "lastSeen", "nativePushEnabled", "info", "location", "appInfo"),
+    "Tag": ("deviceId", "name", "value"),
+    "Token": ("deviceId", "userId", "token", "platform", "updated"),
+    "Push": ("deviceId", "campaignId", "campaignType", "action", "timestamp"),
+}
+EXTENSIONS = {"JsonBlob": "jsonl", "CsvBlob": "csv"}
+BLOCK_BYTES = 4 * 1024 * 1024
+GZIP_LEVEL = 6
+
+
+def columns(export_type: str, *, export_user_id: bool = True) -> Tuple[str, ...]:
+    cols = COLUMNS[export_type]
+    if export_type == "Token" and not export_user_id:
+        cols = tuple(c for c in cols if c != "userId")
+    return cols
+
+
+def file_name(export_type: str, job_id: str, index: int, export_format: str) -> str:
+    return f"{export_type}/{job_id}/part-{index:05d}.{EXTENSIONS[export_format]}.gz"
+
+
+def manifest_name(export_type: str, job_id: str) -> str:
+    return f"{export_type}/{job_id}/manifest.json"
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return str(value)
+
+
+class RowEncoder:
+    """Turns row dicts into the bytes of one format; CSV starts with its header row."""
+
+    def __init__(self, export_type: str, export_format: str, *, export_user_id: bool = True) -> None:
+        self.columns = columns(export_type, export_user_id=export_user_id)
+        self.csv = export_format == "CsvBlob"
+        self._buffer = io.StringIO()
+        self._writer = csv.writer(self._buffer, lineterminator="\r\n")
+
+    def header(self) -> bytes:
+        if not self.csv:
+            return b""
+        self._writer.writerow(self.columns)
+        return self._take()
+
+    def _take(self) -> bytes:
+        text = self._buffer.getvalue()
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        return text.encode("utf-8")
+
+    def encode(self, rows: Iterable[dict]) -> bytes:
+        if self.csv:
+            cols = self.columns
+            self._writer.writerows([_cell(row.get(c)) for c in cols] for row in rows)
+            return self._take()
+        cols = self.columns
+        return b"".join(json.dumps({c: row[c] for c in cols if row.get(c) is not None},
+                                   separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+                        for row in rows)
+
+
+class GzipSink:
+    """Compresses what it is given into one gzip member; ``emit`` receives blocks of about BLOCK_BYTES."""
+
+    def __init__(self, emit: Callable[[bytes], None], *, level: int = GZIP_LEVEL, block_bytes: int = BLOCK_BYTES,
+                 compress: bool = True) -> None:
+        self._emit = emit
+        self._block_bytes = block_bytes
+        self._pending: List[bytes] = []
+        self._pending_size = 0
+        self._compressor = zlib.compressobj(level, zlib.DEFLATED, 31) if compress else None
+        self.md5 = hashlib.md5()
+        self.bytes = 0
+
+    def _out(self, data: bytes) -> None:
+        if not data:
+            return
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size >= self._block_bytes:
+            self._flush_block()
+
+    def _flush_block(self) -> None:
+        block = b"".join(self._pending)
+        self._pending, self._pending_size = [], 0
+        if block:
+            self.md5.update(block)
+            self.bytes += len(block)
+            self._emit(block)
+
+    @property
+    def has_pending(self) -> bool:
+        return self._pending_size > 0
+
+    def write(self, data: bytes) -> None:
+        """Uncompressed data to compress (or, for a sink made with compress=False, gzip bytes to pass on)."""
+        self._out(self._compressor.compress(data) if self._compressor else data)
+
+    def close(self) -> None:
+        if self._compressor is not None:
+            self._out(self._compressor.flush())
+        self._flush_block()

@@ -1,0 +1,170 @@
+"""What an export reads: raw historical partitions (as bytes or as rows), sessions computed from activities,
+and the snapshot tables. Everything streams; nothing holds a whole partition in memory except the session
+aggregation, which holds one entry per session of the day."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+
+from shared import rawstore, snapshots, storage
+from shared.records import format_time, parse_time
+
+CHUNK_BYTES = 4 * 1024 * 1024
+
+
+def raw_chunks(names: Iterable[str]) -> Iterator[bytes]:
+    """The bytes of raw blobs, in order, in chunks of at most CHUNK_BYTES."""
+    container = storage.container(rawstore.RAW_CONTAINER)
+    for name in names:
+        downloader = container.get_blob_client(name).download_blob(max_concurrency=2)
+        yield from downloader.chunks()
+
+
+def gunzip(chunks: Iterable[bytes], *, max_out: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Decompresses a stream of concatenated gzip members, at most ``max_out`` bytes at a time."""
+    decompressor = zlib.decompressobj(31)
+    for chunk in chunks:
+        data = chunk
+        while data:
+            out = decompressor.decompress(data, max_out)
+            if out:
+                yield out
+            if decompressor.eof:
+                data = decompressor.unused_data
+                decompressor = zlib.decompressobj(31)
+            else:
+                data = decompressor.unconsumed_tail
+    tail = decompressor.flush()
+    if tail:
+        yield tail
+
+
+def lines(chunks: Iterable[bytes]) -> Iterator[List[bytes]]:
+    """Batches of complete JSON Lines rows from a stream of gzip bytes."""
+    rest = b""
+    for data in gunzip(chunks):
+        data = rest + data
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            yield data[:cut].splitlines()
+        rest = data[cut:]
+    if rest.strip():
+        yield [rest]
+
+
+def rows(names: Iterable[str]) -> Iterator[List[dict]]:
+    """Batches of rows of raw blobs."""
+    loads = json.loads
+    for batch in lines(raw_chunks(names)):
+        yield [loads(line) for line in batch if line]
+
+
+def _day_names(app_id: str, day: dt.date) -> List[str]:
+    return [blob.name for blob in rawstore.list_day(app_id, "activity", day)]
+
+
+def sessions(app_id: str, day: dt.date) -> Iterator[dict]:
+    """The sessions whose first activity falls on ``day`` (UTC), computed from their activities.
+
+    A session may run past midnight, so the next day is read for its later activities, and the day before
+    for sessions that started then (those belong to that day's export). Sessions longer than a day are cut
+    at the end of the next day.
+    """
+    started_before = set()
+    for batch in rows(_day_names(app_id, day - dt.timedelta(days=1))):
+        started_before.update((row["deviceId"], row["sessionId"]) for row in batch)
+    found: Dict[Tuple[str, str], dict] = {}
+
+    def add(row: dict, create: bool) -> None:
+        key = (row["deviceId"], row["sessionId"])
+        if key in started_before:
+            return
+        session = found.get(key)
+        if session is None:
+            if not create:
+                return
+            found[key] = {"deviceId": row["deviceId"], "userId": row.get("userId"), "sessionId": row["sessionId"],
+                          "start": row["start"], "end": row["end"], "activityCount": 1,
+                          "firstActivity": row["name"], "lastActivity": row["name"]}
+            return
+        session["activityCount"] += 1
+        if row["start"] < session["start"]:
+            session["start"], session["firstActivity"] = row["start"], row["name"]
+        if row["end"] >= session["end"]:
+            session["end"], session["lastActivity"] = row["end"], row["name"]
+        if session["userId"] is None and row.get("userId"):
+            session["userId"] = row["userId"]
+
+    for batch in rows(_day_names(app_id, day)):
+        for row in batch:
+            add(row, True)
+    for batch in rows(_day_names(app_id, day + dt.timedelta(days=1))):
+        for row in batch:
+            add(row, False)
+    for key in sorted(found, key=lambda k: (found[k]["start"], k)):
+        session = found[key]
+        session["duration"] = round((parse_time(session["end"]) - parse_time(session["start"])).total_seconds(), 3)
+        yield session
+
+
+def _scan_all(table: str, app_id: str, *, query: str = "", parameters: Optional[dict] = None):
+    """Every bucket of an app's snapshot table, scanned in parallel, yielded bucket by bucket in order."""
+    def scan(partition: str) -> List[dict]:
+        return list(snapshots.scan(table, partition, query=query, parameters=parameters))
+
+    with ThreadPoolExecutor(4) as pool:
+        for bucket_rows in pool.map(scan, snapshots.partitions(app_id)):
+            yield bucket_rows
+
+
+def tags(app_id: str) -> Iterator[List[dict]]:
+    for bucket in _scan_all(snapshots.TAGS_TABLE, app_id):
+        yield [{"deviceId": row["deviceId"], "name": row["name"], "value": json.loads(row["value"])} for row in bucket]
+
+
+def devices(app_id: str) -> Iterator[List[dict]]:
+    tag_buckets = _scan_all(snapshots.TAGS_TABLE, app_id)
+    for bucket in _scan_all(snapshots.DEVICES_TABLE, app_id):
+        app_info: Dict[str, dict] = {}
+        for tag in next(tag_buckets):
+            app_info.setdefault(tag["deviceId"], {})[tag["name"]] = json.loads(tag["value"])
+        batch = []
+        for row in bucket:
+            batch.append({"deviceId": row["deviceId"], "firstSeen": row.get("firstSeen"), "lastSeen": row.get("lastSeen"),
+                          "nativePushEnabled": row.get("nativePushEnabled"),
+                          "info": json.loads(row["lastInfo"]) if row.get("lastInfo") else None,
+                          "location": json.loads(row["lastLocation"]) if row.get("lastLocation") else None,
+                          "appInfo": app_info.get(row["deviceId"], {})})
+        yield batch
+
+
+def tokens(app_id: str) -> Iterator[List[dict]]:
+    for bucket in _scan_all(snapshots.TOKENS_TABLE, app_id):
+        yield [{"deviceId": row["deviceId"], "userId": row.get("userId"), "token": row["token"],
+                "platform": row.get("platform"), "updated": row.get("updated")} for row in bucket]
+
+
+def feedback(app_id: str, *, campaign_type: str, campaign_ids: Optional[List[int]] = None,
+             window: Optional[Tuple[dt.datetime, dt.datetime]] = None) -> Iterator[List[dict]]:
+    """Push-campaign feedback of one campaign type, by campaign ids or by a time window (both ends included)."""
+    if campaign_ids is not None:
+        clauses = [f"(RowKey ge @lo{i} and RowKey lt @hi{i})" for i in range(len(campaign_ids))]
+        parameters = {}
+        for i, campaign in enumerate(campaign_ids):
+            parameters[f"lo{i}"] = f"{campaign_type}|{campaign:012d}|"
+            parameters[f"hi{i}"] = f"{campaign_type}|{campaign:012d}}}"
+        # Large id lists are split so each query stays well under the service's filter limits.
+        groups = [(" or ".join(clauses[i:i + 15]), {k: v for k, v in parameters.items()
+                                                   if int(k[2:]) in range(i, i + 15)})
+                  for i in range(0, len(clauses), 15)]
+    else:
+        groups = [("campaignType eq @t and timestamp ge @start and timestamp le @end",
+                   {"t": campaign_type, "start": format_time(window[0]), "end": format_time(window[1])})]
+    for query, parameters in groups:
+        for bucket in _scan_all(snapshots.FEEDBACK_TABLE, app_id, query=query, parameters=parameters):
+            yield [{"deviceId": row["deviceId"], "campaignId": row["campaignId"], "campaignType": row["campaignType"],
+                    "action": row["action"], "timestamp": row["timestamp"]} for row in bucket]
