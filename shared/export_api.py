@@ -162,7 +162,7 @@ def create_job(app: apps.AppRef, request: ExportRequest, *, schedule: Optional[s
         campaign_window_start=request.campaign_window_start, campaign_window_end=request.campaign_window_end,
         export_user_id=request.export_user_id, schedule=schedule)
     if settings.probe_destination:
-        destination.probe(target, f"{job.export_type}/{job.id}/manifest.json")
+        destination.probe(target, f"{job.export_type}/{job.id}/.write-check")
     jobs.create_job(job)
     orchestration.request_start(job)
     log.info("Export task %s created for app %s (%s, %s)", job.id, app.id, job.export_type, job.export_format)

@@ -92,10 +92,10 @@ class RowEncoder:
 class GzipSink:
     """Compresses what it is given into one gzip member; ``emit`` receives blocks of about BLOCK_BYTES."""
 
-    def __init__(self, emit: Callable[[bytes], None], *, level: int = GZIP_LEVEL, block_bytes: int = BLOCK_BYTES,
+    def __init__(self, emit: Callable[[bytes], None], *, level: int = GZIP_LEVEL, block_bytes: int = None,
                  compress: bool = True) -> None:
         self._emit = emit
-        self._block_bytes = block_bytes
+        self._block_bytes = block_bytes or BLOCK_BYTES
         self._pending: List[bytes] = []
         self._pending_size = 0
         self._compressor = zlib.compressobj(level, zlib.DEFLATED, 31) if compress else None

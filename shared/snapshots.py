@@ -151,6 +151,7 @@ def merge_device(fresh: dict) -> None:
 
 def scan(table_name: str, partition_key: str, *, query: str = "", parameters: dict = None) -> Iterator[dict]:
     """Rows of one bucket partition, with an optional extra filter."""
-    text = "PartitionKey eq @pk" + (f" and ({query})" if query else "")
+    # The SDK's parameter substitution needs white space after each @name, hence the spaced parentheses.
+    text = "PartitionKey eq @pk" + (f" and ( {query} )" if query else "")
     return storage.table(table_name).query_entities(text, parameters=dict(parameters or {}, pk=partition_key),
                                                     results_per_page=1000)

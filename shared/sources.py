@@ -152,7 +152,7 @@ def feedback(app_id: str, *, campaign_type: str, campaign_ids: Optional[List[int
              window: Optional[Tuple[dt.datetime, dt.datetime]] = None) -> Iterator[List[dict]]:
     """Push-campaign feedback of one campaign type, by campaign ids or by a time window (both ends included)."""
     if campaign_ids is not None:
-        clauses = [f"(RowKey ge @lo{i} and RowKey lt @hi{i})" for i in range(len(campaign_ids))]
+        clauses = [f"( RowKey ge @lo{i} and RowKey lt @hi{i} )" for i in range(len(campaign_ids))]
         parameters = {}
         for i, campaign in enumerate(campaign_ids):
             parameters[f"lo{i}"] = f"{campaign_type}|{campaign:012d}|"

@@ -49,13 +49,27 @@ def names():
     return Names()
 
 
-@pytest.fixture
-def app_env(azurite, monkeypatch):
-    """The app's settings for a test: storage is the session's Azurite; settings and clients re-read."""
-    monkeypatch.setenv(config.STORAGE_CONNECTION, azurite.connection_string)
-    monkeypatch.setenv(config.SAS_ENCRYPTION_KEY, TEST_SAS_KEY)
-    monkeypatch.setenv(config.ALLOW_LOOPBACK_DESTINATIONS, "true")
-    monkeypatch.setenv("DestinationStorage", azurite.connection_string)
+@pytest.fixture(scope="session")
+def app_env(azurite):
+    """The app's settings, for the whole session: storage is the session's Azurite."""
+    saved = dict(os.environ)
+    os.environ.update({config.STORAGE_CONNECTION: azurite.connection_string, config.SAS_ENCRYPTION_KEY: TEST_SAS_KEY,
+                       config.ALLOW_LOOPBACK_DESTINATIONS: "true", "DestinationStorage": azurite.connection_string})
     config.reset_settings()
     yield azurite
+    os.environ.clear()
+    os.environ.update(saved)
+    config.reset_settings()
+
+
+@pytest.fixture
+def settings_override(app_env, monkeypatch):
+    """Sets app settings for one test; the settings are re-read before and after."""
+    def override(**values):
+        for name, value in values.items():
+            monkeypatch.setenv(name, str(value))
+        config.reset_settings()
+
+    yield override
+    monkeypatch.undo()
     config.reset_settings()

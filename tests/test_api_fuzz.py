@@ -34,20 +34,10 @@ FIELD_VALUES = {
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(azurite):
-    import os
-    from shared import config
-    from conftest import TEST_SAS_KEY
-    saved = dict(os.environ)
-    os.environ.update({config.STORAGE_CONNECTION: azurite.connection_string, config.SAS_ENCRYPTION_KEY: TEST_SAS_KEY,
-                       config.ALLOW_LOOPBACK_DESTINATIONS: "true"})
-    config.reset_settings()
+def fuzz_app(app_env):
     keys = apps.register_app("fuzz", "app")
-    container = container_sas_url(azurite, "fuzz-destination")
-    yield keys, container
-    os.environ.clear()
-    os.environ.update(saved)
-    config.reset_settings()
+    container = container_sas_url(app_env, "fuzz-destination")
+    return keys, container
 
 
 def valid_body(route, container):
