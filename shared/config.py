@@ -9,6 +9,7 @@ failing half-way through a job.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from dataclasses import dataclass
 from typing import Mapping, Optional
@@ -35,6 +36,14 @@ PROBE_DESTINATION = "EXPORT_PROBE_DESTINATION"
 PART_MAX_BYTES = "EXPORT_PART_MAX_BYTES"
 # A job still running this many hours after it started ends as Failed.
 JOB_DEADLINE_HOURS = "EXPORT_JOB_DEADLINE_HOURS"
+# The app's destination storage for scheduled exports (a connection string), where OnBlobCreated listens.
+DESTINATION_STORAGE = "DestinationStorage"
+# The container of that storage that scheduled exports write to (OnBlobCreated's blob path uses it).
+SCHEDULE_CONTAINER = "EXPORT_SCHEDULE_CONTAINER"
+# JSON object: export type -> list of downstream queue names, for forwarded result files.
+FORWARD_ROUTES = "EXPORT_FORWARD_ROUTES"
+# The downstream queue for export types the routing table does not name.
+FORWARD_DEFAULT_QUEUE = "EXPORT_FORWARD_DEFAULT_QUEUE"
 
 DEVELOPMENT_CONNECTION_STRING = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
@@ -73,6 +82,10 @@ class Settings:
     probe_destination: bool = True
     part_max_bytes: int = 256 * 1024 * 1024
     job_deadline_hours: int = 24
+    destination_connection: Optional[str] = None
+    schedule_container: str = "scheduled-exports"
+    forward_routes: Mapping[str, tuple] = None
+    forward_default_queue: str = "export-files"
 
 
 def _text(env: Mapping[str, str], name: str) -> Optional[str]:
@@ -149,7 +162,25 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         probe_destination=_flag(env, PROBE_DESTINATION, True),
         part_max_bytes=_positive_int(env, PART_MAX_BYTES, 256 * 1024 * 1024),
         job_deadline_hours=_positive_int(env, JOB_DEADLINE_HOURS, 24),
+        destination_connection=expand_connection_string(_text(env, DESTINATION_STORAGE) or "") or None,
+        schedule_container=_text(env, SCHEDULE_CONTAINER) or "scheduled-exports",
+        forward_routes=_routes(env),
+        forward_default_queue=_text(env, FORWARD_DEFAULT_QUEUE) or "export-files",
     )
+
+
+def _routes(env: Mapping[str, str]) -> Mapping[str, tuple]:
+    text = _text(env, FORWARD_ROUTES)
+    if text is None:
+        return {}
+    try:
+        routes = json.loads(text)
+    except ValueError:
+        raise ConfigError(f"{FORWARD_ROUTES} must be a JSON object such as {{\"Event\": [\"events-in\"]}}") from None
+    if not isinstance(routes, dict) or not all(
+            isinstance(queues, list) and all(isinstance(q, str) and q for q in queues) for queues in routes.values()):
+        raise ConfigError(f"{FORWARD_ROUTES} must map export types to lists of queue names")
+    return {kind: tuple(queues) for kind, queues in routes.items()}
 
 
 @functools.lru_cache(maxsize=1)
@@ -161,6 +192,7 @@ def get_settings() -> Settings:
 def reset_settings() -> None:
     """Forgets the cached settings (and the clients built from them); for tests and the local host."""
     get_settings.cache_clear()
-    from shared import storage  # late import: storage depends on this module
+    from shared import forwarding, storage  # late import: they depend on this module
 
     storage.reset_clients()
+    forwarding.reset()

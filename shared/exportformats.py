@@ -90,29 +90,26 @@ class RowEncoder:
 
 
 class GzipSink:
-    """Compresses what it is given into one gzip member; ``emit`` receives blocks of about BLOCK_BYTES."""
+    """Compresses what it is given into one gzip member; ``emit`` receives blocks of BLOCK_BYTES (the last one
+    shorter)."""
 
     def __init__(self, emit: Callable[[bytes], None], *, level: int = GZIP_LEVEL, block_bytes: int = None,
                  compress: bool = True) -> None:
         self._emit = emit
         self._block_bytes = block_bytes or BLOCK_BYTES
-        self._pending: List[bytes] = []
-        self._pending_size = 0
+        self._pending = bytearray()
         self._compressor = zlib.compressobj(level, zlib.DEFLATED, 31) if compress else None
         self.md5 = hashlib.md5()
         self.bytes = 0
 
     def _out(self, data: bytes) -> None:
-        if not data:
-            return
-        self._pending.append(data)
-        self._pending_size += len(data)
-        if self._pending_size >= self._block_bytes:
-            self._flush_block()
+        self._pending += data
+        while len(self._pending) >= self._block_bytes:
+            self._flush_block(self._block_bytes)
 
-    def _flush_block(self) -> None:
-        block = b"".join(self._pending)
-        self._pending, self._pending_size = [], 0
+    def _flush_block(self, size: int = None) -> None:
+        block = bytes(self._pending[:size] if size else self._pending)
+        del self._pending[:len(block)]
         if block:
             self.md5.update(block)
             self.bytes += len(block)
@@ -120,7 +117,7 @@ class GzipSink:
 
     @property
     def has_pending(self) -> bool:
-        return self._pending_size > 0
+        return bool(self._pending)
 
     def write(self, data: bytes) -> None:
         """Uncompressed data to compress (or, for a sink made with compress=False, gzip bytes to pass on)."""

@@ -1,0 +1,288 @@
+"""Faults in a job's life, driven through the function entry points with func.QueueMessage: a worker that
+dies half-way, duplicate deliveries, racing monitors and starters, an expired SAS, a deleted container, a
+part that always fails. Each ends in the right state and, when Succeeded, an exact file."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import gzip
+import json
+import threading
+import time
+
+import pytest
+from azure.functions.queue import QueueMessage
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient
+
+import ExportWorker
+import PollExport
+import StartExport
+from azure.functions.timer import TimerRequest
+from sampledata import Plan, load, records
+from shared import apps, engine, exportformats, jobs, orchestration
+from shared.export_api import create_job
+from shared.export_request import ROUTES, parse_request
+
+import expected
+from helpers import container_sas_url
+
+DAY = dt.date(2026, 5, 4)
+PLAN = Plan(devices=30, days=1, last_day=DAY, seed=11)
+
+
+class Driver:
+    """One app with data, a destination, and hand-cranked queues."""
+
+    def __init__(self, azurite, names):
+        self.azurite = azurite
+        self.collection = f"f{names.token}"
+        apps.register_app(self.collection, "app")
+        self.app = apps.AppRef(self.collection, "app")
+        load(self.app.id, PLAN)
+        self.container = names.container("out")
+        self.queues = {name: QueueClient.from_connection_string(azurite.connection_string, name)
+                       for name in (orchestration.POLL_QUEUE, orchestration.WORK_QUEUE)}
+        for queue in self.queues.values():
+            try:
+                queue.clear_messages()
+            except Exception:
+                pass
+
+    def create(self, export_format="CsvBlob", *, expiry=None, route="events"):
+        url = container_sas_url(self.azurite, self.container, expiry=expiry,
+                                create=not self.container_exists())
+        body = {"containerUrl": url, "exportFormat": export_format}
+        if ROUTES[route].kind == "historical":
+            body.update(startDate=DAY.isoformat(), endDate=DAY.isoformat())
+        return create_job(self.app, parse_request(ROUTES[route], body, max_range_days=366, today=DAY))
+
+    def container_exists(self):
+        return BlobServiceClient.from_connection_string(self.azurite.connection_string).get_container_client(
+            self.container).exists()
+
+    def take(self, queue_name, *, wait=True):
+        """Receives the visible messages of a queue as func.QueueMessage objects (with their raw receipts)."""
+        queue = self.queues[queue_name]
+        deadline = time.monotonic() + (5 if wait else 0)
+        while True:
+            received = list(queue.receive_messages(max_messages=32, visibility_timeout=60))
+            if received or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        return [(QueueMessage(id=m.id, body=base64.b64decode(m.content), dequeue_count=m.dequeue_count), m)
+                for m in received]
+
+    def deliver(self, queue_name, function, pair):
+        message, raw = pair
+        function(message)
+        self.queues[queue_name].delete_message(raw)
+
+    def run(self, job, *, max_rounds=60):
+        """Cranks both queues until the job is finished."""
+        for _ in range(max_rounds):
+            for pair in self.take(orchestration.WORK_QUEUE, wait=False):
+                self.deliver(orchestration.WORK_QUEUE, ExportWorker.main, pair)
+            for pair in self.take(orchestration.POLL_QUEUE, wait=False):
+                self.deliver(orchestration.POLL_QUEUE, PollExport.main, pair)
+            current = jobs.get_job(job.app_id, job.id)
+            if current.finished:
+                return current
+            time.sleep(0.3)
+        raise AssertionError("the job did not finish")
+
+    def blobs(self):
+        container = BlobServiceClient.from_connection_string(self.azurite.connection_string).get_container_client(
+            self.container)
+        return {blob.name: container.download_blob(blob.name).readall() for blob in container.list_blobs()}
+
+    def csv_rows(self, job):
+        import csv
+        import io
+        files = {name: data for name, data in self.blobs().items() if name.endswith(".csv.gz")}
+        rows = []
+        for name in sorted(files):
+            rows += list(csv.DictReader(io.StringIO(gzip.decompress(files[name]).decode(), newline="")))
+        return rows
+
+
+@pytest.fixture
+def driver(app_env, names):
+    return Driver(app_env, names)
+
+
+def expected_events():
+    return expected.canonical(expected.parse_nested(expected.as_csv_rows(
+        expected.historical(list(records(PLAN)), "event", DAY, DAY), "Event")))
+
+
+def assert_exact(driver, job):
+    assert job.state == jobs.SUCCEEDED, job.error_details
+    assert expected.canonical(expected.parse_nested(driver.csv_rows(job))) == expected_events()
+    manifest = json.loads(driver.blobs()[f"Event/{job.id}/manifest.json"])
+    assert manifest["recordCount"] == job.record_count == len(expected_events())
+
+
+def test_a_worker_killed_after_staging_half_its_blocks_is_redelivered_and_the_file_is_exact(driver, monkeypatch):
+    monkeypatch.setattr(exportformats, "BLOCK_BYTES", 512)  # several blocks per part
+    job = driver.create()
+    driver.deliver(orchestration.POLL_QUEUE, PollExport.main, driver.take(orchestration.POLL_QUEUE)[0])
+    (work,) = driver.take(orchestration.WORK_QUEUE)
+    staged = []
+    real_stage = engine._stage_to
+
+    def dying_stage(job_, item):
+        stage = real_stage(job_, item)
+
+        def stage_some(identifier, data):
+            if len(staged) == 2:
+                raise SystemExit("worker killed")  # the process dies: no part row, no cleanup
+            stage(identifier, data)
+            staged.append(identifier)
+        return stage_some
+
+    monkeypatch.setattr(engine, "_stage_to", dying_stage)
+    with pytest.raises(SystemExit):
+        ExportWorker.main(work[0])
+    assert engine.parts(job.id) == []
+    assert not any(name.endswith(".csv.gz") for name in driver.blobs()), "no partial file may be visible"
+    monkeypatch.setattr(engine, "_stage_to", real_stage)
+    redelivered = QueueMessage(id=work[0].id, body=work[0].get_body(), dequeue_count=2)
+    ExportWorker.main(redelivered)
+    driver.queues[orchestration.WORK_QUEUE].delete_message(work[1])
+    assert_exact(driver, driver.run(job))
+
+
+def test_the_same_work_item_delivered_twice_gives_one_exact_file(driver):
+    job = driver.create()
+    driver.deliver(orchestration.POLL_QUEUE, PollExport.main, driver.take(orchestration.POLL_QUEUE)[0])
+    (work,) = driver.take(orchestration.WORK_QUEUE)
+    ExportWorker.main(work[0])
+    ExportWorker.main(QueueMessage(id=work[0].id, body=work[0].get_body(), dequeue_count=2))
+    driver.queues[orchestration.WORK_QUEUE].delete_message(work[1])
+    assert_exact(driver, driver.run(job))
+
+
+def test_two_poll_messages_for_one_job_at_once_finish_it_once(driver):
+    job = driver.create()
+    driver.run_until_parts_done = None
+    driver.deliver(orchestration.POLL_QUEUE, PollExport.main, driver.take(orchestration.POLL_QUEUE)[0])
+    for pair in driver.take(orchestration.WORK_QUEUE):
+        driver.deliver(orchestration.WORK_QUEUE, ExportWorker.main, pair)
+    message = QueueMessage(id="dup", body=orchestration.PollMessage(job.app_id, job.id).to_json().encode(),
+                           dequeue_count=1)
+    errors = []
+
+    def poll():
+        try:
+            PollExport.main(message)
+        except Exception as error:  # a failed monitor must show up in the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=poll) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    final = jobs.get_job(job.app_id, job.id)
+    assert_exact(driver, final)
+    assert sorted(driver.blobs()) == [f"Event/{job.id}/manifest.json", f"Event/{job.id}/part-00000.csv.gz"]
+
+
+def test_start_export_racing_the_api_start_changes_nothing(driver):
+    job = driver.create()
+    # the timer fires while the API's start message is still waiting: both start the job
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5)
+    restarted = orchestration.restart_stranded_jobs(later)
+    assert restarted >= 1
+    StartExport.main(TimerRequest(past_due=False))
+    starts = driver.take(orchestration.POLL_QUEUE)
+    assert len([m for m, _ in starts if json.loads(m.get_body())["job"] == job.id]) >= 2
+    threads = [threading.Thread(target=driver.deliver, args=(orchestration.POLL_QUEUE, PollExport.main, pair))
+               for pair in starts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    final = driver.run(job)
+    assert final.parts_total == 1
+    assert_exact(driver, final)
+    assert list(jobs.queued_jobs(later)) == [] or all(j != job.id for _, j in jobs.queued_jobs(later))
+
+
+def test_an_expired_sas_fails_the_job_with_the_time_and_no_file(driver):
+    job = driver.create(expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=3))
+    time.sleep(3.5)
+    final = driver.run(job)
+    assert final.state == jobs.FAILED
+    assert final.error_details.startswith("the SAS token of the destination container expired at ")
+    assert jobs.iso(job.sas_expires) in final.error_details
+    assert "sig=" not in final.error_details
+    assert driver.blobs() == {}
+
+
+def test_a_sas_expiring_while_a_part_runs_fails_the_part_and_the_job(driver):
+    job = driver.create(expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=4))
+    driver.deliver(orchestration.POLL_QUEUE, PollExport.main, driver.take(orchestration.POLL_QUEUE)[0])
+    time.sleep(max(0.0, (job.sas_expires - dt.datetime.now(dt.timezone.utc)).total_seconds()) + 0.5)
+    for pair in driver.take(orchestration.WORK_QUEUE):
+        driver.deliver(orchestration.WORK_QUEUE, ExportWorker.main, pair)  # Azurite now refuses the SAS
+    (part,) = engine.parts(job.id)
+    assert part["state"] == "failed"
+    assert part["reason"].startswith("the SAS token of the destination container expired at ")
+    final = driver.run(job)
+    assert final.state == jobs.FAILED and "expired" in final.error_details
+    assert not any(name.endswith(".csv.gz") for name in driver.blobs())
+
+
+def test_a_deleted_container_fails_the_job_saying_so(driver):
+    job = driver.create()
+    BlobServiceClient.from_connection_string(driver.azurite.connection_string).delete_container(driver.container)
+    final = driver.run(job)
+    assert final.state == jobs.FAILED
+    assert final.error_details == (f"the destination container {job.container_url} does not exist (was it deleted?); "
+                                   f"create it and export again")
+
+
+def test_a_part_failing_max_dequeue_count_times_fails_the_job(driver, monkeypatch):
+    job = driver.create()
+    driver.deliver(orchestration.POLL_QUEUE, PollExport.main, driver.take(orchestration.POLL_QUEUE)[0])
+    (work,) = driver.take(orchestration.WORK_QUEUE)
+
+    def broken(job_, item, stage):
+        raise ConnectionError("storage kept timing out")
+
+    monkeypatch.setattr(engine, "produce", broken)
+    for attempt in range(1, orchestration.MAX_DEQUEUE_COUNT + 1):
+        with pytest.raises(ConnectionError):
+            ExportWorker.main(QueueMessage(id=work[0].id, body=work[0].get_body(), dequeue_count=attempt))
+        failed = [p for p in engine.parts(job.id) if p["state"] == "failed"]
+        assert bool(failed) == (attempt == orchestration.MAX_DEQUEUE_COUNT)
+    driver.queues[orchestration.WORK_QUEUE].delete_message(work[1])
+    final = driver.run(job)
+    assert final.state == jobs.FAILED
+    assert final.error_details == ("part 0 failed on every try (ConnectionError); the export service could not "
+                                   "read the data or write the file")
+    assert driver.blobs() == {}
+
+
+def test_an_empty_range_succeeds_with_an_empty_file_and_a_zero_manifest(driver):
+    job = driver.create("JsonBlob", route="crashes")
+    job_empty = create_job(driver.app, parse_request(ROUTES["errors"], {
+        "containerUrl": container_sas_url(driver.azurite, driver.container, create=False),
+        "startDate": "2020-01-01", "endDate": "2020-01-02"}, max_range_days=366, today=DAY))
+    driver.run(job)
+    final = driver.run(job_empty)
+    assert final.state == jobs.SUCCEEDED and final.record_count == 0
+    blobs = driver.blobs()
+    assert gzip.decompress(blobs[f"Error/{job_empty.id}/part-00000.jsonl.gz"]) == b""
+    manifest = json.loads(blobs[f"Error/{job_empty.id}/manifest.json"])
+    assert manifest["recordCount"] == 0 and manifest["files"][0]["records"] == 0
+
+
+def test_max_dequeue_count_matches_host_json():
+    from devhost.appmodel import load_host_config
+    from conftest import REPO_ROOT
+    assert load_host_config(REPO_ROOT).queues.max_dequeue_count == orchestration.MAX_DEQUEUE_COUNT

@@ -1,0 +1,104 @@
+"""`make demo`: the main job end to end on the embedded storage.
+
+Starts Azurite (if not running) and the local host, registers an app, loads sample data, creates an
+export task through the HTTP API like any client, follows it to Succeeded with a progress line, and prints
+the manifest and the first rows of the result file, read back from the destination container."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import os
+import sys
+import time
+import uuid
+
+import requests
+from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+
+from devhost.azurite import REPO_ROOT, port_open
+from devhost.host import LocalHost
+from sampledata import Plan, load
+from shared import apps
+from shared.config import get_settings
+from tools import localenv
+
+API_VERSION = "2014-12-01"
+
+
+def destination_url(container: str) -> str:
+    connection = get_settings().storage.connection_string
+    parts = dict(part.split("=", 1) for part in connection.split(";") if "=" in part)
+    service = BlobServiceClient.from_connection_string(connection)
+    client = service.get_container_client(container)
+    if not client.exists():
+        client.create_container()
+    sas = generate_container_sas(parts["AccountName"], container, account_key=parts["AccountKey"],
+                                 permission=ContainerSasPermissions(read=True, write=True, create=True, list=True),
+                                 expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=4))
+    return f"{client.url}?{sas}"
+
+
+def main() -> int:
+    localenv.prepare()
+    port = int(os.environ.get("PORT", "7071"))
+    if port_open("127.0.0.1", port):
+        port = 0  # something already serves there (perhaps `make serve`): take a free port
+    host = LocalHost(REPO_ROOT, port=port).start()
+    try:
+        return run(host.base_url)
+    finally:
+        host.stop()
+
+
+def run(base_url: str) -> int:
+    collection, app = "demo", f"game-{uuid.uuid4().hex[:6]}"
+    keys = apps.register_app(collection, app)
+    print(f"1. Registered app {collection}/{app} (export and collect keys issued)")
+    yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    started = time.perf_counter()
+    counts = load(f"{collection}~{app}", Plan(devices=1000, days=2, last_day=yesterday))
+    print(f"2. Loaded {sum(counts.values()):,} sample records ({counts['event']:,} events) "
+          f"in {time.perf_counter() - started:.1f}s")
+    container_url = destination_url("demo-exports")
+    tasks = (f"{base_url}/subscriptions/demo/resourceGroups/demo/providers/Microsoft.MobileEngagement/"
+             f"appcollections/{collection}/apps/{app}/devices/exportTasks")
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {keys.export_key}"
+    response = session.post(f"{tasks}/events", params={"api-version": API_VERSION}, timeout=30, json={
+        "containerUrl": container_url, "description": "demo: yesterday's events",
+        "startDate": yesterday.isoformat(), "endDate": yesterday.isoformat(), "exportFormat": "CsvBlob"})
+    if response.status_code != 202:
+        print(f"the export was refused: {response.status_code} {response.text}", file=sys.stderr)
+        return 1
+    task = response.json()
+    print(f"3. POST exportTasks/events -> 202, task {task['id']}, Location: {response.headers['Location']}")
+    started = time.perf_counter()
+    while task["state"] not in ("Succeeded", "Failed"):
+        time.sleep(0.5)
+        task = session.get(response.headers["Location"], timeout=30).json()
+        progress = task["progress"]
+        print(f"   {time.perf_counter() - started:5.1f}s  {task['state']:<9} parts "
+              f"{progress['partsDone']}/{progress['partsTotal'] or '?'}", flush=True)
+        if time.perf_counter() - started > 300:
+            print("the export did not finish within 5 minutes", file=sys.stderr)
+            return 1
+    if task["state"] != "Succeeded":
+        print(f"4. The export failed: {task['errorDetails']}", file=sys.stderr)
+        return 1
+    print(f"4. Succeeded: {task['recordCount']:,} records, {task['bytes']:,} bytes")
+    container = BlobServiceClient.from_connection_string(get_settings().storage.connection_string) \
+        .get_container_client("demo-exports")
+    manifest = container.download_blob(f"Event/{task['id']}/manifest.json").readall().decode()
+    print(f"5. Manifest (Event/{task['id']}/manifest.json):\n{manifest}")
+    first_file = json.loads(manifest)["files"][0]["name"]
+    rows = gzip.decompress(container.download_blob(first_file).readall()).decode().splitlines()
+    print(f"6. First rows of {first_file}:")
+    for row in rows[:6]:
+        print(f"   {row}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
