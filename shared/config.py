@@ -44,6 +44,12 @@ SCHEDULE_CONTAINER = "EXPORT_SCHEDULE_CONTAINER"
 FORWARD_ROUTES = "EXPORT_FORWARD_ROUTES"
 # The downstream queue for export types the routing table does not name.
 FORWARD_DEFAULT_QUEUE = "EXPORT_FORWARD_DEFAULT_QUEUE"
+# Optional webhook that receives each forwarded message as a signed POST, and its HMAC secret.
+FORWARD_WEBHOOK_URL = "EXPORT_FORWARD_WEBHOOK_URL"
+FORWARD_WEBHOOK_SECRET = "EXPORT_FORWARD_WEBHOOK_SECRET"
+# JSON list of scheduled exports (see README), and how many missed periods a schedule catches up at most.
+SCHEDULES = "EXPORT_SCHEDULES"
+SCHEDULE_MAX_CATCHUP = "EXPORT_SCHEDULE_MAX_CATCHUP"
 
 DEVELOPMENT_CONNECTION_STRING = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
@@ -86,6 +92,10 @@ class Settings:
     schedule_container: str = "scheduled-exports"
     forward_routes: Mapping[str, tuple] = None
     forward_default_queue: str = "export-files"
+    webhook_url: Optional[str] = None
+    webhook_secret: Optional[str] = None
+    schedules_json: Optional[str] = None
+    schedule_max_catchup: int = 7
 
 
 def _text(env: Mapping[str, str], name: str) -> Optional[str]:
@@ -166,7 +176,20 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         schedule_container=_text(env, SCHEDULE_CONTAINER) or "scheduled-exports",
         forward_routes=_routes(env),
         forward_default_queue=_text(env, FORWARD_DEFAULT_QUEUE) or "export-files",
+        webhook_url=_text(env, FORWARD_WEBHOOK_URL),
+        webhook_secret=_webhook_secret(env),
+        schedules_json=_text(env, SCHEDULES),
+        schedule_max_catchup=_positive_int(env, SCHEDULE_MAX_CATCHUP, 7),
     )
+
+
+def _webhook_secret(env: Mapping[str, str]) -> Optional[str]:
+    url, secret = _text(env, FORWARD_WEBHOOK_URL), _text(env, FORWARD_WEBHOOK_SECRET)
+    if url and not secret:
+        raise ConfigError(f"{FORWARD_WEBHOOK_SECRET} is not set: {FORWARD_WEBHOOK_URL} needs a secret to sign with")
+    if url and not url.lower().startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        raise ConfigError(f"{FORWARD_WEBHOOK_URL} must be an https URL")
+    return secret
 
 
 def _routes(env: Mapping[str, str]) -> Mapping[str, tuple]:

@@ -68,7 +68,7 @@ def plan_items(job: jobs.ExportJob) -> List[WorkItem]:
     groups: List[List[tuple]] = [[]]
     size = 0
     for day in _days(job):
-        for blob in rawstore.list_day(job.app_id, record_type, day):
+        for blob in rawstore.list_day(job.app_id, record_type, day, hour=job.hour):
             if groups[-1] and size + blob.size > cap:
                 groups.append([])
                 size = 0
@@ -274,6 +274,8 @@ def manifest(job: jobs.ExportJob, files: List[dict]) -> dict:
                 "readAt": jobs.iso(job.date_started), "dateCreated": jobs.iso(job.date_created)}
     if job.start_date is not None:
         document["range"] = {"startDate": job.start_date.isoformat(), "endDate": job.end_date.isoformat()}
+        if job.hour is not None:
+            document["range"]["hour"] = job.hour
     if job.campaign_type is not None:
         document["campaignType"] = job.campaign_type
     if job.campaign_ids is not None:

@@ -160,7 +160,7 @@ def create_job(app: apps.AppRef, request: ExportRequest, *, schedule: Optional[s
         campaign_type=request.campaign_type,
         campaign_ids=list(request.campaign_ids) if request.campaign_ids is not None else None,
         campaign_window_start=request.campaign_window_start, campaign_window_end=request.campaign_window_end,
-        export_user_id=request.export_user_id, schedule=schedule)
+        export_user_id=request.export_user_id, hour=request.hour, schedule=schedule)
     if settings.probe_destination:
         destination.probe(target, f"{job.export_type}/{job.id}/.write-check")
     jobs.create_job(job)

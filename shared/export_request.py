@@ -67,6 +67,7 @@ class ExportRequest:
     campaign_window_start: Optional[dt.datetime] = None
     campaign_window_end: Optional[dt.datetime] = None
     export_user_id: bool = False
+    hour: Optional[int] = None  # scheduled hourly exports only: the UTC hour of start_date
 
 
 def _invalid(field: str, problem: str) -> BadRequest:

@@ -1,5 +1,6 @@
 """Forwarding: when a manifest lands in the destination container, one message per result file goes to the
-downstream queue(s) routed for the export's data type.
+downstream queue(s) routed for the export's data type, and to the webhook when one is configured (a POST
+signed with `X-Engagement-Export-Signature: sha256=<HMAC-SHA256 of the body>`).
 
 Once per manifest: each (job, file, queue) sent is recorded, and a second firing for the same manifest
 sends only what was not recorded (a crash between a send and its record may repeat that one message, so
@@ -9,11 +10,15 @@ with the reason; a malformed manifest is reported on `<default queue>-poison` an
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import threading
+import time
 from typing import List, Optional, Tuple
 
+import requests
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueServiceClient, TextBase64EncodePolicy
 
@@ -114,6 +119,40 @@ def _send(queue_name: str, body: str) -> None:
                                                                 "message": json.loads(body)}))
 
 
+WEBHOOK_SIGNATURE_HEADER = "X-Engagement-Export-Signature"
+WEBHOOK_TRIES = 4
+
+
+def signature(secret: str, body: bytes) -> str:
+    """`sha256=<hex HMAC-SHA256 of the body>`, the value of the signature header."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def _post_webhook(body: str) -> None:
+    """POSTs one message to the configured webhook, signed; retries 5xx, 429 and network errors with backoff.
+    A message the webhook never takes goes to the default queue's poison queue with the reason."""
+    settings = get_settings()
+    data = body.encode("utf-8")
+    headers = {"Content-Type": "application/json", WEBHOOK_SIGNATURE_HEADER: signature(settings.webhook_secret, data)}
+    reason = ""
+    for attempt in range(WEBHOOK_TRIES):
+        if attempt:
+            time.sleep(0.5 * 2 ** (attempt - 1))
+        try:
+            response = requests.post(settings.webhook_url, data=data, headers=headers, timeout=10)
+        except requests.RequestException as error:
+            reason = f"{type(error).__name__}"
+            continue
+        if response.status_code < 300:
+            return
+        reason = f"HTTP {response.status_code}"
+        if response.status_code < 500 and response.status_code != 429:
+            break  # the webhook refused the message itself: retrying cannot help
+    log.error("Webhook did not take a message (%s); it goes to %s-poison", reason, settings.forward_default_queue)
+    _queue(f"{settings.forward_default_queue}-poison").send_message(json.dumps(
+        {"reason": f"webhook: {reason}", "message": json.loads(body)}))
+
+
 def forward(blob_name: str, data: bytes) -> int:
     """Forwards one landed manifest; returns how many messages were sent now."""
     try:
@@ -124,12 +163,18 @@ def forward(blob_name: str, data: bytes) -> int:
         _queue(queue).send_message(json.dumps({"reason": f"malformed manifest: {error}", "blob": blob_name}))
         return 0
     sent = 0
+    webhook = get_settings().webhook_url
     for index, message in enumerate(messages(manifest)):
-        for queue_name in routes_for(manifest["exportType"]):
-            key = f"{index:05d}|{queue_name}"
+        targets = [(queue_name, f"{index:05d}|{queue_name}") for queue_name in routes_for(manifest["exportType"])]
+        if webhook:
+            targets.append((None, f"{index:05d}|webhook"))
+        for queue_name, key in targets:
             if _already_sent(manifest["jobId"], key):
                 continue
-            _send(queue_name, json.dumps(message))
+            if queue_name is None:
+                _post_webhook(json.dumps(message))
+            else:
+                _send(queue_name, json.dumps(message))
             storage.table(FORWARDED_TABLE).upsert_entity({"PartitionKey": manifest["jobId"], "RowKey": key,
                                                           "blob": blob_name})
             sent += 1

@@ -95,6 +95,7 @@ class ExportJob:
     campaign_window_start: Optional[dt.datetime] = None
     campaign_window_end: Optional[dt.datetime] = None
     export_user_id: bool = False
+    hour: Optional[int] = None
     parts_total: Optional[int] = None
     parts_done: int = 0
     record_count: Optional[int] = None
@@ -135,6 +136,8 @@ class ExportJob:
         if self.start_date is not None:
             result["startDate"] = self.start_date.isoformat()
             result["endDate"] = self.end_date.isoformat()
+        if self.hour is not None:
+            result["hour"] = self.hour
         if self.campaign_type is not None:
             result["campaignType"] = self.campaign_type
         if self.campaign_ids is not None:

@@ -18,7 +18,7 @@ import threading
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
@@ -132,7 +132,8 @@ class RawBlob:
     size: int
 
 
-def list_day(app_id: str, record_type: str, day: dt.date) -> List[RawBlob]:
-    """The raw blobs of one UTC day, in name order (hour, then writer)."""
-    blobs = storage.container(RAW_CONTAINER).list_blobs(name_starts_with=day_prefix(app_id, record_type, day))
+def list_day(app_id: str, record_type: str, day: dt.date, *, hour: Optional[int] = None) -> List[RawBlob]:
+    """The raw blobs of one UTC day (or of one hour of it), in name order (hour, then writer)."""
+    prefix = day_prefix(app_id, record_type, day) + (f"{hour:02d}/" if hour is not None else "")
+    blobs = storage.container(RAW_CONTAINER).list_blobs(name_starts_with=prefix)
     return sorted((RawBlob(blob.name, blob.size) for blob in blobs), key=lambda b: b.name)

@@ -104,3 +104,24 @@ def test_an_export_landing_in_the_watched_container_is_forwarded_through_the_loc
         host.stop()
     assert [(m["name"], m["records"]) for m in messages] == [(f"Event/{job.id}/part-00000.jsonl.gz", 0)]
     assert "?" not in messages[0]["url"]
+
+
+def test_a_message_that_cannot_be_sent_goes_to_the_poison_queue_with_the_reason(app_env, routed, names,
+                                                                               monkeypatch):
+    from azure.core.exceptions import ServiceRequestError
+    from shared import forwarding
+
+    real_queue = forwarding._queue
+
+    class Unreachable:
+        def send_message(self, body):
+            raise ServiceRequestError("connection refused")
+
+    monkeypatch.setattr(forwarding, "_queue",
+                        lambda name: Unreachable() if name == routed["events"] else real_queue(name))
+    job_id = f"p-{names.token}"
+    OnBlobCreated.main(stream(f"Event/{job_id}/manifest.json", manifest_for(job_id, files=1)))
+    (poisoned,) = drain(app_env, routed["events"] + "-poison")
+    assert "connection refused" in poisoned["reason"]
+    assert poisoned["message"]["jobId"] == job_id
+    assert len(drain(app_env, routed["more"])) == 1  # the other route was not held back
