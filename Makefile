@@ -31,7 +31,7 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) -m bench
+	$(PY) -m bench $(if $(RECORDS),--records $(RECORDS),)
 
 app: setup
 	@test -n "$(COLLECTION)" -a -n "$(APP)" || { echo "usage: make app COLLECTION=<collection> APP=<app>"; exit 2; }

@@ -4,4 +4,4 @@
 `load(...)` writes them straight into the stores at high speed; `post(...)` sends them through Collect.
 """
 
-from sampledata.generator import Plan, load, post, records  # noqa: F401
+from sampledata.generator import Plan, event_records, load, load_events, post, records  # noqa: F401

@@ -201,3 +201,44 @@ def post(base_url: str, collection: str, app: str, collect_key: str, plan: Plan,
         send()
     return dict(counts)
 
+
+
+def event_records(day: dt.date, count: int, *, seed: int = 1) -> Iterator[dict]:
+    """``count`` events spread evenly over one UTC day, from a pool of devices, with realistic extras."""
+    rng = random.Random(f"events:{seed}:{day.isoformat()}")
+    midnight = dt.datetime.combine(day, dt.time(), dt.timezone.utc)
+    devices = [_device_id(seed, index) for index in range(max(1, count // 50))]
+    step = 86_400 / count
+    for index in range(count):
+        device_index = rng.randrange(len(devices))
+        moment = midnight + dt.timedelta(seconds=index * step)
+        record = {"type": "event", "deviceId": devices[device_index]}
+        user = _user_id(seed, device_index)
+        if user:
+            record["userId"] = user
+        record.update(sessionId=f"s-{device_index:08x}-{index // 2000:04x}", name=rng.choice(EVENTS),
+                      timestamp=format_time(moment), extras=_extras(rng, rng.choice(ACTIVITIES)))
+        yield record
+
+
+def load_events(app_id: str, day: dt.date, count: int, *, seed: int = 1) -> int:
+    """Writes ``event_records`` into the raw store, an hour partition at a time; returns the count."""
+    writer = rawstore.writer()
+    batch: List[bytes] = []
+    prefix = None
+    written = 0
+    with ThreadPoolExecutor(4) as pool:
+        pending = []
+        for record in event_records(day, count, seed=seed):
+            hour_prefix = rawstore.hour_prefix(app_id, "event", rawstore.hour_of(record))
+            if hour_prefix != prefix and batch:
+                pending.append(pool.submit(writer.append_lines, prefix, batch))
+                batch = []
+            prefix = hour_prefix
+            batch.append(json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
+            written += 1
+        if batch:
+            pending.append(pool.submit(writer.append_lines, prefix, batch))
+        for future in pending:
+            future.result()
+    return written

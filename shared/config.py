@@ -8,6 +8,7 @@ failing half-way through a job.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
@@ -163,6 +164,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     key = _text(env, SAS_ENCRYPTION_KEY)
     if key is None:
         raise ConfigError(f"{SAS_ENCRYPTION_KEY} is not set (a Fernet key: urlsafe base64 of 32 random bytes)")
+    try:
+        valid = len(base64.urlsafe_b64decode(key.encode("ascii"))) == 32
+    except (ValueError, UnicodeEncodeError):
+        valid = False
+    if not valid:
+        raise ConfigError(f"{SAS_ENCRYPTION_KEY} is not a Fernet key (urlsafe base64 of exactly 32 bytes)")
     return Settings(
         storage=_storage(env),
         sas_encryption_key=key,

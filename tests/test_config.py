@@ -42,6 +42,9 @@ def test_account_name_alone_means_managed_identity():
     (config.MAX_RANGE_DAYS, "a week", "EXPORT_MAX_RANGE_DAYS must be a whole number"),
     (config.MAX_RANGE_DAYS, "0", "EXPORT_MAX_RANGE_DAYS must be greater than 0"),
     (config.ALLOW_LOOPBACK_DESTINATIONS, "maybe", "EXPORT_ALLOW_LOOPBACK_DESTINATIONS must be true or false"),
+    (config.SAS_ENCRYPTION_KEY, "c2hvcnQ=", "EXPORT_SAS_ENCRYPTION_KEY is not a Fernet key"),
+    (config.FORWARD_ROUTES, "[1]", "EXPORT_FORWARD_ROUTES must map export types"),
+    (config.FORWARD_WEBHOOK_URL, "https://hooks.example/x", "EXPORT_FORWARD_WEBHOOK_SECRET is not set"),
 ])
 def test_malformed_settings_name_themselves(name, value, message):
     env = {config.STORAGE_CONNECTION: "UseDevelopmentStorage=true", config.SAS_ENCRYPTION_KEY: KEY, name: value}

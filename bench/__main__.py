@@ -1,0 +1,230 @@
+"""`make bench [RECORDS=2000000]`: export throughput and memory, side by side with baselines, in one run.
+
+On a fresh Azurite (free loopback ports, temporary data), with one day of events from the project's
+generator, it measures: a raw copy of the raw partitions' bytes blob to blob (no parsing); a JsonBlob and a
+CsvBlob export through the real API and engine (POST to Succeeded) on the local host, run as its own
+process; DuckDB converting the same gzip JSON Lines files (downloaded first, not timed) to gzip CSV; the
+latency of a 10k-record export; and the peak RSS of the host process during CSV exports at two sizes.
+It prints a table, then the `ratio`/`latency`/`memory` lines, and writes the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Dict
+
+import psutil
+import requests
+
+from devhost.azurite import REPO_ROOT, Azurite, free_port, port_open
+from shared import apps, config, rawstore, storage
+
+API_VERSION = "2014-12-01"
+DAY = dt.date(2026, 1, 15)
+BENCH_KEY = "YmVuY2htYXJrLW9ubHkta2V5LW5vdC1hLXNlY3JldCE="
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class HostProcess:
+    """The local host in a process of its own, so its memory is measured alone."""
+
+    def __init__(self, env: Dict[str, str]) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen([sys.executable, "-m", "devhost", "serve", "--port", str(self.port)],
+                                        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                                        stderr=open(os.path.join(tempfile.gettempdir(), "ee-bench-host.log"), "ab"))
+        deadline = time.monotonic() + 60
+        while not port_open("127.0.0.1", self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the local host did not start")
+            time.sleep(0.1)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.peak = 0
+        self._sampling = False
+
+    def rss(self) -> int:
+        process = psutil.Process(self.process.pid)
+        return sum(p.memory_info().rss for p in [process] + process.children(recursive=True))
+
+    def sample(self):
+        self._sampling = True
+        self.peak = self.rss()
+
+        def loop():
+            while self._sampling:
+                try:
+                    self.peak = max(self.peak, self.rss())
+                except psutil.Error:
+                    return
+                time.sleep(0.02)
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        return thread
+
+    def stop_sampling(self, thread) -> float:
+        self._sampling = False
+        thread.join()
+        return self.peak / (1024 * 1024)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def export(host: HostProcess, collection: str, app: str, key: str, container_url: str, export_format: str) -> dict:
+    base = (f"{host.url}/subscriptions/bench/resourceGroups/bench/providers/Microsoft.MobileEngagement/"
+            f"appcollections/{collection}/apps/{app}/devices/exportTasks")
+    headers = {"Authorization": f"Bearer {key}"}
+    started = time.perf_counter()
+    response = requests.post(f"{base}/events", params={"api-version": API_VERSION}, headers=headers, timeout=60,
+                             json={"containerUrl": container_url, "startDate": DAY.isoformat(),
+                                   "endDate": DAY.isoformat(), "exportFormat": export_format})
+    response.raise_for_status()
+    location = response.headers["Location"]
+    while True:
+        task = requests.get(location, headers=headers, timeout=60).json()
+        if task["state"] in ("Succeeded", "Failed"):
+            break
+        time.sleep(0.05)
+    seconds = time.perf_counter() - started
+    if task["state"] != "Succeeded":
+        raise RuntimeError(f"the {export_format} export failed: {task['errorDetails']}")
+    return {"seconds": seconds, "records": task["recordCount"], "bytes": task["bytes"]}
+
+
+def raw_copy(app_id: str, destination) -> dict:
+    """The baseline: the raw partitions' bytes moved blob to blob with azure-storage-blob, no parsing."""
+    blobs = rawstore.list_day(app_id, "event", DAY)
+    target = destination.get_blob_client(f"rawcopy/{app_id}.jsonl.gz")
+    source = storage.container(rawstore.RAW_CONTAINER)
+    started = time.perf_counter()
+    blocks = []
+    from azure.storage.blob import BlobBlock
+    for blob in blobs:
+        for chunk in source.get_blob_client(blob.name).download_blob(max_concurrency=2).chunks():
+            block_id = f"{len(blocks):08d}"
+            target.stage_block(block_id, chunk)
+            blocks.append(BlobBlock(block_id=block_id))
+    target.commit_block_list(blocks)
+    return {"seconds": time.perf_counter() - started, "bytes": sum(b.size for b in blobs)}
+
+
+def duckdb_baseline(app_id: str, workdir: str) -> dict:
+    import duckdb
+
+    source = storage.container(rawstore.RAW_CONTAINER)
+    files = []
+    for index, blob in enumerate(rawstore.list_day(app_id, "event", DAY)):
+        path = os.path.join(workdir, f"part-{index:04d}.jsonl.gz")
+        with open(path, "wb") as handle:
+            source.get_blob_client(blob.name).download_blob().readinto(handle)
+        files.append(path)
+    output = os.path.join(workdir, "out.csv.gz")
+    started = time.perf_counter()
+    connection = duckdb.connect()
+    connection.execute(f"COPY (SELECT * FROM read_json({files!r}, format='newline_delimited')) "
+                       f"TO '{output}' (HEADER, COMPRESSION gzip)")
+    seconds = time.perf_counter() - started
+    rows = connection.execute(f"SELECT count(*) FROM read_csv('{output}')").fetchone()[0]
+    return {"seconds": seconds, "records": rows, "bytes": os.path.getsize(output), "threads":
+            connection.execute("SELECT current_setting('threads')").fetchone()[0]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--records", type=int, default=int(os.environ.get("RECORDS") or 2_000_000))
+    parser.add_argument("--output", default=os.path.join(REPO_ROOT, "bench", "results", "latest.json"))
+    arguments = parser.parse_args(argv)
+    records = arguments.records
+    from sampledata import load_events
+
+    with tempfile.TemporaryDirectory(prefix="ee-bench-") as workdir, \
+            Azurite.on_free_ports(os.path.join(workdir, "azurite")) as azurite:
+        env = dict(os.environ, AzureWebJobsStorage=azurite.connection_string, EXPORT_SAS_ENCRYPTION_KEY=BENCH_KEY,
+                   EXPORT_ALLOW_LOOPBACK_DESTINATIONS="true", DestinationStorage=azurite.connection_string,
+                   EXPORT_SCHEDULES="[]")
+        os.environ.update(env)
+        config.reset_settings()
+        sizes = {"small": 10_000, "half": records // 2, "full": records}
+        keys = {}
+        for name, count in sizes.items():
+            keys[name] = apps.register_app("bench", name)
+            started = time.perf_counter()
+            load_events(f"bench~{name}", DAY, count)
+            log(f"generated {count:,} events for bench/{name} in {time.perf_counter() - started:.1f}s")
+        from tools.demo import destination_url
+        container_url = destination_url("bench-out")
+        destination = storage.blob_service().get_container_client("bench-out")
+        raw_bytes = sum(b.size for b in rawstore.list_day("bench~full", "event", DAY))
+        results: Dict[str, dict] = {}
+
+        log("raw copy baseline ...")
+        results["rawcopy"] = dict(raw_copy("bench~full", destination), records=records)
+        log("duckdb baseline ...")
+        results["duckdb"] = duckdb_baseline("bench~full", workdir)
+
+        host = HostProcess(env)
+        try:
+            log("JsonBlob export ...")
+            results["json"] = export(host, "bench", "full", keys["full"].export_key, container_url, "JsonBlob")
+            log("small export latency ...")
+            results["latency"] = export(host, "bench", "small", keys["small"].export_key, container_url, "JsonBlob")
+        finally:
+            host.stop()
+        for size, label in (("half", "csv_half"), ("full", "csv")):
+            host = HostProcess(env)
+            try:
+                log(f"CsvBlob export of {sizes[size]:,} records ...")
+                sampler = host.sample()
+                results[label] = export(host, "bench", size, keys[size].export_key, container_url, "CsvBlob")
+                results[label]["peak_rss_mib"] = host.stop_sampling(sampler)
+            finally:
+                host.stop()
+
+    mib = 1024 * 1024
+    print(f"{'measure':<22}{'records':>12}{'seconds':>10}{'records/s':>14}{'MB/s (raw in)':>15}{'peak RSS MiB':>14}")
+    for label, key, count in (("raw copy", "rawcopy", records), ("JsonBlob export", "json", records),
+                              ("CsvBlob export", "csv", records), ("DuckDB json->csv", "duckdb", records),
+                              ("CsvBlob export (1/2)", "csv_half", sizes["half"]),
+                              ("small export latency", "latency", sizes["small"])):
+        figures = results[key]
+        input_bytes = raw_bytes * count / records
+        peak = f"{figures['peak_rss_mib']:.0f}" if "peak_rss_mib" in figures else "-"
+        print(f"{label:<22}{count:>12,}{figures['seconds']:>10.2f}{count / figures['seconds']:>14,.0f}"
+              f"{input_bytes / mib / figures['seconds']:>15.1f}{peak:>14}")
+    ratios = {
+        "json_over_rawcopy": results["rawcopy"]["seconds"] / results["json"]["seconds"],
+        "csv_over_duckdb": results["duckdb"]["seconds"] / results["csv"]["seconds"],
+        "small_export_s": results["latency"]["seconds"],
+        "peak_mib_1": results["csv_half"]["peak_rss_mib"],
+        "peak_mib_2": results["csv"]["peak_rss_mib"],
+    }
+    print(f"ratio json/rawcopy={ratios['json_over_rawcopy']:.2f}")
+    print(f"ratio csv/duckdb={ratios['csv_over_duckdb']:.2f}")
+    print(f"latency small_export_s={ratios['small_export_s']:.2f}")
+    print(f"memory peak_mib_1={ratios['peak_mib_1']:.0f} peak_mib_2={ratios['peak_mib_2']:.0f}")
+    os.makedirs(os.path.dirname(arguments.output), exist_ok=True)
+    with open(arguments.output, "w", encoding="utf-8") as handle:
+        json.dump({"records": records, "raw_bytes": raw_bytes, "cpus": os.cpu_count(), "results": results,
+                   "ratios": ratios, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat()}, handle, indent=2)
+    log(f"figures written to {arguments.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
