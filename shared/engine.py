@@ -24,6 +24,7 @@ from shared import destination, jobs, rawstore, sources, storage
 from shared.config import get_settings
 from shared.errors import PermanentJobError
 from shared.exportformats import GzipSink, RowEncoder, file_name, manifest_name
+from shared.pipeline import Background, Uploads, prefetch
 
 PLANS_CONTAINER = "exportplans"
 PARTS_TABLE = "exportparts"
@@ -143,36 +144,47 @@ class PartResult:
 
 
 def produce(job: jobs.ExportJob, item: WorkItem, stage: Callable[[str, bytes], None]) -> PartResult:
-    """Writes the item's file as staged blocks; ``stage(block_id, data)`` stores one block."""
+    """Writes the item's file as staged blocks; ``stage(block_id, data)`` stores one block.
+
+    Reading, converting, compressing and uploading overlap (see shared.pipeline), each holding a few
+    blocks at most, so memory stays bounded by the block size whatever the export's size.
+    """
     blocks: List[str] = []
+    uploads = Uploads(stage)
 
     def emit(data: bytes) -> None:
         identifier = block_id(item.index, len(blocks))
-        stage(identifier, data)
         blocks.append(identifier)
+        uploads.submit(identifier, data)
 
     records = 0
-    if item.kind == "copy":
-        # Whole raw partitions are already gzip JSON Lines in the export schema: pass the bytes on, and
-        # count the rows by decompressing (no JSON parsing) as they go by.
-        sink = GzipSink(emit, compress=False)
+    try:
+        if item.kind == "copy":
+            # Whole raw partitions are already gzip JSON Lines in the export schema: pass the bytes on, and
+            # count the rows by decompressing (no JSON parsing) as they go by.
+            sink = GzipSink(emit, compress=False)
 
-        def tap(chunks: Iterable[bytes]) -> Iterator[bytes]:
-            for chunk in chunks:
-                sink.write(chunk)
-                yield chunk
+            def tap(chunks: Iterable[bytes]) -> Iterator[bytes]:
+                for chunk in chunks:
+                    sink.write(chunk)
+                    yield chunk
 
-        records = sum(out.count(b"\n") for out in sources.gunzip(tap(_limited_chunks(item))))
-        if sink.bytes == 0 and not sink.has_pending:
-            sink.write(gzip.compress(b"", mtime=0))  # an empty export is still a valid gzip file
-    else:
-        sink = GzipSink(emit)
-        encoder = RowEncoder(job.export_type, job.export_format, export_user_id=job.export_user_id)
-        sink.write(encoder.header())
-        for batch in _row_batches(job, item):
-            records += len(batch)
-            sink.write(encoder.encode(batch))
-    sink.close()
+            records = sum(out.count(b"\n") for out in sources.gunzip(tap(prefetch(_limited_chunks(item)))))
+            if sink.bytes == 0 and not sink.has_pending:
+                sink.write(gzip.compress(b"", mtime=0))  # an empty export is still a valid gzip file
+            sink.close()
+        else:
+            sink = GzipSink(emit)
+            compressor = Background(sink.write)
+            encoder = RowEncoder(job.export_type, job.export_format, export_user_id=job.export_user_id)
+            compressor.put(encoder.header())
+            for batch in _row_batches(job, item):
+                records += len(batch)
+                compressor.put(encoder.encode(batch))
+            compressor.close()
+            sink.close()
+    finally:
+        uploads.wait()
     return PartResult(records=records, bytes=sink.bytes, md5=base64.b64encode(sink.md5.digest()).decode(),
                       blocks=blocks)
 

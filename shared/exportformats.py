@@ -10,9 +10,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import zlib
-from typing import Callable, Dict, Iterable, List, Tuple
+from typing import Callable, Dict, Iterable, Tuple
+
+import orjson
 
 COLUMNS: Dict[str, Tuple[str, ...]] = {
     "Activity": ("deviceId", "userId", "sessionId", "name", "start", "end", "extras"),
@@ -47,14 +48,17 @@ def manifest_name(export_type: str, job_id: str) -> str:
     return f"{export_type}/{job_id}/manifest.json"
 
 
-def _cell(value) -> str:
-    if value is None:
-        return ""
+# Columns whose values can be objects or booleans; every other column is a string or a number, which the
+# csv module writes as they are (and None as an empty field).
+_SHAPED = {"extras", "info", "location", "appInfo", "value", "nativePushEnabled"}
+
+
+def _cell(value):
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return str(value)
+        return orjson.dumps(value).decode("utf-8")
+    return value
 
 
 class RowEncoder:
@@ -63,6 +67,7 @@ class RowEncoder:
     def __init__(self, export_type: str, export_format: str, *, export_user_id: bool = True) -> None:
         self.columns = columns(export_type, export_user_id=export_user_id)
         self.csv = export_format == "CsvBlob"
+        self._shaped = [index for index, column in enumerate(self.columns) if column in _SHAPED]
         self._buffer = io.StringIO()
         self._writer = csv.writer(self._buffer, lineterminator="\r\n")
 
@@ -79,14 +84,20 @@ class RowEncoder:
         return text.encode("utf-8")
 
     def encode(self, rows: Iterable[dict]) -> bytes:
-        if self.csv:
-            cols = self.columns
-            self._writer.writerows([_cell(row.get(c)) for c in cols] for row in rows)
-            return self._take()
         cols = self.columns
-        return b"".join(json.dumps({c: row[c] for c in cols if row.get(c) is not None},
-                                   separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
-                        for row in rows)
+        if self.csv:
+            shaped = self._shaped
+            table = []
+            for row in rows:
+                cells = [row.get(c) for c in cols]
+                for index in shaped:
+                    value = cells[index]
+                    if value is not None:
+                        cells[index] = _cell(value)
+                table.append(cells)
+            self._writer.writerows(table)
+            return self._take()
+        return b"".join(orjson.dumps({c: row[c] for c in cols if row.get(c) is not None}) + b"\n" for row in rows)
 
 
 class GzipSink:

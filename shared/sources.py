@@ -7,21 +7,27 @@ from __future__ import annotations
 import datetime as dt
 import json
 import zlib
+
+import orjson
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from shared import rawstore, snapshots, storage
+from shared.pipeline import prefetch
 from shared.records import format_time, parse_time
 
 CHUNK_BYTES = 4 * 1024 * 1024
 
 
 def raw_chunks(names: Iterable[str]) -> Iterator[bytes]:
-    """The bytes of raw blobs, in order, in chunks of at most CHUNK_BYTES."""
+    """The bytes of raw blobs, in order, in chunks of at most CHUNK_BYTES, read ahead on a thread."""
     container = storage.container(rawstore.RAW_CONTAINER)
-    for name in names:
-        downloader = container.get_blob_client(name).download_blob(max_concurrency=2)
-        yield from downloader.chunks()
+
+    def read() -> Iterator[bytes]:
+        for name in names:
+            yield from container.get_blob_client(name).download_blob(max_concurrency=2).chunks()
+
+    return prefetch(read())
 
 
 def gunzip(chunks: Iterable[bytes], *, max_out: int = CHUNK_BYTES) -> Iterator[bytes]:
@@ -58,7 +64,7 @@ def lines(chunks: Iterable[bytes]) -> Iterator[List[bytes]]:
 
 def rows(names: Iterable[str]) -> Iterator[List[dict]]:
     """Batches of rows of raw blobs."""
-    loads = json.loads
+    loads = orjson.loads
     for batch in lines(raw_chunks(names)):
         yield [loads(line) for line in batch if line]
 

@@ -129,14 +129,17 @@ def test_a_worker_killed_after_staging_half_its_blocks_is_redelivered_and_the_fi
     job = driver.create()
     driver.deliver(orchestration.POLL_QUEUE, PollExport.main, driver.take(orchestration.POLL_QUEUE)[0])
     (work,) = driver.take(orchestration.WORK_QUEUE)
-    staged = []
+    staged, attempts, lock = [], [], threading.Lock()
     real_stage = engine._stage_to
 
     def dying_stage(job_, item):
         stage = real_stage(job_, item)
 
         def stage_some(identifier, data):
-            if len(staged) == 2:
+            with lock:
+                attempts.append(identifier)
+                dead = len(attempts) > 2
+            if dead:
                 raise SystemExit("worker killed")  # the process dies: no part row, no cleanup
             stage(identifier, data)
             staged.append(identifier)
@@ -145,6 +148,7 @@ def test_a_worker_killed_after_staging_half_its_blocks_is_redelivered_and_the_fi
     monkeypatch.setattr(engine, "_stage_to", dying_stage)
     with pytest.raises(SystemExit):
         ExportWorker.main(work[0])
+    assert len(staged) == 2, "two blocks were staged before the worker died"
     assert engine.parts(job.id) == []
     assert not any(name.endswith(".csv.gz") for name in driver.blobs()), "no partial file may be visible"
     monkeypatch.setattr(engine, "_stage_to", real_stage)

@@ -1,0 +1,108 @@
+"""Small bounded pipelines, so reading, converting, compressing and uploading overlap without memory
+growing: each stage holds at most a few blocks. zlib and socket I/O release the GIL, which is what lets
+these threads run side by side."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, List, TypeVar
+
+T = TypeVar("T")
+_DONE = object()
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Yields ``items`` while a thread reads up to ``depth`` ahead; re-raises the reader's error."""
+    buffer: "queue.Queue" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put((_DONE, None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            buffer.put((_DONE, error))
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = buffer.get()
+            if item is _DONE:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+
+
+class Background:
+    """Runs ``consume(item)`` for each ``put`` item in one thread, in order, holding at most ``depth``."""
+
+    def __init__(self, consume: Callable[[T], None], depth: int = 2) -> None:
+        self._consume = consume
+        self._queue: "queue.Queue" = queue.Queue(maxsize=depth)
+        self._error: List[BaseException] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                return
+            if self._error:
+                continue  # drain after a failure so the producer never blocks
+            try:
+                self._consume(item)
+            except BaseException as error:
+                self._error.append(error)
+
+    def put(self, item: T) -> None:
+        if self._error:
+            raise self._error[0]
+        self._queue.put(item)
+
+    def close(self) -> None:
+        self._queue.put(_DONE)
+        self._thread.join()
+        if self._error:
+            raise self._error[0]
+
+
+class Uploads:
+    """Runs uploads on a few threads with at most ``limit`` in flight; ``wait`` re-raises the first error."""
+
+    def __init__(self, upload: Callable[..., None], limit: int = 4) -> None:
+        self._upload = upload
+        self._pool = ThreadPoolExecutor(limit)
+        self._slots = threading.BoundedSemaphore(limit)
+        self._futures: List[Future] = []
+
+    def submit(self, *args) -> None:
+        self._slots.acquire()
+        for future in self._futures:
+            if future.done() and future.exception() is not None:
+                self._slots.release()
+                raise future.exception()
+        future = self._pool.submit(self._upload, *args)
+        future.add_done_callback(lambda _: self._slots.release())
+        self._futures.append(future)
+
+    def wait(self) -> None:
+        try:
+            for future in self._futures:
+                future.result()
+        finally:
+            self._pool.shutdown(wait=True)
