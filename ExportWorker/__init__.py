@@ -4,7 +4,7 @@ import logging
 
 import azure.functions as func
 
-from shared import engine, orchestration
+from shared import orchestration
 
 
 def main(msg: func.QueueMessage) -> None:
@@ -13,5 +13,4 @@ def main(msg: func.QueueMessage) -> None:
     except ValueError as error:
         logging.error("ExportWorker: malformed message %s: %s", msg.id, error)
         raise
-    engine.run_item(message.app_id, message.job_id, message.index,
-                    last_try=msg.dequeue_count >= orchestration.MAX_DEQUEUE_COUNT)
+    orchestration.work(message, last_try=msg.dequeue_count >= orchestration.MAX_DEQUEUE_COUNT)

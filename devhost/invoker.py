@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import azure.functions as func
 
@@ -126,6 +126,3 @@ class LoadedFunction:
 async def _awaited(awaitable):
     return await awaitable
 
-
-def describe_error(error: BaseException) -> Optional[str]:
-    return f"{type(error).__name__}: {error}"

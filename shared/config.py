@@ -35,6 +35,8 @@ MAX_REQUEST_BYTES = "EXPORT_MAX_REQUEST_BYTES"
 PROBE_DESTINATION = "EXPORT_PROBE_DESTINATION"
 # A result file holds at most about this many bytes of raw (gzip) input before the next part begins.
 PART_MAX_BYTES = "EXPORT_PART_MAX_BYTES"
+# How many work items one process exports at once (each holds a few blocks in memory).
+WORKER_CONCURRENCY = "EXPORT_WORKER_CONCURRENCY"
 # A job still running this many hours after it started ends as Failed.
 JOB_DEADLINE_HOURS = "EXPORT_JOB_DEADLINE_HOURS"
 # The app's destination storage for scheduled exports (a connection string), where OnBlobCreated listens.
@@ -87,8 +89,9 @@ class Settings:
     max_range_days: int = 366
     max_request_bytes: int = 64 * 1024
     probe_destination: bool = True
-    part_max_bytes: int = 256 * 1024 * 1024
+    part_max_bytes: int = 64 * 1024 * 1024
     job_deadline_hours: int = 24
+    worker_concurrency: int = 2
     destination_connection: Optional[str] = None
     schedule_container: str = "scheduled-exports"
     forward_routes: Mapping[str, tuple] = None
@@ -174,11 +177,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         storage=_storage(env),
         sas_encryption_key=key,
         allow_loopback_destinations=_flag(env, ALLOW_LOOPBACK_DESTINATIONS, False),
-        max_range_days=_positive_int(env, MAX_RANGE_DAYS, 366),
-        max_request_bytes=_positive_int(env, MAX_REQUEST_BYTES, 64 * 1024),
+        max_range_days=_positive_int(env, MAX_RANGE_DAYS, Settings.max_range_days),
+        max_request_bytes=_positive_int(env, MAX_REQUEST_BYTES, Settings.max_request_bytes),
         probe_destination=_flag(env, PROBE_DESTINATION, True),
-        part_max_bytes=_positive_int(env, PART_MAX_BYTES, 256 * 1024 * 1024),
-        job_deadline_hours=_positive_int(env, JOB_DEADLINE_HOURS, 24),
+        part_max_bytes=_positive_int(env, PART_MAX_BYTES, Settings.part_max_bytes),
+        job_deadline_hours=_positive_int(env, JOB_DEADLINE_HOURS, Settings.job_deadline_hours),
+        worker_concurrency=_positive_int(env, WORKER_CONCURRENCY, Settings.worker_concurrency),
         destination_connection=expand_connection_string(_text(env, DESTINATION_STORAGE) or "") or None,
         schedule_container=_text(env, SCHEDULE_CONTAINER) or "scheduled-exports",
         forward_routes=_routes(env),
@@ -186,7 +190,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         webhook_url=_text(env, FORWARD_WEBHOOK_URL),
         webhook_secret=_webhook_secret(env),
         schedules_json=_text(env, SCHEDULES),
-        schedule_max_catchup=_positive_int(env, SCHEDULE_MAX_CATCHUP, 7),
+        schedule_max_catchup=_positive_int(env, SCHEDULE_MAX_CATCHUP, Settings.schedule_max_catchup),
     )
 
 

@@ -135,6 +135,20 @@ def _row_batches(job: jobs.ExportJob, item: WorkItem) -> Iterator[List[dict]]:
                             window=window)
 
 
+class LineCounter:
+    """Counts the rows of a stream of concatenated gzip members fed chunk by chunk."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._stream = sources.Gunzip()
+
+    def feed(self, data: bytes) -> None:
+        self.count += sum(out.count(b"\n") for out in self._stream.feed(data))
+
+    def finish(self) -> int:
+        return self.count + self._stream.flush().count(b"\n")
+
+
 @dataclass
 class PartResult:
     records: int
@@ -161,15 +175,15 @@ def produce(job: jobs.ExportJob, item: WorkItem, stage: Callable[[str, bytes], N
     try:
         if item.kind == "copy":
             # Whole raw partitions are already gzip JSON Lines in the export schema: pass the bytes on, and
-            # count the rows by decompressing (no JSON parsing) as they go by.
+            # count the rows by decompressing them (no JSON parsing) on a thread of its own.
             sink = GzipSink(emit, compress=False)
-
-            def tap(chunks: Iterable[bytes]) -> Iterator[bytes]:
-                for chunk in chunks:
-                    sink.write(chunk)
-                    yield chunk
-
-            records = sum(out.count(b"\n") for out in sources.gunzip(tap(prefetch(_limited_chunks(item)))))
+            counter = LineCounter()
+            counting = Background(counter.feed, depth=4)
+            for chunk in prefetch(_limited_chunks(item)):
+                counting.put(chunk)
+                sink.write(chunk)
+            counting.close()
+            records = counter.finish()
             if sink.bytes == 0 and not sink.has_pending:
                 sink.write(gzip.compress(b"", mtime=0))  # an empty export is still a valid gzip file
             sink.close()
@@ -247,23 +261,25 @@ def parts(job_id: str) -> List[dict]:
     return list(storage.table(PARTS_TABLE).query_entities("PartitionKey eq @j", parameters={"j": job_id}))
 
 
-def run_item(app_id: str, job_id: str, index: int, *, last_try: bool) -> None:
-    """The worker's job: produce one file's blocks and record the part. Idempotent."""
+def run_item(app_id: str, job_id: str, index: int, *, last_try: bool) -> bool:
+    """The worker's job: produce one file's blocks and record the part. Idempotent. Returns True when this
+    call recorded the job's last outstanding part (so the monitor can finish the job now)."""
     job = jobs.find_job(app_id, job_id)
     if job is None or job.finished:
-        return
+        return False
     try:
         existing = storage.table(PARTS_TABLE).get_entity(job.id, _part_key(index))
         if existing.get("state") == "done":
-            return
+            return False
     except ResourceNotFoundError:
         pass
-    item = read_plan(app_id, job_id)[index]
+    plan = read_plan(app_id, job_id)
+    item = plan[index]
     try:
         result = produce(job, item, _stage_to(job, item))
     except PermanentJobError as error:
         record_part(job, item, None, failure=str(error))
-        return
+        return True  # a failed part decides the job: no need to wait for the others
     except Exception as error:
         if last_try:
             record_part(job, item, None, failure=f"part {index} failed on every try ({type(error).__name__}); "
@@ -271,13 +287,10 @@ def run_item(app_id: str, job_id: str, index: int, *, last_try: bool) -> None:
         raise
     record_part(job, item, result)
     log.info("Export %s part %d: %d records, %d bytes", job.id, index, result.records, result.bytes)
+    return len(parts(job.id)) >= len(plan)
 
 
 # --- finishing ------------------------------------------------------------------------------------------
-
-def _content_type(export_format: str) -> ContentSettings:
-    return ContentSettings(content_type="application/gzip")
-
 
 def manifest(job: jobs.ExportJob, files: List[dict]) -> dict:
     collection, _, name = job.app_id.partition("~")
@@ -314,7 +327,7 @@ def commit(job: jobs.ExportJob, done: List[dict]) -> List[dict]:
         for part in sorted(done, key=lambda p: p["RowKey"]):
             blob = container.get_blob_client(part["file"])
             blob.commit_block_list([BlobBlock(block_id=b) for b in json.loads(part["blocks"])],
-                                   content_settings=_content_type(job.export_format),
+                                   content_settings=ContentSettings(content_type="application/gzip"),
                                    metadata=dict(metadata, records=str(part["records"])))
             files.append({"name": part["file"], "url": f"{target.url}/{part['file']}", "records": part["records"],
                           "bytes": part["bytes"], "md5": part["md5"]})

@@ -89,7 +89,7 @@ class RowEncoder:
             shaped = self._shaped
             table = []
             for row in rows:
-                cells = [row.get(c) for c in cols]
+                cells = list(map(row.get, cols))
                 for index in shaped:
                     value = cells[index]
                     if value is not None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
 from dataclasses import dataclass
+from typing import Optional
 
 from shared import engine, jobs, storage
 from shared.config import get_settings
@@ -181,3 +183,31 @@ def poll(message: PollMessage) -> None:
     _finish(job, jobs.SUCCEEDED, parts_done=len(done), record_count=sum(f["records"] for f in files),
             bytes=sum(f["bytes"] for f in files), files=[{k: f[k] for k in ("name", "records", "bytes", "md5")}
                                                          for f in files])
+
+
+_work_slots: Optional[threading.BoundedSemaphore] = None
+_work_slots_lock = threading.Lock()
+
+
+def _slots() -> threading.BoundedSemaphore:
+    global _work_slots
+    with _work_slots_lock:
+        if _work_slots is None:
+            _work_slots = threading.BoundedSemaphore(get_settings().worker_concurrency)
+        return _work_slots
+
+
+def work(message: WorkMessage, *, last_try: bool) -> None:
+    """Runs one work item; when it was the last one, wakes the monitor at once instead of at its next poll.
+
+    At most EXPORT_WORKER_CONCURRENCY items run at once in a process, whatever the host's queue batch size,
+    so memory stays flat however many parts an export has; the others wait with their message leased."""
+    try:
+        with _slots():
+            last = engine.run_item(message.app_id, message.job_id, message.index, last_try=last_try)
+    except Exception:
+        if last_try:
+            send_poll(PollMessage(message.app_id, message.job_id))  # the part was recorded as failed
+        raise
+    if last:
+        send_poll(PollMessage(message.app_id, message.job_id))

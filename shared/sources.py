@@ -17,6 +17,8 @@ from shared.pipeline import prefetch
 from shared.records import format_time, parse_time
 
 CHUNK_BYTES = 4 * 1024 * 1024
+# Rows are parsed from at most this much decompressed text at a time, which bounds a batch's objects.
+ROW_TEXT_BYTES = 1024 * 1024
 
 
 def raw_chunks(names: Iterable[str]) -> Iterator[bytes]:
@@ -30,21 +32,34 @@ def raw_chunks(names: Iterable[str]) -> Iterator[bytes]:
     return prefetch(read())
 
 
-def gunzip(chunks: Iterable[bytes], *, max_out: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """Decompresses a stream of concatenated gzip members, at most ``max_out`` bytes at a time."""
-    decompressor = zlib.decompressobj(31)
-    for chunk in chunks:
-        data = chunk
+class Gunzip:
+    """Incremental decompression of concatenated gzip members, at most ``max_out`` bytes out at a time."""
+
+    def __init__(self, max_out: int = CHUNK_BYTES) -> None:
+        self._decompressor = zlib.decompressobj(31)
+        self._max_out = max_out
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
         while data:
-            out = decompressor.decompress(data, max_out)
+            out = self._decompressor.decompress(data, self._max_out)
             if out:
                 yield out
-            if decompressor.eof:
-                data = decompressor.unused_data
-                decompressor = zlib.decompressobj(31)
+            if self._decompressor.eof:
+                data = self._decompressor.unused_data
+                self._decompressor = zlib.decompressobj(31)
             else:
-                data = decompressor.unconsumed_tail
-    tail = decompressor.flush()
+                data = self._decompressor.unconsumed_tail
+
+    def flush(self) -> bytes:
+        return self._decompressor.flush()
+
+
+def gunzip(chunks: Iterable[bytes], max_out: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Decompresses a stream of concatenated gzip members."""
+    stream = Gunzip(max_out)
+    for chunk in chunks:
+        yield from stream.feed(chunk)
+    tail = stream.flush()
     if tail:
         yield tail
 
@@ -52,7 +67,7 @@ def gunzip(chunks: Iterable[bytes], *, max_out: int = CHUNK_BYTES) -> Iterator[b
 def lines(chunks: Iterable[bytes]) -> Iterator[List[bytes]]:
     """Batches of complete JSON Lines rows from a stream of gzip bytes."""
     rest = b""
-    for data in gunzip(chunks):
+    for data in gunzip(chunks, ROW_TEXT_BYTES):
         data = rest + data
         cut = data.rfind(b"\n") + 1
         if cut:

@@ -34,8 +34,11 @@ def _service(kind: str):
             return client
         storage = get_settings().storage
         if kind == "blob":
-            client = (BlobServiceClient.from_connection_string(storage.connection_string)
-                      if storage.connection_string else BlobServiceClient(storage.blob_url, credential=_credential()))
+            # Downloads in 4 MiB pieces (the SDK's first GET is 32 MiB by default): memory stays per block.
+            sizes = {"max_single_get_size": 4 * 1024 * 1024, "max_chunk_get_size": 4 * 1024 * 1024}
+            client = (BlobServiceClient.from_connection_string(storage.connection_string, **sizes)
+                      if storage.connection_string
+                      else BlobServiceClient(storage.blob_url, credential=_credential(), **sizes))
         elif kind == "queue":
             client = (QueueServiceClient.from_connection_string(storage.connection_string)
                       if storage.connection_string else QueueServiceClient(storage.queue_url, credential=_credential()))

@@ -170,7 +170,6 @@ def test_the_same_work_item_delivered_twice_gives_one_exact_file(driver):
 
 def test_two_poll_messages_for_one_job_at_once_finish_it_once(driver):
     job = driver.create()
-    driver.run_until_parts_done = None
     driver.deliver(orchestration.POLL_QUEUE, PollExport.main, driver.take(orchestration.POLL_QUEUE)[0])
     for pair in driver.take(orchestration.WORK_QUEUE):
         driver.deliver(orchestration.WORK_QUEUE, ExportWorker.main, pair)
@@ -290,3 +289,15 @@ def test_max_dequeue_count_matches_host_json():
     from devhost.appmodel import load_host_config
     from conftest import REPO_ROOT
     assert load_host_config(REPO_ROOT).queues.max_dequeue_count == orchestration.MAX_DEQUEUE_COUNT
+
+
+def test_files_split_into_parts_past_the_size_cap_keep_every_record_once(driver, settings_override):
+    settings_override(EXPORT_PART_MAX_BYTES="1")  # every raw blob starts a new part
+    job = driver.create()
+    final = driver.run(job)
+    assert final.parts_total > 1
+    names = sorted(name for name in driver.blobs() if name.endswith(".csv.gz"))
+    assert names == [f"Event/{job.id}/part-{i:05d}.csv.gz" for i in range(final.parts_total)]
+    manifest = json.loads(driver.blobs()[f"Event/{job.id}/manifest.json"])
+    assert [f["name"] for f in manifest["files"]] == names
+    assert_exact(driver, final)
