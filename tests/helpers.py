@@ -54,3 +54,11 @@ def wait_for(predicate, timeout=20.0, interval=0.05):
             return value
         time.sleep(interval)
     return predicate()
+
+
+def queue_exists(client) -> bool:
+    try:
+        client.get_queue_properties()
+        return True
+    except Exception:
+        return False

@@ -12,7 +12,7 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from devhost.host import LocalHost
-from helpers import wait_for
+from helpers import queue_exists, wait_for
 
 APP = os.path.join(os.path.dirname(__file__), "apps", "semantics")
 
@@ -68,7 +68,7 @@ def test_http_unknown_route_is_404_and_wrong_method_is_405(semantics):
 def test_failing_queue_message_goes_to_poison_after_max_dequeue_count(semantics, app_env, names):
     host = semantics(functions=["AlwaysFails"])
     source = queue_client(app_env, names.queue("failing"))
-    assert wait_for(lambda: _exists(source))
+    assert wait_for(lambda: queue_exists(source))
     source.send_message(base64.b64encode(b"doomed").decode())
     poison = queue_client(app_env, names.queue("failing") + "-poison")
     peeked = wait_for(lambda: _peek(poison))
@@ -92,7 +92,7 @@ def _peek(client):
 def test_queue_message_is_base64_decoded_and_deleted_after_success(semantics, app_env, names):
     semantics(functions=["Echo"])
     source = queue_client(app_env, names.queue("echo"))
-    assert wait_for(lambda: _exists(source))
+    assert wait_for(lambda: queue_exists(source))
     for text in ("one", "two", "drei ü"):
         source.send_message(base64.b64encode(text.encode()).decode())
     wait_for(lambda: len(recorder().of("Echo")) == 3)
@@ -104,20 +104,12 @@ def test_queue_message_is_base64_decoded_and_deleted_after_success(semantics, ap
 def test_message_that_is_not_base64_is_poisoned_not_lost(semantics, app_env, names):
     semantics(functions=["Echo"])
     source = queue_client(app_env, names.queue("echo"))
-    assert wait_for(lambda: _exists(source))
+    assert wait_for(lambda: queue_exists(source))
     source.send_message("not base64 at all!")
     poison = queue_client(app_env, names.queue("echo") + "-poison")
     peeked = wait_for(lambda: _peek(poison))
     assert [m.content for m in peeked] == ["not base64 at all!"]
     assert recorder().of("Echo") == []
-
-
-def _exists(client):
-    try:
-        client.get_queue_properties()
-        return True
-    except Exception:
-        return False
 
 
 def test_blob_fires_once_also_across_a_host_restart(semantics, app_env, names):
@@ -144,3 +136,27 @@ def test_timer_with_run_on_startup_fires_at_start(semantics):
     semantics(functions=["Startup"])
     calls = wait_for(lambda: recorder().of("Startup"))
     assert calls == [{"function": "Startup", "past_due": False}]
+
+
+def test_serve_prints_ready_answers_and_stops_cleanly_on_sigterm(app_env):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+    from devhost.azurite import free_port
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "devhost", "serve", "--port", str(port)], cwd=REPO_ROOT,
+                               env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        ready = process.stdout.readline()
+        assert ready.startswith(f"Local host ready at http://127.0.0.1:{port} (Azurite already running")
+        assert requests.get(f"http://127.0.0.1:{port}/health", timeout=10).json()["status"] == "healthy"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert process.stdout.read().strip() == "Local host stopped"
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -301,3 +301,10 @@ def test_files_split_into_parts_past_the_size_cap_keep_every_record_once(driver,
     manifest = json.loads(driver.blobs()[f"Event/{job.id}/manifest.json"])
     assert [f["name"] for f in manifest["files"]] == names
     assert_exact(driver, final)
+
+
+@pytest.mark.parametrize("function", [PollExport.main, ExportWorker.main])
+@pytest.mark.parametrize("body", [b"not json", b"[]", b'{"app": "a"}'])
+def test_a_malformed_message_is_refused_so_it_ends_in_the_poison_queue(function, body):
+    with pytest.raises(ValueError, match="not a (poll|work) message"):
+        function(QueueMessage(id="m", body=body, dequeue_count=1))

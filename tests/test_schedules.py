@@ -22,7 +22,7 @@ from sampledata import Plan, load
 from shared import config, jobs, schedules
 
 from conftest import REPO_ROOT
-from helpers import wait_for
+from helpers import queue_exists, wait_for
 
 UTC = dt.timezone.utc
 
@@ -141,7 +141,7 @@ def test_a_scheduled_export_lands_and_is_forwarded_once_to_queue_and_webhook(app
         StartExport.main(TimerRequest(past_due=False))
         StartExport.main(TimerRequest(past_due=True))
         client = QueueClient.from_connection_string(app_env.connection_string, queue)
-        peek = lambda: list(client.peek_messages(max_messages=32)) if _exists(client) else []
+        peek = lambda: list(client.peek_messages(max_messages=32)) if queue_exists(client) else []
         messages = wait_for(lambda: peek(), 60)
         assert wait_for(lambda: len(receiver.requests) >= 2, 30)
         import time
@@ -160,11 +160,3 @@ def test_a_scheduled_export_lands_and_is_forwarded_once_to_queue_and_webhook(app
         expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
         assert headers["X-Engagement-Export-Signature"] == expected
         assert json.loads(body) == bodies[0]
-
-
-def _exists(client):
-    try:
-        client.get_queue_properties()
-        return True
-    except Exception:
-        return False
