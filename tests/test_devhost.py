@@ -160,3 +160,23 @@ def test_serve_prints_ready_answers_and_stops_cleanly_on_sigterm(app_env):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_a_timer_occurrence_missed_while_the_host_was_down_fires_at_start_as_past_due(semantics, app_env, names):
+    import datetime as dt
+    import json as json_module
+
+    hosts = BlobServiceClient.from_connection_string(app_env.connection_string).get_container_client(
+        "azure-webjobs-hosts")
+    if not hosts.exists():
+        hosts.create_container()
+    status = hosts.get_blob_client(f"timers/test-{names.token}/Missed/status")
+    yesterday = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
+    status.upload_blob(json_module.dumps({"Last": None, "Next": yesterday.isoformat(),
+                                         "LastUpdated": yesterday.isoformat()}), overwrite=True)
+    semantics(functions=["Missed"])
+    assert wait_for(lambda: recorder().of("Missed")) == [{"function": "Missed", "past_due": True}]
+    saved = json_module.loads(status.download_blob().readall())
+    assert dt.datetime.fromisoformat(saved["Next"]) > dt.datetime.now(dt.timezone.utc)
+    time.sleep(1)
+    assert len(recorder().of("Missed")) == 1

@@ -1,0 +1,7 @@
+import azure.functions as func
+
+import semantics_recorder
+
+
+def main(timer: func.TimerRequest) -> None:
+    semantics_recorder.record("Missed", past_due=timer.past_due)
