@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import zlib
 
 import orjson
+from isal import isal_zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -36,7 +36,7 @@ class Gunzip:
     """Incremental decompression of concatenated gzip members, at most ``max_out`` bytes out at a time."""
 
     def __init__(self, max_out: int = CHUNK_BYTES) -> None:
-        self._decompressor = zlib.decompressobj(31)
+        self._decompressor = isal_zlib.decompressobj(31)
         self._max_out = max_out
 
     def feed(self, data: bytes) -> Iterator[bytes]:
@@ -46,7 +46,7 @@ class Gunzip:
                 yield out
             if self._decompressor.eof:
                 data = self._decompressor.unused_data
-                self._decompressor = zlib.decompressobj(31)
+                self._decompressor = isal_zlib.decompressobj(31)
             else:
                 data = self._decompressor.unconsumed_tail
 
