@@ -24,7 +24,7 @@ from shared import destination, jobs, rawstore, sources, storage
 from shared.config import get_settings
 from shared.errors import PermanentJobError
 from shared.exportformats import GzipSink, RowEncoder, file_name, manifest_name
-from shared.pipeline import Background, Uploads, prefetch
+from shared.pipeline import Background, Uploads
 
 PLANS_CONTAINER = "exportplans"
 PARTS_TABLE = "exportparts"
@@ -37,17 +37,19 @@ class WorkItem:
     index: int
     file: str
     kind: str  # copy | rows | sessions | snapshot
-    sources: tuple = ()  # ((raw blob name, size), ...)
-    day: Optional[str] = None
+    sources: tuple = ()  # ((raw blob name, size), ...): what the item reads, as the plan saw it
+    # sessions only: the activity blobs of the day before and the day after
+    before: tuple = ()
+    after: tuple = ()
 
     def to_json(self) -> dict:
-        return {"index": self.index, "file": self.file, "kind": self.kind, "sources": [list(s) for s in self.sources],
-                "day": self.day}
+        return {"index": self.index, "file": self.file, "kind": self.kind,
+                **{key: [list(s) for s in getattr(self, key)] for key in ("sources", "before", "after")}}
 
     @classmethod
     def from_json(cls, doc: dict) -> "WorkItem":
         return cls(index=doc["index"], file=doc["file"], kind=doc["kind"],
-                   sources=tuple(tuple(s) for s in doc["sources"]), day=doc.get("day"))
+                   **{key: tuple(tuple(s) for s in doc.get(key, ())) for key in ("sources", "before", "after")})
 
 
 def _days(job: jobs.ExportJob) -> List[dt.date]:
@@ -60,9 +62,18 @@ def plan_items(job: jobs.ExportJob) -> List[WorkItem]:
     if job.start_date is None:
         return [WorkItem(0, name(0), "snapshot")]
     if job.export_type == "Session":
-        days = [day for day in _days(job) if rawstore.list_day(job.app_id, "activity", day)]
-        return [WorkItem(i, name(i), "sessions", day=day.isoformat()) for i, day in enumerate(days)] or [
-            WorkItem(0, name(0), "sessions", day=None)]
+        listed = {}
+
+        def activities(day: dt.date) -> tuple:
+            if day not in listed:
+                listed[day] = tuple((b.name, b.size) for b in rawstore.list_day(job.app_id, "activity", day))
+            return listed[day]
+
+        days = [day for day in _days(job) if activities(day)]
+        one_day = dt.timedelta(days=1)
+        return [WorkItem(i, name(i), "sessions", activities(day), before=activities(day - one_day),
+                         after=activities(day + one_day)) for i, day in enumerate(days)] or [
+            WorkItem(0, name(0), "sessions")]
     record_type = job.export_type.lower()
     cap = get_settings().part_max_bytes
     kind = "copy" if job.export_format == "JsonBlob" else "rows"
@@ -98,16 +109,6 @@ def block_id(item: int, block: int) -> str:
     return base64.b64encode(f"{item:06d}-{block:06d}".encode()).decode()
 
 
-def _limited_chunks(item: WorkItem) -> Iterator[bytes]:
-    """Raw bytes of the item's sources, each read only up to the size the plan saw (so a blob that is still
-    being appended to gives the same bytes on every try)."""
-    container = storage.container(rawstore.RAW_CONTAINER)
-    for name, size in item.sources:
-        if size:
-            yield from container.get_blob_client(name).download_blob(offset=0, length=size,
-                                                                     max_concurrency=2).chunks()
-
-
 def _batched(rows: Iterable[dict]) -> Iterator[List[dict]]:
     batch = []
     for row in rows:
@@ -121,9 +122,9 @@ def _batched(rows: Iterable[dict]) -> Iterator[List[dict]]:
 
 def _row_batches(job: jobs.ExportJob, item: WorkItem) -> Iterator[List[dict]]:
     if item.kind == "rows":
-        return sources.rows(name for name, _ in item.sources) if item.sources else iter(())
+        return sources.rows(item.sources)
     if item.kind == "sessions":
-        return _batched(sources.sessions(job.app_id, dt.date.fromisoformat(item.day))) if item.day else iter(())
+        return _batched(sources.sessions(item.before, item.sources, item.after))
     if job.export_type == "Tag":
         return sources.tags(job.app_id)
     if job.export_type == "Device":
@@ -179,7 +180,7 @@ def produce(job: jobs.ExportJob, item: WorkItem, stage: Callable[[str, bytes], N
             sink = GzipSink(emit, compress=False)
             counter = LineCounter()
             counting = Background(counter.feed, depth=4)
-            for chunk in prefetch(_limited_chunks(item)):
+            for chunk in sources.raw_chunks(item.sources):
                 counting.put(chunk)
                 sink.write(chunk)
             counting.close()

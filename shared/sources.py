@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import orjson
 from isal import isal_zlib
-from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from shared import rawstore, snapshots, storage
 from shared.pipeline import prefetch
@@ -21,13 +21,22 @@ CHUNK_BYTES = 4 * 1024 * 1024
 ROW_TEXT_BYTES = 1024 * 1024
 
 
-def raw_chunks(names: Iterable[str]) -> Iterator[bytes]:
-    """The bytes of raw blobs, in order, in chunks of at most CHUNK_BYTES, read ahead on a thread."""
+# A raw blob as a plan saw it: its name and its size then.
+RawSource = Tuple[str, int]
+
+
+def raw_chunks(blobs: Iterable[RawSource]) -> Iterator[bytes]:
+    """The bytes of raw blobs, in order, in chunks of at most CHUNK_BYTES, read ahead on a thread.
+
+    Each blob is read only up to the size its plan saw: a blob still being appended to gives the same bytes
+    on every try, so a retried or duplicated work item writes the same file."""
     container = storage.container(rawstore.RAW_CONTAINER)
 
     def read() -> Iterator[bytes]:
-        for name in names:
-            yield from container.get_blob_client(name).download_blob(max_concurrency=2).chunks()
+        for name, size in blobs:
+            if size:
+                yield from container.get_blob_client(name).download_blob(
+                    offset=0, length=size, max_concurrency=2).chunks()
 
     return prefetch(read())
 
@@ -77,26 +86,23 @@ def lines(chunks: Iterable[bytes]) -> Iterator[List[bytes]]:
         yield [rest]
 
 
-def rows(names: Iterable[str]) -> Iterator[List[dict]]:
+def rows(blobs: Iterable[RawSource]) -> Iterator[List[dict]]:
     """Batches of rows of raw blobs."""
     loads = orjson.loads
-    for batch in lines(raw_chunks(names)):
+    for batch in lines(raw_chunks(blobs)):
         yield [loads(line) for line in batch if line]
 
 
-def _day_names(app_id: str, day: dt.date) -> List[str]:
-    return [blob.name for blob in rawstore.list_day(app_id, "activity", day)]
+def sessions(day_before: Sequence[RawSource], day: Sequence[RawSource],
+             day_after: Sequence[RawSource]) -> Iterator[dict]:
+    """The sessions whose first activity falls on a day (UTC), computed from the activity blobs of that day.
 
-
-def sessions(app_id: str, day: dt.date) -> Iterator[dict]:
-    """The sessions whose first activity falls on ``day`` (UTC), computed from their activities.
-
-    A session may run past midnight, so the next day is read for its later activities, and the day before
-    for sessions that started then (those belong to that day's export). Sessions longer than a day are cut
-    at the end of the next day.
+    A session may run past midnight, so the next day's activities extend it, and the day before names the
+    sessions that started then (those belong to that day's export). Sessions longer than a day are cut at
+    the end of the next day.
     """
     started_before = set()
-    for batch in rows(_day_names(app_id, day - dt.timedelta(days=1))):
+    for batch in rows(day_before):
         started_before.update((row["deviceId"], row["sessionId"]) for row in batch)
     found: Dict[Tuple[str, str], dict] = {}
 
@@ -120,10 +126,10 @@ def sessions(app_id: str, day: dt.date) -> Iterator[dict]:
         if session["userId"] is None and row.get("userId"):
             session["userId"] = row["userId"]
 
-    for batch in rows(_day_names(app_id, day)):
+    for batch in rows(day):
         for row in batch:
             add(row, True)
-    for batch in rows(_day_names(app_id, day + dt.timedelta(days=1))):
+    for batch in rows(day_after):
         for row in batch:
             add(row, False)
     for key in sorted(found, key=lambda k: (found[k]["start"], k)):

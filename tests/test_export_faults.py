@@ -308,3 +308,24 @@ def test_files_split_into_parts_past_the_size_cap_keep_every_record_once(driver,
 def test_a_malformed_message_is_refused_so_it_ends_in_the_poison_queue(function, body):
     with pytest.raises(ValueError, match="not a (poll|work) message"):
         function(QueueMessage(id="m", body=body, dequeue_count=1))
+
+
+@pytest.mark.parametrize("export_format", ["CsvBlob", "JsonBlob"])
+def test_a_redelivered_item_reads_what_its_plan_saw_even_while_the_raw_blob_grows(driver, export_format):
+    job = driver.create(export_format)
+    driver.deliver(orchestration.POLL_QUEUE, PollExport.main, driver.take(orchestration.POLL_QUEUE)[0])
+    (work,) = driver.take(orchestration.WORK_QUEUE)
+    ExportWorker.main(work[0])
+    (first,) = engine.parts(job.id)
+    # a late record lands in an hour blob the plan listed (this process's writer appends to it)
+    from shared import rawstore
+    late = {"type": "event", "deviceId": "late", "name": "late", "timestamp": f"{DAY.isoformat()}T05:00:00.000Z"}
+    rawstore.writer().append_records(job.app_id, [late])
+    storage_parts = engine.storage.table(engine.PARTS_TABLE)
+    storage_parts.delete_entity(job.id, first["RowKey"])  # as if the first run died before its part row
+    ExportWorker.main(QueueMessage(id=work[0].id, body=work[0].get_body(), dequeue_count=2))
+    driver.queues[orchestration.WORK_QUEUE].delete_message(work[1])
+    (second,) = engine.parts(job.id)
+    assert (second["records"], second["md5"], second["blocks"]) == (first["records"], first["md5"], first["blocks"])
+    final = driver.run(job)
+    assert final.state == jobs.SUCCEEDED and final.record_count == len(expected_events())
