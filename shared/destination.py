@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import parse_qs, urlsplit
 
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
-from azure.storage.blob import BlobClient, ContainerClient
+from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ResourceExistsError,
+                                   ResourceNotFoundError)
+from azure.storage.blob import (BlobClient, BlobServiceClient, ContainerClient, ContainerSasPermissions,
+                                generate_container_sas)
 from cryptography.fernet import Fernet, InvalidToken
 
 from shared.config import get_settings
@@ -144,6 +146,24 @@ def probe(destination: Destination, blob_name: str) -> None:
         raise _bad(f"could not be reached to check it ({_storage_code(error)}); try again") from None
     except Exception as error:  # DNS, connection refused, TLS: the destination cannot be used as given
         raise _bad(f"could not be reached ({type(error).__name__}); check the account name") from None
+
+
+def container_sas_url(connection_string: str, container: str, *, permission: str,
+                      valid_for: dt.timedelta) -> str:
+    """The URL + SAS of a container of an account given by a key-based connection string (created if
+    missing), for the app's own destinations: scheduled exports, the demo and the benchmark."""
+    parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+    if "AccountKey" not in parts or "AccountName" not in parts:
+        raise ValueError("a SAS needs a connection string with AccountName and AccountKey")
+    client = BlobServiceClient.from_connection_string(connection_string).get_container_client(container)
+    try:
+        client.create_container()
+    except ResourceExistsError:
+        pass
+    sas = generate_container_sas(parts["AccountName"], container, account_key=parts["AccountKey"],
+                                 permission=ContainerSasPermissions.from_string(permission),
+                                 expiry=dt.datetime.now(dt.timezone.utc) + valid_for)
+    return f"{client.url}?{sas}"
 
 
 def _storage_code(error: HttpResponseError) -> str:

@@ -211,12 +211,15 @@ def destination_of(job: jobs.ExportJob) -> destination.Destination:
                                    expires=job.sas_expires)
 
 
+def sas_expired(job: jobs.ExportJob) -> str:
+    return (f"the SAS token of the destination container expired at {jobs.iso(job.sas_expires)} before the export "
+            f"finished; create the export again with a SAS valid long enough")
+
+
 def storage_failure(error: Exception, job: jobs.ExportJob) -> Exception:
     """The error to raise for a failed write to the destination: permanent when no retry can fix it."""
-    expired = jobs.utcnow() >= job.sas_expires
-    if expired:
-        return PermanentJobError(f"the SAS token of the destination container expired at "
-                                 f"{jobs.iso(job.sas_expires)}; create the export again with a SAS valid long enough")
+    if jobs.utcnow() >= job.sas_expires:
+        return PermanentJobError(sas_expired(job))
     code = getattr(error, "error_code", None) or ""
     if isinstance(error, ResourceNotFoundError) or code == "ContainerNotFound":
         return PermanentJobError(f"the destination container {job.container_url} does not exist (was it deleted?); "

@@ -20,7 +20,7 @@ from typing import List, Optional, Tuple
 
 import requests
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
-from azure.storage.queue import QueueServiceClient, TextBase64EncodePolicy
+from azure.storage.queue import QueueServiceClient
 
 from shared import storage
 from shared.config import DESTINATION_STORAGE, ConfigError, get_settings
@@ -29,6 +29,7 @@ FORWARDED_TABLE = "forwarded"
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _service: Optional[QueueServiceClient] = None
+_created: set = set()
 
 
 class ManifestError(ValueError):
@@ -51,17 +52,21 @@ def reset() -> None:
     global _service
     with _lock:
         _service = None
+        _created.clear()
 
 
 def _queue(name: str):
-    service = _queues()
-    from azure.storage.queue import QueueClient
-    client = QueueClient(service.url, name, credential=service.credential,
-                         message_encode_policy=TextBase64EncodePolicy())
-    try:
-        client.create_queue()
-    except ResourceExistsError:
-        pass
+    """A downstream queue of the destination storage, created on first use in this process."""
+    client = storage.base64_queue(_queues(), name)
+    with _lock:
+        known = name in _created
+    if not known:
+        try:
+            client.create_queue()
+        except ResourceExistsError:
+            pass
+        with _lock:
+            _created.add(name)
     return client
 
 

@@ -57,14 +57,18 @@ def _parse_iso(text: Optional[str]) -> Optional[dt.datetime]:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
-def new_job_id(now: dt.datetime) -> str:
-    """A UUIDv7: 48 bits of milliseconds, then random bits; sorts by creation time."""
-    millis = int(now.timestamp() * 1000) & _MS_MAX
-    random_bits = int.from_bytes(os.urandom(10), "big")
-    value = (millis << 80) | random_bits
+def uuid7(moment: dt.datetime, rest: bytes) -> str:
+    """A UUIDv7: 48 bits of milliseconds, then the bits of ``rest`` (10 bytes); sorts by ``moment``."""
+    millis = int(moment.timestamp() * 1000) & _MS_MAX
+    value = (millis << 80) | int.from_bytes(rest[:10], "big")
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
     return str(uuid.UUID(int=value))
+
+
+def new_job_id(now: dt.datetime) -> str:
+    """A random job id that sorts by creation time."""
+    return uuid7(now, os.urandom(10))
 
 
 def _newest_first_key(job_id: str) -> str:

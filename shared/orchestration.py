@@ -146,9 +146,7 @@ def poll(message: PollMessage) -> None:
         return
     now = jobs.utcnow()
     if now >= job.sas_expires:
-        _finish(job, jobs.FAILED, error=f"the SAS token of the destination container expired at "
-                                        f"{jobs.iso(job.sas_expires)} before the export finished; create the export "
-                                        f"again with a SAS valid long enough")
+        _finish(job, jobs.FAILED, error=engine.sas_expired(job))
         return
     if job.state == jobs.QUEUED:
         job = _start(job)

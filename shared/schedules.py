@@ -17,14 +17,10 @@ import hashlib
 import json
 import logging
 import re
-import uuid
 from dataclasses import dataclass
 from typing import List, Optional
 
-from azure.core.exceptions import ResourceExistsError
-from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
-
-from shared import apps, jobs
+from shared import apps, destination, jobs
 from shared.config import DESTINATION_STORAGE, SCHEDULES, ConfigError, get_settings
 from shared.errors import ApiError
 from shared.export_request import EXPORT_FORMATS, HISTORICAL, ROUTES, ExportRequest
@@ -58,13 +54,10 @@ class Schedule:
         return [current - self.step * n for n in range(limit, 0, -1)]
 
     def job_id(self, period: dt.datetime) -> str:
-        """A UUIDv7-shaped id: the period's end as its time, a hash of schedule + period as the rest."""
-        millis = int((period + self.step).timestamp() * 1000)
-        digest = int.from_bytes(hashlib.sha256(f"{self.name}|{period.isoformat()}".encode()).digest()[:10], "big")
-        value = (millis << 80) | digest
-        value = (value & ~(0xF << 76)) | (0x7 << 76)
-        value = (value & ~(0x3 << 62)) | (0x2 << 62)
-        return str(uuid.UUID(int=value))
+        """The period's job id: a UUIDv7 with the period's end as its time and a hash of schedule + period
+        as the rest, so every instance derives the same id."""
+        digest = hashlib.sha256(f"{self.name}|{period.isoformat()}".encode()).digest()
+        return jobs.uuid7(period + self.step, digest)
 
 
 def _schedule(doc: object, index: int, default_container: str) -> Schedule:
@@ -126,18 +119,11 @@ def _container_url(container: str, hours: int) -> str:
     connection = get_settings().destination_connection
     if not connection:
         raise ConfigError(f"{DESTINATION_STORAGE} is not set: scheduled exports need the destination storage")
-    parts = dict(part.split("=", 1) for part in connection.split(";") if "=" in part)
-    if "AccountKey" not in parts:
-        raise ConfigError(f"{DESTINATION_STORAGE} must be a connection string with an account key")
-    client = BlobServiceClient.from_connection_string(connection).get_container_client(container)
     try:
-        client.create_container()
-    except ResourceExistsError:
-        pass
-    sas = generate_container_sas(parts["AccountName"], container, account_key=parts["AccountKey"],
-                                 permission=ContainerSasPermissions(write=True, create=True),
-                                 expiry=jobs.utcnow() + dt.timedelta(hours=hours + 1))
-    return f"{client.url}?{sas}"
+        return destination.container_sas_url(connection, container, permission="cw",
+                                             valid_for=dt.timedelta(hours=hours + 1))
+    except ValueError as error:
+        raise ConfigError(f"{DESTINATION_STORAGE}: {error}") from None
 
 
 def create_due_jobs(now: dt.datetime) -> List[str]:

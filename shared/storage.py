@@ -79,16 +79,19 @@ def container(name: str, *, create: bool = True) -> ContainerClient:
     return client
 
 
+def base64_queue(service: QueueServiceClient, name: str) -> QueueClient:
+    """A client of a queue of ``service`` with base64 messages. The service client does not pass message
+    codecs on to the queue clients it makes, so they are built here."""
+    return QueueClient(service.url, name, credential=service.credential,
+                       message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy())
+
+
 def queue(name: str, *, create: bool = True) -> QueueClient:
     """A queue of the app's storage (base64 messages); created on first use in this process when ``create``."""
     with _lock:
         client = _clients.get("queue:" + name)
     if client is None:
-        # The service client does not pass message codecs on to its queue clients, so build them here.
-        service = queue_service()
-        client = QueueClient(service.url, name, credential=service.credential,
-                             message_encode_policy=TextBase64EncodePolicy(),
-                             message_decode_policy=TextBase64DecodePolicy())
+        client = base64_queue(queue_service(), name)
         with _lock:
             client = _clients.setdefault("queue:" + name, client)
     if create:

@@ -15,12 +15,12 @@ import time
 import uuid
 
 import requests
-from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import BlobServiceClient
 
 from devhost.azurite import REPO_ROOT, port_open
 from devhost.host import LocalHost
 from sampledata import Plan, load
-from shared import apps
+from shared import apps, destination
 from shared.config import get_settings
 from tools import localenv
 
@@ -28,16 +28,9 @@ API_VERSION = "2014-12-01"
 
 
 def destination_url(container: str) -> str:
-    connection = get_settings().storage.connection_string
-    parts = dict(part.split("=", 1) for part in connection.split(";") if "=" in part)
-    service = BlobServiceClient.from_connection_string(connection)
-    client = service.get_container_client(container)
-    if not client.exists():
-        client.create_container()
-    sas = generate_container_sas(parts["AccountName"], container, account_key=parts["AccountKey"],
-                                 permission=ContainerSasPermissions(read=True, write=True, create=True, list=True),
-                                 expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=4))
-    return f"{client.url}?{sas}"
+    """A container of the development account, with a SAS that can write, read and list."""
+    return destination.container_sas_url(get_settings().storage.connection_string, container, permission="rcwl",
+                                         valid_for=dt.timedelta(hours=4))
 
 
 def main() -> int:
