@@ -89,15 +89,20 @@ class Uploads:
         self._pool = ThreadPoolExecutor(limit)
         self._slots = threading.BoundedSemaphore(limit)
         self._futures: List[Future] = []
+        self._errors: List[BaseException] = []
+
+    def _done(self, future: Future) -> None:
+        if future.exception() is not None:
+            self._errors.append(future.exception())
+        self._slots.release()
 
     def submit(self, *args) -> None:
         self._slots.acquire()
-        for future in self._futures:
-            if future.done() and future.exception() is not None:
-                self._slots.release()
-                raise future.exception()
+        if self._errors:
+            self._slots.release()
+            raise self._errors[0]
         future = self._pool.submit(self._upload, *args)
-        future.add_done_callback(lambda _: self._slots.release())
+        future.add_done_callback(self._done)
         self._futures.append(future)
 
     def wait(self) -> None:
