@@ -7,7 +7,6 @@ index, the field and the reason. A body that cannot be read at all is refused wh
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import zlib

@@ -18,7 +18,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List
 
 from shared import apps, destination, jobs
 from shared.config import DESTINATION_STORAGE, SCHEDULES, ConfigError, get_settings
