@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional
 
 from shared import rawstore, snapshots
-from shared.records import format_time
+from shared.records import encode_line, format_time
 
 ACTIVITIES = ("home", "level_select", "level_play", "shop", "settings", "leaderboard", "profile", "inbox")
 EVENTS = ("button_click", "level_complete", "purchase", "ad_view", "share", "achievement", "tutorial_step")
@@ -152,8 +152,7 @@ def load(app_id: str, plan: Plan, *, progress=None) -> Dict[str, int]:
         for record in day_records(plan, day):
             counts[record["type"]] += 1
             hour = rawstore.hour_of(record)
-            partitions[rawstore.hour_prefix(app_id, record["type"], hour)].append(
-                json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
+            partitions[rawstore.hour_prefix(app_id, record["type"], hour)].append(encode_line(record))
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda item: writer.append_lines(*item), partitions.items()))
         if progress:
@@ -235,7 +234,7 @@ def load_events(app_id: str, day: dt.date, count: int, *, seed: int = 1) -> int:
                 pending.append(pool.submit(writer.append_lines, prefix, batch))
                 batch = []
             prefix = hour_prefix
-            batch.append(json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
+            batch.append(encode_line(record))
             written += 1
         if batch:
             pending.append(pool.submit(writer.append_lines, prefix, batch))
