@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -77,6 +78,23 @@ def _name(raw: dict) -> str:
     return _text(raw, "name", limit=MAX_NAME, required=True)
 
 
+def _portable_numbers(value: Any, field: str) -> None:
+    """Raises unless every number in ``value`` reads back the same in any JSON reader: finite, and integers
+    within 64 bits (Python's json accepts NaN, Infinity and 1e400, which are not JSON)."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise RecordError(field, "numbers must be finite (NaN and Infinity are not JSON)")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not -2**63 <= value < 2**63:
+            raise RecordError(field, "integers must be within the 64-bit range")
+    elif isinstance(value, dict):
+        for item in value.values():
+            _portable_numbers(item, field)
+    elif isinstance(value, list):
+        for item in value:
+            _portable_numbers(item, field)
+
+
 def _extras(raw: dict) -> Optional[dict]:
     value = raw.get("extras")
     if value is None:
@@ -86,6 +104,7 @@ def _extras(raw: dict) -> Optional[dict]:
     for key in value:
         if not _KEY.match(key):
             raise RecordError("extras", f"key {key[:70]!r} must be 1 to 64 of a-z, A-Z, 0-9 and _")
+    _portable_numbers(value, "extras")
     size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
     if size > MAX_EXTRAS_BYTES:
         raise RecordError("extras", f"is {size} bytes once encoded; at most {MAX_EXTRAS_BYTES}")
@@ -108,6 +127,7 @@ def _object(raw: dict, field: str, allowed: Tuple[str, ...]) -> Optional[dict]:
             raise RecordError(f"{field}.{key}", f"is not a {field} field (expected: {', '.join(allowed)})")
         if item is not None and not isinstance(item, (str, int, float)) or isinstance(item, bool):
             raise RecordError(f"{field}.{key}", "must be a string or a number")
+        _portable_numbers(item, f"{field}.{key}")
         if isinstance(item, str) and len(item) > 256:
             raise RecordError(f"{field}.{key}", "must be at most 256 characters")
     return {key: value[key] for key in allowed if value.get(key) is not None}
@@ -120,8 +140,7 @@ def _tag_value(raw: dict):
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
-        if not -2**63 <= value < 2**63:
-            raise RecordError("value", "is outside the 64-bit integer range")
+        _portable_numbers(value, "value")
         return value
     if isinstance(value, str):
         if len(value) > MAX_TAG_VALUE:
