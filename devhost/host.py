@@ -15,6 +15,7 @@ from devhost.appmodel import AppLoadError, load_functions, load_host_config
 from devhost.http_server import HttpFrontend, HttpRoute
 from devhost.invoker import LoadedFunction
 from devhost.listeners import BlobListener, Listener, QueueListener, TimerListener
+from shared import storage
 from shared.config import STORAGE_CONNECTION, expand_connection_string
 
 log = logging.getLogger("devhost")
@@ -45,6 +46,7 @@ class LocalHost:
         self.frontend: Optional[HttpFrontend] = None
         self.listeners: List[Listener] = []
         self.functions: List[LoadedFunction] = []
+        self._unwatch = None
 
     @property
     def base_url(self) -> str:
@@ -79,6 +81,18 @@ class LocalHost:
             elif kind == "blobTrigger":
                 self.listeners.append(BlobListener(function, self.stop_event, blobs, queues, config.queues,
                                                    self.host_id))
+        # Messages the functions send go to the app's own storage, so only its queues' listeners are woken.
+        own_queues = {listener.queue_name: listener for listener in self.listeners
+                      if isinstance(listener, QueueListener)
+                      and (listener.function.spec.trigger.get("connection") or STORAGE_CONNECTION)
+                      == STORAGE_CONNECTION}
+
+        def wake(queue_name: str) -> None:
+            listener = own_queues.get(queue_name)
+            if listener is not None:
+                listener.wake.set()
+
+        self._unwatch = storage.watch_sends(wake)
         self.frontend = HttpFrontend(routes, self.bind, self.requested_port)
         self.frontend.start()
         for listener in self.listeners:
@@ -89,6 +103,9 @@ class LocalHost:
 
     def stop(self) -> None:
         self.stop_event.set()
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         if self.frontend is not None:
             self.frontend.stop()
         for listener in self.listeners:

@@ -3,7 +3,8 @@
 - Timer: NCRONTAB or interval; `runOnStartup`; with `useMonitor` (the default) the schedule's status is kept
   in `azure-webjobs-hosts/timers/...`, and an occurrence missed while the host was down fires at start with
   `past_due` set.
-- Queue: polling with backoff up to `maxPollingInterval`; `batchSize`/`newBatchThreshold` concurrency; the
+- Queue: polling with backoff up to `maxPollingInterval`, and at once when a function of this host sent the
+  queue a message (the host's shared queue watcher); `batchSize`/`newBatchThreshold` concurrency; the
   message is leased while the function runs (and the lease renewed); on an exception it becomes visible
   again after `visibilityTimeout`; after `maxDequeueCount` failed tries it moves to `<queue>-poison`.
 - Blob: the container is scanned; a blob (name + ETag) fires once, with a receipt blob in
@@ -135,6 +136,8 @@ class QueueListener(Listener):
         self.poison = queues.get_queue_client(f"{self.queue_name}-poison")
         self.leases: Dict[str, _Lease] = {}
         self.leases_lock = threading.Lock()
+        # Set when a function of this host sent a message to this queue: poll now, not after the backoff.
+        self.wake = threading.Event()
 
     def _decode(self, content: str) -> bytes:
         if self.options.message_encoding == "none":
@@ -228,6 +231,7 @@ class QueueListener(Listener):
                     self.stop_event.wait(0.05)
                     continue
                 wanted = min(32, self.options.batch_size)
+                self.wake.clear()
                 try:
                     messages = list(self.client.receive_messages(
                         messages_per_page=wanted, max_messages=wanted, visibility_timeout=QUEUE_LEASE_SECONDS))
@@ -241,8 +245,9 @@ class QueueListener(Listener):
                     pool.submit(self._process, lease)
                 if messages:
                     delay = minimum
+                elif self.wake.wait(delay):
+                    delay = minimum
                 else:
-                    self.stop_event.wait(delay)
                     delay = min(delay * 2, self.options.max_polling_interval)
 
 

@@ -42,7 +42,7 @@ class PollMessage:
 
 
 def send_poll(message: PollMessage, *, delay_seconds: int = 0) -> None:
-    storage.queue(POLL_QUEUE).send_message(message.to_json(), visibility_timeout=delay_seconds or None)
+    storage.send_message(POLL_QUEUE, message.to_json(), delay_seconds=delay_seconds)
 
 
 def request_start(job: jobs.ExportJob) -> None:
@@ -124,9 +124,8 @@ def _start(job: jobs.ExportJob) -> jobs.ExportJob:
     """Plans the job and fans out its work items, then marks it Started. Work goes out before the state
     changes: a crash in between leaves a Queued job that is started again, and duplicate work is harmless."""
     items = engine.load_or_create_plan(job)
-    work = storage.queue(WORK_QUEUE)
     for item in items:
-        work.send_message(WorkMessage(job.app_id, job.id, item.index).to_json())
+        storage.send_message(WORK_QUEUE, WorkMessage(job.app_id, job.id, item.index).to_json())
     job.parts_total = len(items)
     job.move_to(jobs.STARTED)
     try:

@@ -7,7 +7,7 @@ which is what the Functions host's queue trigger expects by default.
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict
+from typing import Any, Callable, Dict, List
 
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient, TableServiceClient
@@ -97,6 +97,28 @@ def queue(name: str, *, create: bool = True) -> QueueClient:
     if create:
         _ensure_once("queue:" + name, client.create_queue)
     return client
+
+
+def send_message(queue_name: str, content: str, *, delay_seconds: int = 0) -> None:
+    """Puts a message on a queue of the app's storage, visible after ``delay_seconds``.
+
+    Watchers hear of each message visible at once: the local host wakes that queue's listener, as the
+    Functions host's shared queue watcher does for messages its functions write, instead of waiting for
+    the listener's next poll."""
+    queue(queue_name).send_message(content, visibility_timeout=delay_seconds or None)
+    if not delay_seconds:
+        for watcher in list(_send_watchers):
+            watcher(queue_name)
+
+
+_send_watchers: List[Callable[[str], None]] = []
+
+
+def watch_sends(watcher: Callable[[str], None]) -> Callable[[], None]:
+    """Calls ``watcher(queue_name)`` after each message this process sends that is visible at once; returns
+    a function that stops it."""
+    _send_watchers.append(watcher)
+    return lambda: _send_watchers.remove(watcher)
 
 
 def table(name: str, *, create: bool = True) -> TableClient:

@@ -101,6 +101,24 @@ def test_queue_message_is_base64_decoded_and_deleted_after_success(semantics, ap
     assert wait_for(lambda: source.get_queue_properties().approximate_message_count == 0)
 
 
+def test_a_message_sent_by_a_function_of_the_host_is_picked_up_at_once_not_after_the_backoff(
+        semantics, app_env, names):
+    import dataclasses
+
+    from shared import storage
+
+    host = semantics(functions=["Echo"])
+    (listener,) = host.listeners
+    listener.options = dataclasses.replace(listener.options, max_polling_interval=30.0)
+    assert wait_for(lambda: queue_exists(queue_client(app_env, names.queue("echo"))))
+    time.sleep(3.5)  # the empty queue's backoff has grown to 3.2 s or more
+    sent = time.monotonic()
+    storage.send_message(names.queue("echo"), "woken")
+    assert wait_for(lambda: recorder().of("Echo"), timeout=10)
+    assert time.monotonic() - sent < 1.0
+    assert [c["body"] for c in recorder().of("Echo")] == ["woken"]
+
+
 def test_message_that_is_not_base64_is_poisoned_not_lost(semantics, app_env, names):
     semantics(functions=["Echo"])
     source = queue_client(app_env, names.queue("echo"))
