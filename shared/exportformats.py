@@ -7,10 +7,8 @@ one gzip member and hands out blocks of bounded size, so memory never grows with
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-from typing import Callable, Dict, Iterable, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import orjson
 from isal import isal_zlib
@@ -50,17 +48,48 @@ def manifest_name(export_type: str, job_id: str) -> str:
     return f"{export_type}/{job_id}/manifest.json"
 
 
-# Columns whose values can be objects or booleans; every other column is a string or a number, which the
-# csv module writes as they are (and None as an empty field).
-_SHAPED = {"extras", "info", "location", "appInfo", "value", "nativePushEnabled"}
-
-
-def _cell(value):
+def csv_text(value) -> str:
+    """A value as the text of its CSV field, before quoting: nested values are JSON, booleans are
+    true/false, and null is an empty field."""
+    if value is None:
+        return ""
+    if value.__class__ is str:
+        return value
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (dict, list)):
         return orjson.dumps(value).decode("utf-8")
-    return value
+    return str(value)
+
+
+def _needs_quotes(text: str) -> bool:
+    # RFC 4180, as the csv module's QUOTE_MINIMAL with CRLF rows decides it.
+    return '"' in text or "," in text or "\n" in text or "\r" in text
+
+
+def _quoted(text: str) -> str:
+    if '"' in text:
+        return '"' + text.replace('"', '""') + '"'
+    if "," in text or "\n" in text or "\r" in text:
+        return '"' + text + '"'
+    return text
+
+
+def csv_column(values: List) -> List[str]:
+    """The CSV fields of one column of a batch of rows (missing values may be given as "").
+
+    Built a column at a time, because it is mostly C work then: most columns (ids, names, times) are all
+    text without a character that needs quotes, which one join and one search show."""
+    try:
+        joined = "".join(values)
+        texts = values
+    except TypeError:  # null, numbers, booleans or nested values in the column
+        dumps = orjson.dumps
+        texts = [dumps(value).decode("utf-8") if value.__class__ is dict else csv_text(value) for value in values]
+        joined = "".join(texts)
+    if not _needs_quotes(joined):
+        return texts
+    return [('"' + text.replace('"', '""') + '"') if '"' in text else _quoted(text) for text in texts]
 
 
 class RowEncoder:
@@ -69,37 +98,25 @@ class RowEncoder:
     def __init__(self, export_type: str, export_format: str, *, export_user_id: bool = True) -> None:
         self.columns = columns(export_type, export_user_id=export_user_id)
         self.csv = export_format == "CsvBlob"
-        self._shaped = [index for index, column in enumerate(self.columns) if column in _SHAPED]
-        self._buffer = io.StringIO()
-        self._writer = csv.writer(self._buffer, lineterminator="\r\n")
 
     def header(self) -> bytes:
         if not self.csv:
             return b""
-        self._writer.writerow(self.columns)
-        return self._take()
+        return (",".join(csv_column(list(self.columns))) + "\r\n").encode("utf-8")
 
-    def _take(self) -> bytes:
-        text = self._buffer.getvalue()
-        self._buffer.seek(0)
-        self._buffer.truncate()
-        return text.encode("utf-8")
-
-    def encode(self, rows: Iterable[dict]) -> bytes:
+    def encode(self, rows: List[dict]) -> bytes:
         cols = self.columns
+        if not rows:
+            return b""
         if self.csv:
-            shaped = self._shaped
-            table = []
-            for row in rows:
-                cells = list(map(row.get, cols))
-                for index in shaped:
-                    value = cells[index]
-                    if value is not None:
-                        cells[index] = _cell(value)
-                table.append(cells)
-            self._writer.writerows(table)
-            return self._take()
+            fields = [csv_column([row.get(column, "") for row in rows]) for column in cols]
+            return ("\r\n".join(map(",".join, zip(*fields))) + "\r\n").encode("utf-8")
         return b"".join(orjson.dumps({c: row[c] for c in cols if row.get(c) is not None}) + b"\n" for row in rows)
+
+
+def gzip_member(data: bytes) -> bytes:
+    """``data`` as one whole gzip member; members one after another make a valid gzip file."""
+    return isal_zlib.compress(data, GZIP_LEVEL, 31)
 
 
 class GzipSink:
