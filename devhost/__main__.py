@@ -9,12 +9,14 @@ import signal
 import sys
 import threading
 
-from devhost.azurite import REPO_ROOT, AzuriteError, ensure_running
-from devhost.host import LocalHost, apply_local_settings
-from shared.config import STORAGE_CONNECTION, expand_connection_string
-
 
 def serve(arguments) -> int:
+    # Imported here, not above: processes the app starts with multiprocessing's spawn method import this
+    # module again, and they should not pay for the host.
+    from devhost.azurite import REPO_ROOT, AzuriteError, ensure_running
+    from devhost.host import LocalHost, apply_local_settings
+    from shared.config import STORAGE_CONNECTION, expand_connection_string
+
     apply_local_settings(REPO_ROOT)
     connection = expand_connection_string(os.environ.get(STORAGE_CONNECTION, ""))
     if not connection:

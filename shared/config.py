@@ -37,6 +37,9 @@ PROBE_DESTINATION = "EXPORT_PROBE_DESTINATION"
 PART_MAX_BYTES = "EXPORT_PART_MAX_BYTES"
 # How many work items one process exports at once (each holds a few blocks in memory).
 WORKER_CONCURRENCY = "EXPORT_WORKER_CONCURRENCY"
+# How many processes beside the worker's convert raw rows to CSV (parse, encode, compress), so a CSV export
+# uses every core; 0 converts in the worker's own process. Default: the core count, or 0 on a single core.
+CONVERT_PROCESSES = "EXPORT_CONVERT_PROCESSES"
 # A job still running this many hours after it started ends as Failed.
 JOB_DEADLINE_HOURS = "EXPORT_JOB_DEADLINE_HOURS"
 # The app's destination storage for scheduled exports (a connection string), where OnBlobCreated listens.
@@ -92,6 +95,7 @@ class Settings:
     part_max_bytes: int = 64 * 1024 * 1024
     job_deadline_hours: int = 24
     worker_concurrency: int = 2
+    convert_processes: int = 0
     destination_connection: Optional[str] = None
     schedule_container: str = "scheduled-exports"
     forward_routes: Mapping[str, tuple] = None
@@ -119,7 +123,7 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, not {value!r}")
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def _positive_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
     value = _text(env, name)
     if value is None:
         return default
@@ -127,9 +131,14 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
         number = int(value)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
-    if number <= 0:
-        raise ConfigError(f"{name} must be greater than 0, not {number}")
+    if number < minimum:
+        raise ConfigError(f"{name} must be {minimum} or more, not {number}")
     return number
+
+
+def _default_convert_processes() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores if cores > 1 else 0
 
 
 def expand_connection_string(connection: str) -> str:
@@ -183,6 +192,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         part_max_bytes=_positive_int(env, PART_MAX_BYTES, Settings.part_max_bytes),
         job_deadline_hours=_positive_int(env, JOB_DEADLINE_HOURS, Settings.job_deadline_hours),
         worker_concurrency=_positive_int(env, WORKER_CONCURRENCY, Settings.worker_concurrency),
+        convert_processes=_positive_int(env, CONVERT_PROCESSES, _default_convert_processes(), minimum=0),
         destination_connection=expand_connection_string(_text(env, DESTINATION_STORAGE) or "") or None,
         schedule_container=_text(env, SCHEDULE_CONTAINER) or "scheduled-exports",
         forward_routes=_routes(env),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import gzip
 import json
 import logging
 from dataclasses import dataclass
@@ -20,11 +19,11 @@ from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError,
                                    ResourceNotFoundError)
 from azure.storage.blob import BlobBlock, ContentSettings
 
-from shared import destination, jobs, rawstore, sources, storage
+from shared import convert, destination, jobs, rawstore, sources, storage
 from shared.config import get_settings
 from shared.errors import PermanentJobError
-from shared.exportformats import GzipSink, RowEncoder, file_name, manifest_name
-from shared.pipeline import Background, Uploads
+from shared.exportformats import GzipSink, RowEncoder, file_name, gzip_member, manifest_name
+from shared.pipeline import Background, Uploads, return_large_buffers_at_free
 
 PLANS_CONTAINER = "exportplans"
 PARTS_TABLE = "exportparts"
@@ -75,18 +74,27 @@ def plan_items(job: jobs.ExportJob) -> List[WorkItem]:
                          after=activities(day + one_day)) for i, day in enumerate(days)] or [
             WorkItem(0, name(0), "sessions")]
     record_type = job.export_type.lower()
-    cap = get_settings().part_max_bytes
     kind = "copy" if job.export_format == "JsonBlob" else "rows"
+    blobs = [(blob.name, blob.size) for day in _days(job)
+             for blob in rawstore.list_day(job.app_id, record_type, day, hour=job.hour)]
+    return [WorkItem(i, name(i), kind, tuple(group)) for i, group in enumerate(split_evenly(blobs))]
+
+
+def split_evenly(blobs: List[tuple]) -> List[List[tuple]]:
+    """(name, size) blobs in order, cut into as few groups as keep each under EXPORT_PART_MAX_BYTES (a
+    larger blob is a group of its own), of about equal size: parts that run side by side end together."""
+    cap = get_settings().part_max_bytes
+    total = sum(size for _, size in blobs)
+    target = total / max(1, -(-total // cap))
     groups: List[List[tuple]] = [[]]
     size = 0
-    for day in _days(job):
-        for blob in rawstore.list_day(job.app_id, record_type, day, hour=job.hour):
-            if groups[-1] and size + blob.size > cap:
-                groups.append([])
-                size = 0
-            groups[-1].append((blob.name, blob.size))
-            size += blob.size
-    return [WorkItem(i, name(i), kind, tuple(group)) for i, group in enumerate(groups)]
+    for name, blob_size in blobs:
+        if groups[-1] and (size + blob_size > cap or (size >= target and blob_size > 0)):
+            groups.append([])
+            size = 0
+        groups[-1].append((name, blob_size))
+        size += blob_size
+    return groups
 
 
 def load_or_create_plan(job: jobs.ExportJob) -> List[WorkItem]:
@@ -164,6 +172,7 @@ def produce(job: jobs.ExportJob, item: WorkItem, stage: Callable[[str, bytes], N
     Reading, converting, compressing and uploading overlap (see shared.pipeline), each holding a few
     blocks at most, so memory stays bounded by the block size whatever the export's size.
     """
+    return_large_buffers_at_free()
     blocks: List[str] = []
     uploads = Uploads(stage)
 
@@ -186,7 +195,17 @@ def produce(job: jobs.ExportJob, item: WorkItem, stage: Callable[[str, bytes], N
             counting.close()
             records = counter.finish()
             if sink.bytes == 0 and not sink.has_pending:
-                sink.write(gzip.compress(b"", mtime=0))  # an empty export is still a valid gzip file
+                sink.write(gzip_member(b""))  # an empty export is still a valid gzip file
+            sink.close()
+        elif item.kind == "rows" and get_settings().convert_processes:
+            # The CPU-bound part on every core (shared.convert): each run of rows comes back as a gzip member.
+            sink = GzipSink(emit, compress=False)
+            sink.write(gzip_member(RowEncoder(job.export_type, job.export_format).header()))
+            for count, member in convert.converted(sources.line_text(item.sources), job.export_type,
+                                                   job.export_format, export_user_id=job.export_user_id,
+                                                   processes=get_settings().convert_processes):
+                records += count
+                sink.write(member)
             sink.close()
         else:
             sink = GzipSink(emit)

@@ -4,6 +4,7 @@ these threads run side by side."""
 
 from __future__ import annotations
 
+import ctypes
 import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -11,6 +12,25 @@ from typing import Callable, Iterable, Iterator, List, TypeVar
 
 T = TypeVar("T")
 _DONE = object()
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+_allocator_tuned = False
+
+
+def return_large_buffers_at_free() -> None:
+    """Has glibc allocate buffers of 1 MiB and more with mmap, so freeing one gives it back to the system.
+
+    An export moves MiB-sized blocks between threads. Left alone, glibc raises its mmap threshold after the
+    first such frees and then serves them from its per-thread arenas, which keep what was freed: a two-part
+    JSON export grew the worker to 340 MiB that way, against about 120 with this. Once per process; a no-op
+    where the C library is not glibc."""
+    global _allocator_tuned
+    if _allocator_tuned:
+        return
+    _allocator_tuned = True
+    try:
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 1024 * 1024)
+    except (AttributeError, OSError):
+        pass
 
 
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:

@@ -9,10 +9,10 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-import orjson
 from isal import isal_zlib
 
 from shared import rawstore, snapshots, storage
+from shared.convert import parse_lines
 from shared.pipeline import prefetch
 from shared.records import format_time, parse_time
 
@@ -73,24 +73,24 @@ def gunzip(chunks: Iterable[bytes], max_out: int = CHUNK_BYTES) -> Iterator[byte
         yield tail
 
 
-def lines(chunks: Iterable[bytes]) -> Iterator[List[bytes]]:
-    """Batches of complete JSON Lines rows from a stream of gzip bytes."""
+def line_text(blobs: Iterable[RawSource]) -> Iterator[bytes]:
+    """Runs of whole JSON Lines rows of raw blobs, about ROW_TEXT_BYTES each (a last row may lack its
+    newline)."""
     rest = b""
-    for data in gunzip(chunks, ROW_TEXT_BYTES):
+    for data in gunzip(raw_chunks(blobs), ROW_TEXT_BYTES):
         data = rest + data
         cut = data.rfind(b"\n") + 1
         if cut:
-            yield data[:cut].splitlines()
+            yield data[:cut]
         rest = data[cut:]
     if rest.strip():
-        yield [rest]
+        yield rest
 
 
 def rows(blobs: Iterable[RawSource]) -> Iterator[List[dict]]:
     """Batches of rows of raw blobs."""
-    loads = orjson.loads
-    for batch in lines(raw_chunks(blobs)):
-        yield [loads(line) for line in batch if line]
+    for text in line_text(blobs):
+        yield parse_lines(text)
 
 
 def sessions(day_before: Sequence[RawSource], day: Sequence[RawSource],

@@ -40,7 +40,9 @@ def test_account_name_alone_means_managed_identity():
 
 @pytest.mark.parametrize("name, value, message", [
     (config.MAX_RANGE_DAYS, "a week", "EXPORT_MAX_RANGE_DAYS must be a whole number"),
-    (config.MAX_RANGE_DAYS, "0", "EXPORT_MAX_RANGE_DAYS must be greater than 0"),
+    (config.MAX_RANGE_DAYS, "0", "EXPORT_MAX_RANGE_DAYS must be 1 or more, not 0"),
+    (config.CONVERT_PROCESSES, "-1", "EXPORT_CONVERT_PROCESSES must be 0 or more, not -1"),
+    (config.CONVERT_PROCESSES, "all", "EXPORT_CONVERT_PROCESSES must be a whole number"),
     (config.ALLOW_LOOPBACK_DESTINATIONS, "maybe", "EXPORT_ALLOW_LOOPBACK_DESTINATIONS must be true or false"),
     (config.SAS_ENCRYPTION_KEY, "c2hvcnQ=", "EXPORT_SAS_ENCRYPTION_KEY is not a Fernet key"),
     (config.FORWARD_ROUTES, "[1]", "EXPORT_FORWARD_ROUTES must map export types"),

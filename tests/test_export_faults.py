@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+from azure.core.exceptions import ResourceExistsError
 from azure.functions.queue import QueueMessage
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
@@ -46,9 +47,9 @@ class Driver:
                        for name in (orchestration.POLL_QUEUE, orchestration.WORK_QUEUE)}
         for queue in self.queues.values():
             try:
+                queue.create_queue()
+            except ResourceExistsError:
                 queue.clear_messages()
-            except Exception:
-                pass
 
     def create(self, export_format="CsvBlob", *, expiry=None, route="events"):
         url = container_sas_url(self.azurite, self.container, expiry=expiry,
@@ -100,7 +101,8 @@ class Driver:
     def csv_rows(self, job):
         import csv
         import io
-        files = {name: data for name, data in self.blobs().items() if name.endswith(".csv.gz")}
+        files = {name: data for name, data in self.blobs().items()
+                 if name.startswith(f"{job.export_type}/{job.id}/") and name.endswith(".csv.gz")}
         rows = []
         for name in sorted(files):
             rows += list(csv.DictReader(io.StringIO(gzip.decompress(files[name]).decode(), newline="")))
@@ -329,3 +331,53 @@ def test_a_redelivered_item_reads_what_its_plan_saw_even_while_the_raw_blob_grow
     assert (second["records"], second["md5"], second["blocks"]) == (first["records"], first["md5"], first["blocks"])
     final = driver.run(job)
     assert final.state == jobs.SUCCEEDED and final.record_count == len(expected_events())
+
+
+def _conversion_processes():
+    import psutil
+    return [child for child in psutil.Process().children()
+            if any("spawn_main" in part for part in child.cmdline())]
+
+
+def test_a_conversion_process_killed_mid_part_fails_the_try_and_the_retry_is_exact(driver, settings_override,
+                                                                                   monkeypatch):
+    from shared import convert, sources
+    settings_override(EXPORT_CONVERT_PROCESSES="2")
+    monkeypatch.setattr(sources, "ROW_TEXT_BYTES", 2048)  # many runs of rows per part
+    job = driver.create()
+    driver.deliver(orchestration.POLL_QUEUE, PollExport.main, driver.take(orchestration.POLL_QUEUE)[0])
+    (work,) = driver.take(orchestration.WORK_QUEUE)
+    real_line_text = sources.line_text
+    killed = []
+
+    def line_text_then_kill(blobs):
+        for index, text in enumerate(real_line_text(blobs)):
+            if index == 3 and not killed:
+                victims = _conversion_processes()
+                assert victims, "the part runs in conversion processes"
+                victims[0].kill()
+                victims[0].wait(10)
+                killed.append(victims[0].pid)
+            yield text
+
+    monkeypatch.setattr(sources, "line_text", line_text_then_kill)
+    with pytest.raises(convert.ConversionProcessLost, match="a conversion process died"):
+        ExportWorker.main(work[0])
+    assert killed and engine.parts(job.id) == []
+    assert not any(name.endswith(".csv.gz") for name in driver.blobs())
+    ExportWorker.main(QueueMessage(id=work[0].id, body=work[0].get_body(), dequeue_count=2))
+    driver.queues[orchestration.WORK_QUEUE].delete_message(work[1])
+    assert killed[0] not in [p.pid for p in _conversion_processes()], "the broken pool was replaced"
+    assert_exact(driver, driver.run(job))
+
+
+def test_csv_converted_in_conversion_processes_is_the_text_converted_in_the_worker(driver, settings_override):
+    texts = []
+    for processes in ("0", "2"):
+        settings_override(EXPORT_CONVERT_PROCESSES=processes)
+        job = driver.create()
+        final = driver.run(job)
+        assert_exact(driver, final)
+        texts.append(gzip.decompress(driver.blobs()[f"Event/{job.id}/part-00000.csv.gz"]))
+    assert texts[0] == texts[1]
+    assert texts[0].startswith(b"deviceId,userId,sessionId,jobId,name,timestamp,extras\r\n")
