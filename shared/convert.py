@@ -94,15 +94,6 @@ def _discard(executor: ProcessPoolExecutor) -> None:
     executor.shutdown(wait=False, cancel_futures=True)
 
 
-def shutdown() -> None:
-    """Stops the pool's processes (a new pool starts on the next use)."""
-    global _pool
-    with _lock:
-        executor, _pool = _pool, None
-    if executor is not None:
-        executor.shutdown(wait=True, cancel_futures=True)
-
-
 def converted(texts: Iterable[bytes], export_type: str, export_format: str, *, export_user_id: bool = True,
               processes: int) -> Iterator[Tuple[int, bytes]]:
     """(rows, gzip member) of each run of ``texts``, in order, converted by ``processes`` processes with

@@ -200,7 +200,8 @@ def produce(job: jobs.ExportJob, item: WorkItem, stage: Callable[[str, bytes], N
         elif item.kind == "rows" and get_settings().convert_processes:
             # The CPU-bound part on every core (shared.convert): each run of rows comes back as a gzip member.
             sink = GzipSink(emit, compress=False)
-            sink.write(gzip_member(RowEncoder(job.export_type, job.export_format).header()))
+            header = RowEncoder(job.export_type, job.export_format, export_user_id=job.export_user_id).header()
+            sink.write(gzip_member(header))
             for count, member in convert.converted(sources.line_text(item.sources), job.export_type,
                                                    job.export_format, export_user_id=job.export_user_id,
                                                    processes=get_settings().convert_processes):
