@@ -14,6 +14,7 @@ def serve(arguments) -> int:
     # Imported here, not above: processes the app starts with multiprocessing's spawn method import this
     # module again, and they should not pay for the host.
     from devhost.azurite import REPO_ROOT, AzuriteError, ensure_running
+    from devhost.appmodel import AppLoadError
     from devhost.host import LocalHost, apply_local_settings
     from shared.config import STORAGE_CONNECTION, expand_connection_string
 
@@ -30,18 +31,37 @@ def serve(arguments) -> int:
     except AzuriteError as error:
         print(f"Azurite: {error}", file=sys.stderr)
         return 1
-    host = LocalHost(REPO_ROOT, host=arguments.host, port=arguments.port)
+    host = LocalHost(REPO_ROOT, host=arguments.host, port=arguments.port, functions=arguments.functions)
+    still_running = []
     try:
-        host.start()
+        try:
+            host.start()
+        except AppLoadError as error:
+            print(f"The app cannot be loaded: {error}", file=sys.stderr)
+            return 2
         started = "started Azurite" if azurite else "Azurite already running"
         print(f"Local host ready at {host.base_url} ({started}; Ctrl+C to stop)", flush=True)
         stopping.wait()
     finally:
-        host.stop()
+        still_running = host.stop(grace_seconds=arguments.grace_seconds)
         if azurite is not None:
             azurite.stop()
     print("Local host stopped", flush=True)
+    if still_running:
+        # The interpreter's exit would wait for these invocations' threads; their work is retried elsewhere.
+        sys.stderr.flush()
+        os._exit(0)
     return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, not {text!r}")
+    return value
 
 
 def main(argv=None) -> int:
@@ -50,6 +70,11 @@ def main(argv=None) -> int:
     serve_parser = commands.add_parser("serve", help="run Azurite and the function app")
     serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "7071")))
+    serve_parser.add_argument("--functions", nargs="+", metavar="NAME",
+                              help="run only these functions (default: all of the app's)")
+    serve_parser.add_argument("--grace-seconds", type=_seconds, default=30.0,
+                              help="on stop, how long running invocations may finish (default: %(default)s); "
+                                   "what is still running then is retried by the next host")
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import threading
+import time
 from typing import Iterable, List, Optional
 
 from azure.storage.blob import BlobServiceClient
@@ -19,6 +20,8 @@ from shared import storage
 from shared.config import STORAGE_CONNECTION, expand_connection_string
 
 log = logging.getLogger("devhost")
+# How long stopping waits for running invocations before leaving them to their retries.
+DEFAULT_GRACE_SECONDS = 30.0
 
 
 def apply_local_settings(root: str, environ=os.environ) -> None:
@@ -63,8 +66,12 @@ class LocalHost:
 
     def start(self) -> "LocalHost":
         config = load_host_config(self.root)
-        specs = [spec for spec in load_functions(self.root)
-                 if not spec.disabled and (self.only is None or spec.name in self.only)]
+        every = load_functions(self.root)
+        unknown = sorted((self.only or set()) - {spec.name for spec in every})
+        if unknown:
+            raise AppLoadError(f"the app has no function named {', '.join(unknown)} "
+                               f"(it has {', '.join(spec.name for spec in every)})")
+        specs = [spec for spec in every if not spec.disabled and (self.only is None or spec.name in self.only)]
         self.functions = [LoadedFunction(spec, self.root) for spec in specs]
         routes = []
         for function in self.functions:
@@ -101,7 +108,12 @@ class LocalHost:
                                                     for f in self.functions))
         return self
 
-    def stop(self) -> None:
+    def stop(self, grace_seconds: float = DEFAULT_GRACE_SECONDS) -> List[str]:
+        """Takes no more work and waits up to ``grace_seconds`` in all for the running invocations.
+
+        Returns the names of the functions still running then. Their work is not lost: a queue message
+        is retried once its lease lapses, a timer or blob trigger fires again on the next host's start.
+        """
         self.stop_event.set()
         if self._unwatch is not None:
             self._unwatch()
@@ -109,8 +121,16 @@ class LocalHost:
         if self.frontend is not None:
             self.frontend.stop()
         for listener in self.listeners:
-            listener.join(timeout=30)
+            listener.interrupt()
+        deadline = time.monotonic() + grace_seconds
+        for listener in self.listeners:
+            listener.join(timeout=max(0.0, deadline - time.monotonic()))
+        still_running = sorted({listener.function.spec.name for listener in self.listeners if listener.is_alive()})
         self.listeners.clear()
+        if still_running:
+            log.warning("Stopped with functions still running after %.0f s: %s", grace_seconds,
+                        ", ".join(still_running))
+        return still_running
 
     def __enter__(self) -> "LocalHost":
         return self.start()

@@ -61,6 +61,9 @@ class Listener(threading.Thread):
         self.function = function
         self.stop_event = stop
 
+    def interrupt(self) -> None:
+        """Cuts short a wait that does not watch the stop event."""
+
     def run(self) -> None:
         try:
             self.listen()
@@ -147,6 +150,9 @@ class QueueListener(Listener):
         except (binascii.Error, UnicodeEncodeError):
             raise ValueError("the message is not base64, as the queue trigger expects "
                              "(host.json extensions.queues.messageEncoding)") from None
+
+    def interrupt(self) -> None:
+        self.wake.set()
 
     def _renew_leases(self) -> None:
         with self.leases_lock:

@@ -22,6 +22,7 @@ def semantics(app_env, names, monkeypatch):
     import sys
     monkeypatch.setenv("FAILING_QUEUE", names.queue("failing"))
     monkeypatch.setenv("ECHO_QUEUE", names.queue("echo"))
+    monkeypatch.setenv("SLEEPY_QUEUE", names.queue("sleepy"))
     monkeypatch.setenv("WATCHED_CONTAINER", names.container("watched"))
     hosts = []
 
@@ -156,6 +157,35 @@ def test_timer_with_run_on_startup_fires_at_start(semantics):
     assert calls == [{"function": "Startup", "past_due": False}]
 
 
+def test_stop_waits_out_its_grace_then_leaves_a_running_message_to_its_retry(semantics, app_env, names):
+    host = semantics(functions=["Sleepy"])
+    queue = queue_client(app_env, names.queue("sleepy"))
+    queue.send_message(base64.b64encode(b"hold").decode())
+    assert wait_for(lambda: recorder().of("Sleepy"))
+    try:
+        started = time.monotonic()
+        assert host.stop(grace_seconds=1) == ["Sleepy"]
+        assert time.monotonic() - started < 5
+        # Still leased by the abandoned invocation, not deleted: it comes back when the lease lapses.
+        assert queue.get_queue_properties().approximate_message_count == 1
+    finally:
+        recorder().release.set()
+
+
+def test_stop_returns_at_once_when_nothing_runs(semantics):
+    host = semantics(functions=["Echo", "Startup"])
+    assert wait_for(lambda: recorder().of("Startup"))
+    started = time.monotonic()
+    assert host.stop(grace_seconds=30) == []
+    assert time.monotonic() - started < 2
+
+
+def test_a_function_name_the_app_does_not_have_is_refused(semantics):
+    from devhost.appmodel import AppLoadError
+    with pytest.raises(AppLoadError, match="the app has no function named Nope .it has AlwaysFails, Echo, "):
+        semantics(functions=["Echo", "Nope"])
+
+
 def test_serve_prints_ready_answers_and_stops_cleanly_on_sigterm(app_env):
     import os
     import signal
@@ -166,7 +196,9 @@ def test_serve_prints_ready_answers_and_stops_cleanly_on_sigterm(app_env):
     from devhost.azurite import free_port
 
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "devhost", "serve", "--port", str(port)], cwd=REPO_ROOT,
+    # Only Health: the app's other functions would take up work other tests left in the session's storage.
+    process = subprocess.Popen([sys.executable, "-m", "devhost", "serve", "--port", str(port),
+                                "--functions", "Health"], cwd=REPO_ROOT,
                                env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         ready = process.stdout.readline()
@@ -198,3 +230,20 @@ def test_a_timer_occurrence_missed_while_the_host_was_down_fires_at_start_as_pas
     assert dt.datetime.fromisoformat(saved["Next"]) > dt.datetime.now(dt.timezone.utc)
     time.sleep(1)
     assert len(recorder().of("Missed")) == 1
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--functions", "Nope"], "The app cannot be loaded: the app has no function named Nope (it has Collect, "),
+    (["--grace-seconds", "-1"], "argument --grace-seconds: must be a number of seconds, 0 or more, not '-1'"),
+])
+def test_serve_refuses_bad_arguments_with_what_was_wrong(app_env, arguments, message):
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+    from devhost.azurite import free_port
+
+    finished = subprocess.run([sys.executable, "-m", "devhost", "serve", "--port", str(free_port()), *arguments],
+                              cwd=REPO_ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 2
+    assert message in finished.stderr

@@ -3,6 +3,8 @@ import threading
 
 _lock = threading.Lock()
 calls = []
+# Holds the Sleepy function until a test lets it finish.
+release = threading.Event()
 
 
 def record(function_name, **seen):
