@@ -23,7 +23,7 @@ from shared import convert, destination, jobs, rawstore, sources, storage
 from shared.config import get_settings
 from shared.errors import PermanentJobError
 from shared.exportformats import GzipSink, RowEncoder, file_name, gzip_member, manifest_name
-from shared.pipeline import Background, Uploads, return_large_buffers_at_free
+from shared.pipeline import Background, Uploads, release_free_memory, tune_allocator
 
 PLANS_CONTAINER = "exportplans"
 PARTS_TABLE = "exportparts"
@@ -172,7 +172,7 @@ def produce(job: jobs.ExportJob, item: WorkItem, stage: Callable[[str, bytes], N
     Reading, converting, compressing and uploading overlap (see shared.pipeline), each holding a few
     blocks at most, so memory stays bounded by the block size whatever the export's size.
     """
-    return_large_buffers_at_free()
+    tune_allocator()
     blocks: List[str] = []
     uploads = Uploads(stage)
 
@@ -220,6 +220,7 @@ def produce(job: jobs.ExportJob, item: WorkItem, stage: Callable[[str, bytes], N
             sink.close()
     finally:
         uploads.wait()
+        release_free_memory()
     return PartResult(records=records, bytes=sink.bytes, md5=base64.b64encode(sink.md5.digest()).decode(),
                       blocks=blocks)
 

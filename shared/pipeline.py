@@ -5,6 +5,7 @@ these threads run side by side."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -12,25 +13,46 @@ from typing import Callable, Iterable, Iterator, List, TypeVar
 
 T = TypeVar("T")
 _DONE = object()
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+# glibc's mallopt parameters
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 _allocator_tuned = False
 
 
-def return_large_buffers_at_free() -> None:
-    """Has glibc allocate buffers of 1 MiB and more with mmap, so freeing one gives it back to the system.
+@functools.lru_cache(maxsize=1)
+def _glibc():
+    """The C library when it is glibc (it has malloc_trim), else None."""
+    try:
+        libc = ctypes.CDLL(None)
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:
+        return None
 
-    An export moves MiB-sized blocks between threads. Left alone, glibc raises its mmap threshold after the
-    first such frees and then serves them from its per-thread arenas, which keep what was freed: a two-part
-    JSON export grew the worker to 340 MiB that way, against about 120 with this. Once per process; a no-op
-    where the C library is not glibc."""
+
+def tune_allocator() -> None:
+    """Keeps what an export frees from staying in the process. Once per process; a no-op without glibc.
+
+    Buffers of 1 MiB and more get their own mmap, so freeing one gives it back: left alone, glibc raises
+    its mmap threshold after the first such frees and then serves them from its arenas, which keep what was
+    freed (a two-part JSON export grew the worker to 340 MiB that way, against about 120 with this). And two
+    arenas at most, not eight per core: each thread that allocates while another does would get an arena of
+    its own, each keeping its own freed and fragmented memory."""
     global _allocator_tuned
     if _allocator_tuned:
         return
     _allocator_tuned = True
-    try:
-        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 1024 * 1024)
-    except (AttributeError, OSError):
-        pass
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, 1024 * 1024)
+        libc.mallopt(_M_ARENA_MAX, 2)
+
+
+def release_free_memory() -> None:
+    """Gives the free pages inside the allocator's arenas back to the system, so the fragments one part
+    leaves do not add up over the parts a process runs."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
