@@ -65,6 +65,8 @@ def _seconds(text: str) -> float:
 
 
 def main(argv=None) -> int:
+    from devhost.host import DEFAULT_GRACE_SECONDS
+
     parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run Azurite and the function app")
@@ -72,7 +74,7 @@ def main(argv=None) -> int:
     serve_parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "7071")))
     serve_parser.add_argument("--functions", nargs="+", metavar="NAME",
                               help="run only these functions (default: all of the app's)")
-    serve_parser.add_argument("--grace-seconds", type=_seconds, default=30.0,
+    serve_parser.add_argument("--grace-seconds", type=_seconds, default=DEFAULT_GRACE_SECONDS,
                               help="on stop, how long running invocations may finish (default: %(default)s); "
                                    "what is still running then is retried by the next host")
     arguments = parser.parse_args(argv)
