@@ -89,7 +89,7 @@ def csv_column(values: List) -> List[str]:
         joined = "".join(texts)
     if not _needs_quotes(joined):
         return texts
-    return [('"' + text.replace('"', '""') + '"') if '"' in text else _quoted(text) for text in texts]
+    return [_quoted(text) for text in texts]
 
 
 class RowEncoder:
