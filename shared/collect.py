@@ -7,15 +7,15 @@ index, the field and the reason. A body that cannot be read at all is refused wh
 
 from __future__ import annotations
 
-import json
+import datetime as dt
 import logging
 import zlib
 
 import azure.functions as func
 from azure.core.exceptions import AzureError
 
-from shared import rawstore, snapshots
-from shared.errors import ApiError, BadRequest, PayloadTooLarge
+from shared import json_input, rawstore, snapshots
+from shared.errors import ApiError, BadRequest, PayloadTooLarge, TransientError
 from shared.export_api import authorized_app, check_api_version
 from shared.http import error_response, json_response
 from shared.records import HISTORICAL_TYPES, RecordError, normalize
@@ -49,9 +49,9 @@ def _decoded_body(req: func.HttpRequest) -> bytes:
 
 def _records(body: bytes) -> list:
     try:
-        document = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BadRequest(f"the request body is not valid JSON: {error}", code="InvalidRequestContent") from None
+        document = json_input.parse(body)
+    except json_input.JsonInputError as error:
+        raise BadRequest(str(error), code="InvalidRequestContent") from None
     if not isinstance(document, dict) or not isinstance(document.get("records"), list):
         raise BadRequest('the body must be a JSON object {"records": [...]}', code="InvalidRequestContent")
     unknown = sorted(set(document) - {"records"})
@@ -65,19 +65,24 @@ def _records(body: bytes) -> list:
 
 
 def ingest(app_id: str, raw_records: list) -> dict:
-    """Checks and stores a batch; returns the answer body {"accepted": n, "rejected": [...]}."""
+    """Checks and stores a batch; returns the answer body {"accepted": n, "rejected": [...]}.
+
+    Every record is checked before anything is written, so no record can fail a write half-way through a
+    batch. Snapshot state is written first because its writes are upserts: a batch sent again after a
+    failure rewrites the same rows. The raw appends, which a retry would repeat, come last."""
+    received = dt.datetime.now(dt.timezone.utc)
     accepted, rejected = [], []
     for index, raw in enumerate(raw_records):
         try:
-            accepted.append(normalize(raw))
+            accepted.append(normalize(raw, now=received))
         except RecordError as error:
             rejected.append({"index": index, "field": error.field, "reason": error.reason})
     historical = [record for record in accepted if record["type"] in HISTORICAL_TYPES]
     snapshot = [record for record in accepted if record["type"] not in HISTORICAL_TYPES]
+    if snapshot:
+        snapshots.store(app_id, snapshot, now=received)
     if historical:
         rawstore.writer().append_records(app_id, historical)
-    if snapshot:
-        snapshots.store(app_id, snapshot)
     return {"accepted": len(accepted), "rejected": rejected}
 
 
@@ -88,7 +93,7 @@ def handle(req: func.HttpRequest) -> func.HttpResponse:
         result = ingest(app.id, _records(_decoded_body(req)))
     except ApiError as error:
         return error_response(error)
-    except AzureError as error:
+    except (AzureError, TransientError) as error:
         # Storage failed part-way: nothing was acknowledged, so the client sends the batch again.
         log.warning("Collect could not store a batch: %r", error)
         return error_response(ApiError("storage is unavailable; send the whole batch again",

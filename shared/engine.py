@@ -68,11 +68,15 @@ def plan_items(job: jobs.ExportJob) -> List[WorkItem]:
                 listed[day] = tuple((b.name, b.size) for b in rawstore.list_day(job.app_id, "activity", day))
             return listed[day]
 
+        def beside(day: dt.date, days: int) -> tuple:
+            try:
+                return activities(day + dt.timedelta(days=days))
+            except OverflowError:  # the first or last day a date can name has nothing beside it
+                return ()
+
         days = [day for day in _days(job) if activities(day)]
-        one_day = dt.timedelta(days=1)
-        return [WorkItem(i, name(i), "sessions", activities(day), before=activities(day - one_day),
-                         after=activities(day + one_day)) for i, day in enumerate(days)] or [
-            WorkItem(0, name(0), "sessions")]
+        return [WorkItem(i, name(i), "sessions", activities(day), before=beside(day, -1), after=beside(day, 1))
+                for i, day in enumerate(days)] or [WorkItem(0, name(0), "sessions")]
     record_type = job.export_type.lower()
     kind = "copy" if job.export_format == "JsonBlob" else "rows"
     blobs = [(blob.name, blob.size) for day in _days(job)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
+import re
 from typing import Mapping, Optional
 from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
 
-from shared import apps, destination, jobs, orchestration
+from shared import apps, destination, jobs, json_input, orchestration
 from shared.config import get_settings
 from shared.errors import ApiError, BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
 from shared.export_request import ROUTES, ExportRequest, parse_request
@@ -26,6 +26,9 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 RETRY_AFTER_SECONDS = 2
 ORDERS = {"datecreated": False, "datecreated asc": False, "datecreated desc": True}
+# A request body is a flat object but for exportOptions; this leaves room and refuses pathological nesting.
+MAX_BODY_NESTING = 8
+_WHOLE_NUMBER = re.compile(r"^[0-9]{1,9}$")
 log = logging.getLogger(__name__)
 
 
@@ -88,8 +91,9 @@ def _whole_number(params: Mapping[str, str], name: str, default: int, maximum: O
     text = params.get(name)
     if text is None or text == "":
         return default
-    if not text.isdigit():
-        raise BadRequest(f"{name} must be a whole number of 0 or more, not {text!r}", code="InvalidParameter")
+    if not _WHOLE_NUMBER.match(text):
+        raise BadRequest(f"{name} must be a whole number of 0 or more in ASCII digits, not {text[:40]!r}",
+                         code="InvalidParameter")
     number = int(text)
     if maximum is not None and number > maximum:
         raise BadRequest(f"{name} is {number}; at most {maximum}", code="InvalidParameter")
@@ -138,12 +142,13 @@ def _read_body(req: func.HttpRequest, limit: int):
         raise BadRequest("the request body is empty; send the task's parameters as a JSON object",
                          code="InvalidRequestContent")
     try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise BadRequest("the request body is not UTF-8 text", code="InvalidRequestContent") from None
-    except json.JSONDecodeError as error:
-        raise BadRequest(f"the request body is not valid JSON: {error.msg} at line {error.lineno} column "
-                         f"{error.colno}", code="InvalidRequestContent") from None
+        body = json_input.parse(raw)
+        json_input.check_writable(body, max_depth=MAX_BODY_NESTING)
+    except json_input.JsonInputError as error:
+        raise BadRequest(str(error), code="InvalidRequestContent") from None
+    except json_input.Unwritable as problem:
+        raise BadRequest(f"{problem.path or 'the request body'} {problem.reason}", code="InvalidParameter") from None
+    return body
 
 
 def create_job(app: apps.AppRef, request: ExportRequest, *, schedule: Optional[str] = None,

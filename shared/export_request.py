@@ -124,7 +124,10 @@ def parse_time(body: dict, field: str) -> dt.datetime:
         raise _invalid(field, f"must be an RFC 3339 date-time such as 2015-01-31T00:00:00Z, not {value!r}") from None
     if "T" not in value.upper() or moment.tzinfo is None:
         raise _invalid(field, f"must be a date-time with a time zone (…T00:00:00Z), not {value!r}")
-    return moment.astimezone(dt.timezone.utc)
+    try:
+        return moment.astimezone(dt.timezone.utc)
+    except OverflowError:
+        raise _invalid(field, f"is outside the years 1 to 9999 once in UTC: {value!r}") from None
 
 
 def _range_checks(first_field: str, first, last_field: str, last, max_days: int, unit_days: float) -> None:

@@ -11,8 +11,10 @@ from shared.errors import ApiError
 
 
 def json_response(body: Any, *, status: int = 200, headers: Optional[Mapping[str, str]] = None) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body, ensure_ascii=False, separators=(",", ":")), status_code=status,
-                             headers=dict(headers or {}), mimetype="application/json", charset="utf-8")
+    # A lone surrogate cannot be UTF-8; written as its \uXXXX escape it is still valid JSON, not a crash.
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "backslashreplace")
+    return func.HttpResponse(text, status_code=status, headers=dict(headers or {}), mimetype="application/json",
+                             charset="utf-8")
 
 
 def error_response(error: ApiError) -> func.HttpResponse:

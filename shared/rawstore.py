@@ -23,6 +23,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from isal import igzip
 
 from shared import storage
+from shared.errors import TransientError
 from shared.records import encode_line, parse_time, partition_time
 
 RAW_CONTAINER = "raw"
@@ -102,7 +103,7 @@ class RawWriter:
                             raise
                         rotate = True
                 else:
-                    raise RuntimeError(f"could not append to a raw blob under {prefix}")
+                    raise TransientError(f"could not append to a raw blob under {prefix}")
 
     def append_records(self, app_id: str, records: Iterable[dict]) -> int:
         """Files normalized historical records under their hour partitions; returns how many."""

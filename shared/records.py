@@ -12,6 +12,8 @@ import math
 import re
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from shared.json_input import Unwritable, check_writable
+
 HISTORICAL_TYPES = ("activity", "event", "job", "error", "crash")
 SNAPSHOT_TYPES = ("device", "tag", "token", "push")
 RECORD_TYPES = HISTORICAL_TYPES + SNAPSHOT_TYPES
@@ -25,6 +27,11 @@ MAX_NAME = 64
 MAX_EXTRAS_BYTES = 1024
 MAX_TAG_VALUE = 1024
 MAX_ID = 128
+# Objects and arrays nested in one record, the record itself included: deep enough for any real extras, and
+# far inside what JSON and CSV writers accept (orjson refuses past 255).
+MAX_NESTING = 16
+# A device clock this far ahead is wrong: a record dated later could not be exported until that day came.
+MAX_CLOCK_AHEAD = dt.timedelta(days=1)
 _KEY = re.compile(r"^[a-zA-Z0-9_]{1,64}$")
 # Device ids become table row keys: no '/', '\\', '#', '?', '|' or control characters.
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9._:@=+-]{1,128}$")
@@ -46,7 +53,7 @@ def parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _time(raw: dict, field: str) -> str:
+def _time(raw: dict, field: str, now: dt.datetime) -> str:
     value = raw.get(field)
     if value is None:
         raise RecordError(field, "is required: an ISO 8601 time with a zone, such as 2026-01-31T12:00:00Z")
@@ -58,7 +65,14 @@ def _time(raw: dict, field: str) -> str:
         raise RecordError(field, f"is not an ISO 8601 time: {value[:40]!r}") from None
     if moment.tzinfo is None:
         raise RecordError(field, "needs a time zone (Z or +hh:mm)")
-    return format_time(moment)
+    try:
+        text = format_time(moment)
+    except OverflowError:
+        raise RecordError(field, f"is outside the years 1 to 9999 once in UTC: {value[:40]!r}") from None
+    if moment > now + MAX_CLOCK_AHEAD:
+        raise RecordError(field, f"is more than a day after the time it was received ({format_time(now)}); "
+                                 f"the device's clock is wrong")
+    return text
 
 
 def _text(raw: dict, field: str, *, limit: int, required: bool) -> Optional[str]:
@@ -168,58 +182,58 @@ def _bool(raw: dict, field: str) -> Optional[bool]:
     return value
 
 
-def _activity(raw):
+def _activity(raw, now):
     record = {"sessionId": _text(raw, "sessionId", limit=MAX_ID, required=True), "name": _name(raw),
-              "start": _time(raw, "start"), "end": _time(raw, "end"), "extras": _extras(raw)}
+              "start": _time(raw, "start", now), "end": _time(raw, "end", now), "extras": _extras(raw)}
     _range(record)
     return record
 
 
-def _event(raw):
+def _event(raw, now):
     return {"sessionId": _text(raw, "sessionId", limit=MAX_ID, required=False),
             "jobId": _text(raw, "jobId", limit=MAX_ID, required=False), "name": _name(raw),
-            "timestamp": _time(raw, "timestamp"), "extras": _extras(raw)}
+            "timestamp": _time(raw, "timestamp", now), "extras": _extras(raw)}
 
 
-def _job(raw):
-    record = {"name": _name(raw), "start": _time(raw, "start"), "end": _time(raw, "end"), "extras": _extras(raw)}
+def _job(raw, now):
+    record = {"name": _name(raw), "start": _time(raw, "start", now), "end": _time(raw, "end", now), "extras": _extras(raw)}
     _range(record)
     return record
 
 
-def _crash(raw):
-    return {"timestamp": _time(raw, "timestamp"), "crashType": _text(raw, "crashType", limit=MAX_NAME, required=True),
+def _crash(raw, now):
+    return {"timestamp": _time(raw, "timestamp", now), "crashType": _text(raw, "crashType", limit=MAX_NAME, required=True),
             "message": _text(raw, "message", limit=4096, required=False),
             "stack": _text(raw, "stack", limit=65536, required=False)}
 
 
-def _device(raw):
-    return {"timestamp": _time(raw, "timestamp") if raw.get("timestamp") is not None else None,
+def _device(raw, now):
+    return {"timestamp": _time(raw, "timestamp", now) if raw.get("timestamp") is not None else None,
             "info": _object(raw, "info", DEVICE_INFO_FIELDS), "location": _object(raw, "location", LOCATION_FIELDS),
             "nativePushEnabled": _bool(raw, "nativePushEnabled")}
 
 
-def _tag(raw):
+def _tag(raw, now):
     name = raw.get("name")
     if not isinstance(name, str) or not _KEY.match(name):
         raise RecordError("name", "must be 1 to 64 of a-z, A-Z, 0-9 and _")
     return {"name": name, "value": _tag_value(raw)}
 
 
-def _token(raw):
+def _token(raw, now):
     return {"token": _text(raw, "token", limit=4096, required=True),
             "platform": _text(raw, "platform", limit=MAX_NAME, required=False)}
 
 
-def _push(raw):
+def _push(raw, now):
     campaign = raw.get("campaignId")
     if isinstance(campaign, bool) or not isinstance(campaign, int) or not 0 < campaign < 10**12:
         raise RecordError("campaignId", "must be a positive integer")
     return {"campaignId": campaign, "campaignType": _choice(raw, "campaignType", CAMPAIGN_TYPES),
-            "action": _choice(raw, "action", PUSH_ACTIONS), "timestamp": _time(raw, "timestamp")}
+            "action": _choice(raw, "action", PUSH_ACTIONS), "timestamp": _time(raw, "timestamp", now)}
 
 
-_BY_TYPE: Dict[str, Tuple[Callable[[dict], dict], Tuple[str, ...]]] = {
+_BY_TYPE: Dict[str, Tuple[Callable[[dict, dt.datetime], dict], Tuple[str, ...]]] = {
     "activity": (_activity, ("userId", "sessionId", "name", "start", "end", "extras")),
     "event": (_event, ("userId", "sessionId", "jobId", "name", "timestamp", "extras")),
     "error": (_event, ("userId", "sessionId", "jobId", "name", "timestamp", "extras")),
@@ -232,10 +246,15 @@ _BY_TYPE: Dict[str, Tuple[Callable[[dict], dict], Tuple[str, ...]]] = {
 }
 
 
-def normalize(raw: Any) -> Dict[str, Any]:
-    """The stored form of one incoming record; raises RecordError(field, reason)."""
+def normalize(raw: Any, *, now: Optional[dt.datetime] = None) -> Dict[str, Any]:
+    """The stored form of one incoming record, received at ``now``; raises RecordError(field, reason)."""
     if not isinstance(raw, dict):
         raise RecordError("record", "must be a JSON object")
+    try:
+        # First, so that no later message quotes a string that is not Unicode text.
+        check_writable(raw, max_depth=MAX_NESTING)
+    except Unwritable as problem:
+        raise RecordError(problem.path or "record", problem.reason) from None
     kind = raw.get("type")
     if kind not in _BY_TYPE:
         raise RecordError("type", f"must be one of {', '.join(RECORD_TYPES)}")
@@ -249,7 +268,7 @@ def normalize(raw: Any) -> Dict[str, Any]:
     record: Dict[str, Any] = {"type": kind, "deviceId": device}
     if "userId" in allowed:
         record["userId"] = _text(raw, "userId", limit=MAX_ID, required=False)
-    record.update(check(raw))
+    record.update(check(raw, now or dt.datetime.now(dt.timezone.utc)))
     return {key: value for key, value in record.items() if value is not None or key == "value"}
 
 

@@ -9,19 +9,27 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import random
+import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterable, Iterator, List, Optional
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import EdmType, EntityProperty
 
 from shared import storage
+from shared.errors import TransientError
 from shared.records import format_time
 
 BUCKETS = 16
 DEVICES_TABLE, TAGS_TABLE, TOKENS_TABLE, FEEDBACK_TABLE = "devices", "tags", "tokens", "pushfeedback"
 TRANSACTION_SIZE = 100
+# Concurrent reports of one device race on its row: each loser re-reads and tries again after a short,
+# growing, jittered pause, so a burst of reports for one device settles instead of failing.
+MERGE_TRIES = 12
+MERGE_PAUSE_SECONDS = 0.005
 
 
 def bucket_of(device_id: str) -> int:
@@ -82,7 +90,8 @@ def _feedback_row(app_id: str, record: dict) -> tuple:
     device = record["deviceId"]
     entity = {"PartitionKey": partition(app_id, device),
               "RowKey": f"{record['campaignType']}|{record['campaignId']:012d}|{device}|{record['action']}",
-              "deviceId": device, "campaignId": record["campaignId"], "campaignType": record["campaignType"],
+              "deviceId": device, "campaignId": EntityProperty(record["campaignId"], EdmType.INT64),
+              "campaignType": record["campaignType"],
               "action": record["action"], "timestamp": record["timestamp"]}
     return entity["PartitionKey"], ("upsert", entity, {"mode": "replace"})
 
@@ -127,7 +136,9 @@ def merge_device(fresh: dict) -> None:
     seen = fresh["lastSeen"]
     table = storage.table(DEVICES_TABLE)
     key = {"PartitionKey": fresh["PartitionKey"], "RowKey": fresh["RowKey"]}
-    for _ in range(5):
+    for attempt in range(MERGE_TRIES):
+        if attempt:
+            time.sleep(random.uniform(0.5, 1.0) * MERGE_PAUSE_SECONDS * 2 ** min(attempt, 7))
         try:
             current = table.get_entity(key["PartitionKey"], key["RowKey"])
         except ResourceNotFoundError:
@@ -146,7 +157,7 @@ def merge_device(fresh: dict) -> None:
             return
         except (ResourceModifiedError, ResourceNotFoundError):
             continue
-    raise RuntimeError(f"device {fresh['deviceId']} kept changing under concurrent writers; retry the batch")
+    raise TransientError(f"device {fresh['deviceId']} kept changing under concurrent writers; retry the batch")
 
 
 def scan(table_name: str, partition_key: str, *, query: str = "", parameters: dict = None) -> Iterator[dict]:

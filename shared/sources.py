@@ -138,6 +138,11 @@ def sessions(day_before: Sequence[RawSource], day: Sequence[RawSource],
         yield session
 
 
+def _integer(value) -> int:
+    """A Table integer: Int32 columns read as int, Int64 ones as an EntityProperty."""
+    return int(getattr(value, "value", value))
+
+
 def _scan_all(table: str, app_id: str, *, query: str = "", parameters: Optional[dict] = None):
     """Every bucket of an app's snapshot table, scanned in parallel, yielded bucket by bucket in order."""
     def scan(partition: str) -> List[dict]:
@@ -193,5 +198,6 @@ def feedback(app_id: str, *, campaign_type: str, campaign_ids: Optional[List[int
                    {"t": campaign_type, "start": format_time(window[0]), "end": format_time(window[1])})]
     for query, parameters in groups:
         for bucket in _scan_all(snapshots.FEEDBACK_TABLE, app_id, query=query, parameters=parameters):
-            yield [{"deviceId": row["deviceId"], "campaignId": row["campaignId"], "campaignType": row["campaignType"],
+            yield [{"deviceId": row["deviceId"], "campaignId": _integer(row["campaignId"]),
+                    "campaignType": row["campaignType"],
                     "action": row["action"], "timestamp": row["timestamp"]} for row in bucket]

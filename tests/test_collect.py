@@ -91,7 +91,8 @@ def test_every_record_kind_round_trips_into_its_store(device):
     assert [(t["name"], json.loads(t["value"])) for t in device.table_rows(snapshots.TAGS_TABLE)] == [("level", 12)]
     assert [(t["token"], t["userId"]) for t in device.table_rows(snapshots.TOKENS_TABLE)] == [("tok-123", "u1")]
     feedback = device.table_rows(snapshots.FEEDBACK_TABLE)
-    assert [(f["campaignId"], f["action"], f["timestamp"]) for f in feedback] == [(7, "replied", T)]
+    # Campaign ids are Int64 columns: ids past 2^31 fit.
+    assert [(f["campaignId"].value, f["action"], f["timestamp"]) for f in feedback] == [(7, "replied", T)]
 
 
 BAD = [
