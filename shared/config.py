@@ -40,6 +40,10 @@ WORKER_CONCURRENCY = "EXPORT_WORKER_CONCURRENCY"
 # How many processes beside the worker's convert raw rows to CSV (parse, encode, compress), so a CSV export
 # uses every core; 0 converts in the worker's own process. Default: the core count, or 0 on a single core.
 CONVERT_PROCESSES = "EXPORT_CONVERT_PROCESSES"
+# How long one call to an export destination may wait to connect, and then for an answer, in seconds; and how
+# many times a failed call is tried again before the destination counts as not answering.
+DESTINATION_TIMEOUT = "EXPORT_DESTINATION_TIMEOUT_SECONDS"
+DESTINATION_RETRIES = "EXPORT_DESTINATION_RETRIES"
 # A job still running this many hours after it started ends as Failed.
 JOB_DEADLINE_HOURS = "EXPORT_JOB_DEADLINE_HOURS"
 # The app's destination storage for scheduled exports (a connection string), where OnBlobCreated listens.
@@ -94,6 +98,8 @@ class Settings:
     probe_destination: bool = True
     part_max_bytes: int = 64 * 1024 * 1024
     job_deadline_hours: int = 24
+    destination_timeout_seconds: int = 30
+    destination_retries: int = 2
     worker_concurrency: int = 2
     convert_processes: int = 0
     destination_connection: Optional[str] = None
@@ -201,6 +207,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         webhook_secret=_webhook_secret(env),
         schedules_json=_text(env, SCHEDULES),
         schedule_max_catchup=_positive_int(env, SCHEDULE_MAX_CATCHUP, Settings.schedule_max_catchup),
+        destination_timeout_seconds=_positive_int(env, DESTINATION_TIMEOUT, Settings.destination_timeout_seconds),
+        destination_retries=_positive_int(env, DESTINATION_RETRIES, Settings.destination_retries, minimum=0),
     )
 
 

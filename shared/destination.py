@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import parse_qs, urlsplit
 
-from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ResourceExistsError,
-                                   ResourceNotFoundError)
+from azure.core.exceptions import (AzureError, ClientAuthenticationError, ResourceExistsError,
+                                   ResourceNotFoundError, ServiceRequestError, ServiceResponseError)
 from azure.storage.blob import (BlobClient, BlobServiceClient, ContainerClient, ContainerSasPermissions,
-                                generate_container_sas)
+                                ExponentialRetry, generate_container_sas)
 from cryptography.fernet import Fernet, InvalidToken
 
 from shared.config import get_settings
@@ -43,10 +43,23 @@ class Destination:
     expires: dt.datetime
 
     def container_client(self, **kwargs) -> ContainerClient:
-        return ContainerClient.from_container_url(f"{self.url}?{self.sas}", **kwargs)
+        """A client whose every call is bounded and never follows a redirect (see ``transport_options``)."""
+        return ContainerClient.from_container_url(f"{self.url}?{self.sas}", **{**transport_options(), **kwargs})
 
     def blob_client(self, name: str, **kwargs) -> BlobClient:
         return self.container_client(**kwargs).get_blob_client(name)
+
+
+def transport_options() -> dict:
+    """How every call to a destination goes out: connect and read timeouts, a small retry budget with short
+    pauses (the SDK's default waits 15 s and more between tries, so one dead destination held a worker for
+    minutes), and no redirects: a destination that answers 3xx is refused, never followed to another host."""
+    settings = get_settings()
+    return {"connection_timeout": settings.destination_timeout_seconds,
+            "read_timeout": settings.destination_timeout_seconds,
+            "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2,
+                                             retry_total=settings.destination_retries, random_jitter_range=1),
+            "permit_redirects": False}
 
 
 def _bad(problem: str) -> BadRequest:
@@ -132,20 +145,42 @@ def probe(destination: Destination, blob_name: str) -> None:
     It stages one uncommitted block: never visible as a blob, replaced when the job writes that name, and
     discarded by the storage service after a week otherwise.
     """
-    client = destination.blob_client(blob_name, connection_timeout=5, read_timeout=15, retry_total=1)
+    client = destination.blob_client(blob_name)
     try:
         client.stage_block(block_id=uuid.uuid4().hex, data=b"")
-    except ResourceNotFoundError:
-        raise _bad(f"names a container that does not exist: {destination.url}") from None
-    except ClientAuthenticationError as error:
-        raise _bad(f"was refused by the storage account ({_storage_code(error)}): check the SAS signature, "
-                   f"its permissions and its validity period") from None
-    except HttpResponseError as error:
-        if error.status_code in (401, 403):
-            raise _bad(f"was refused by the storage account ({_storage_code(error)}): the SAS cannot write") from None
-        raise _bad(f"could not be reached to check it ({_storage_code(error)}); try again") from None
-    except Exception as error:  # DNS, connection refused, TLS: the destination cannot be used as given
+    except AzureError as error:
+        reason = failure_reason(error, destination.url)
+        reason = reason and f"cannot be used: {reason}"
+        raise _bad(reason or f"could not be checked ({_storage_code(error)}); try again") from None
+    except Exception as error:  # DNS, TLS, a malformed answer: the destination cannot be used as given
         raise _bad(f"could not be reached ({type(error).__name__}); check the account name") from None
+
+
+def failure_reason(error: Exception, url: str) -> Optional[str]:
+    """What a person can act on when a call to the destination failed, or None when a later try may succeed.
+
+    The one place that reads destination failures: the check at creation and the job's writes both use it."""
+    status = getattr(error, "status_code", None)
+    code = getattr(error, "error_code", None) or ""
+    if isinstance(error, (ServiceRequestError, ServiceResponseError)):
+        settings = get_settings()
+        return (f"the destination {url} did not answer within {settings.destination_timeout_seconds} s "
+                f"on {settings.destination_retries + 1} tries ({type(error).__name__}); check that the storage "
+                f"account is up and that no firewall drops the service's requests, then export again")
+    if status is not None and 300 <= status < 400:
+        return (f"the destination {url} answered with a redirect (HTTP {status}) instead of storing "
+                f"the data; redirects are never followed: give the container's own blob endpoint")
+    if isinstance(error, ResourceNotFoundError) or code == "ContainerNotFound":
+        return f"the destination container {url} does not exist (was it deleted?); create it and export again"
+    if code == "InvalidBlockList":
+        return (f"the blocks this export staged in {url} are gone: the container was deleted or "
+                f"re-created while the export ran; export again")
+    if code == "AuthorizationPermissionMismatch":
+        return "the SAS of the destination container lacks write permission; give a SAS with at least create and write ('cw')"
+    if isinstance(error, ClientAuthenticationError) or status in (401, 403):
+        return (f"the destination storage refused the SAS ({code or f'HTTP {status}'}): it was revoked, has expired "
+                f"or its signing key was rotated; give a new SAS")
+    return None
 
 
 def container_sas_url(connection_string: str, container: str, *, permission: str,
@@ -166,8 +201,8 @@ def container_sas_url(connection_string: str, container: str, *, permission: str
     return f"{client.url}?{sas}"
 
 
-def _storage_code(error: HttpResponseError) -> str:
-    return getattr(error, "error_code", None) or f"HTTP {error.status_code}"
+def _storage_code(error: Exception) -> str:
+    return getattr(error, "error_code", None) or f"HTTP {getattr(error, 'status_code', None) or type(error).__name__}"
 
 
 def _fernet() -> Fernet:

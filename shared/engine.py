@@ -15,8 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, List, Optional
 
-from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ResourceExistsError,
-                                   ResourceNotFoundError)
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, ContentSettings
 
 from shared import convert, destination, jobs, rawstore, sources, storage
@@ -242,20 +241,11 @@ def sas_expired(job: jobs.ExportJob) -> str:
 
 
 def storage_failure(error: Exception, job: jobs.ExportJob) -> Exception:
-    """The error to raise for a failed write to the destination: permanent when no retry can fix it."""
+    """The error to raise for a failed call to the destination: permanent when no retry can fix it."""
     if jobs.utcnow() >= job.sas_expires:
         return PermanentJobError(sas_expired(job))
-    code = getattr(error, "error_code", None) or ""
-    if isinstance(error, ResourceNotFoundError) or code == "ContainerNotFound":
-        return PermanentJobError(f"the destination container {job.container_url} does not exist (was it deleted?); "
-                                 f"create it and export again")
-    if isinstance(error, ClientAuthenticationError) or getattr(error, "status_code", None) == 403:
-        if code == "AuthorizationPermissionMismatch":
-            return PermanentJobError("the SAS of the destination container lacks write permission; "
-                                     "give a SAS with at least create and write ('cw')")
-        return PermanentJobError(f"the destination storage refused the SAS ({code or 'HTTP 403'}): it was revoked "
-                                 f"or its signing key was rotated; create the export again with a new SAS")
-    return error
+    reason = destination.failure_reason(error, job.container_url)
+    return PermanentJobError(reason) if reason else error
 
 
 def _stage_to(job: jobs.ExportJob, item: WorkItem) -> Callable[[str, bytes], None]:
@@ -264,7 +254,7 @@ def _stage_to(job: jobs.ExportJob, item: WorkItem) -> Callable[[str, bytes], Non
     def stage(identifier: str, data: bytes) -> None:
         try:
             blob.stage_block(identifier, data, length=len(data))
-        except HttpResponseError as error:
+        except AzureError as error:
             raise storage_failure(error, job) from None
 
     return stage
@@ -347,13 +337,17 @@ def manifest(job: jobs.ExportJob, files: List[dict]) -> dict:
 
 def commit(job: jobs.ExportJob, done: List[dict]) -> List[dict]:
     """Commits every file's staged blocks in order, then writes the manifest; returns the files' entries.
-    Safe to run twice: the same block lists commit to the same bytes, and the manifest is only created."""
+    Safe to run twice: the same block lists commit to the same bytes, and the manifest is only created.
+
+    A file is visible once its block list is committed, so a commit that fails for good part-way removes
+    the files it committed: a failed export leaves no file that a reader could take for a finished one."""
     target = destination_of(job)
     container = target.container_client()
     files = []
     metadata = {"jobId": job.id, "exportType": job.export_type}
+    ordered = sorted(done, key=lambda p: p["RowKey"])
     try:
-        for part in sorted(done, key=lambda p: p["RowKey"]):
+        for part in ordered:
             blob = container.get_blob_client(part["file"])
             blob.commit_block_list([BlobBlock(block_id=b) for b in json.loads(part["blocks"])],
                                    content_settings=ContentSettings(content_type="application/gzip"),
@@ -367,6 +361,22 @@ def commit(job: jobs.ExportJob, done: List[dict]) -> List[dict]:
                 content_settings=ContentSettings(content_type="application/json"))
         except ResourceExistsError:
             pass
-    except HttpResponseError as error:
-        raise storage_failure(error, job) from None
+    except AzureError as error:
+        failure = storage_failure(error, job)
+        if isinstance(failure, PermanentJobError):
+            _remove_files(container, [part["file"] for part in ordered])
+        raise failure from None
     return files
+
+
+def _remove_files(container, names: List[str]) -> None:
+    """Best effort: a destination that refuses this too keeps files without a manifest, which the README
+    tells readers never to take for a finished export."""
+    for name in names:
+        try:
+            container.delete_blob(name)
+        except ResourceNotFoundError:
+            pass
+        except AzureError as error:
+            log.warning("Could not remove %s after a failed commit (%s)", name, type(error).__name__)
+            return

@@ -16,6 +16,7 @@ from typing import Optional
 from shared import engine, jobs, storage
 from shared.config import get_settings
 from shared.errors import PermanentJobError
+from shared.fairslots import FairSlots
 
 POLL_QUEUE = "export-poll"
 # A job still Queued this long after creation lost its start message (or the host crashed): start it again.
@@ -182,15 +183,15 @@ def poll(message: PollMessage) -> None:
                                                          for f in files])
 
 
-_work_slots: Optional[threading.BoundedSemaphore] = None
+_work_slots: Optional[FairSlots] = None
 _work_slots_lock = threading.Lock()
 
 
-def _slots() -> threading.BoundedSemaphore:
+def _slots() -> FairSlots:
     global _work_slots
     with _work_slots_lock:
         if _work_slots is None:
-            _work_slots = threading.BoundedSemaphore(get_settings().worker_concurrency)
+            _work_slots = FairSlots(get_settings().worker_concurrency)
         return _work_slots
 
 
@@ -198,9 +199,10 @@ def work(message: WorkMessage, *, last_try: bool) -> None:
     """Runs one work item; when it was the last one, wakes the monitor at once instead of at its next poll.
 
     At most EXPORT_WORKER_CONCURRENCY items run at once in a process, whatever the host's queue batch size,
-    so memory stays flat however many parts an export has; the others wait with their message leased."""
+    so memory stays flat however many parts an export has; the others wait with their message leased, and a
+    freed slot goes to the app that holds the fewest (shared.fairslots)."""
     try:
-        with _slots():
+        with _slots().slot(message.app_id):
             last = engine.run_item(message.app_id, message.job_id, message.index, last_try=last_try)
     except Exception:
         if last_try:

@@ -51,9 +51,12 @@ class Driver:
             except ResourceExistsError:
                 queue.clear_messages()
 
-    def create(self, export_format="CsvBlob", *, expiry=None, route="events"):
+    def create(self, export_format="CsvBlob", *, expiry=None, route="events", through=None):
+        """A job of the app to the driver's container, reached directly or ``through`` another base URL."""
         url = container_sas_url(self.azurite, self.container, expiry=expiry,
                                 create=not self.container_exists())
+        if through is not None:
+            url = through + "/" + url.split("/", 3)[3]
         body = {"containerUrl": url, "exportFormat": export_format}
         if ROUTES[route].kind == "historical":
             body.update(startDate=DAY.isoformat(), endDate=DAY.isoformat())
@@ -79,6 +82,11 @@ class Driver:
         message, raw = pair
         function(message)
         self.queues[queue_name].delete_message(raw)
+
+    def run_work_only(self):
+        """Delivers the work items waiting now, and not the monitor's messages."""
+        for pair in self.take(orchestration.WORK_QUEUE):
+            self.deliver(orchestration.WORK_QUEUE, ExportWorker.main, pair)
 
     def run(self, job, *, max_rounds=60):
         """Cranks both queues until the job is finished."""
