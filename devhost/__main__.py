@@ -7,7 +7,28 @@ import logging
 import os
 import signal
 import sys
-import threading
+
+
+class StopRequest:
+    """Waits, signal-safely, for SIGTERM or SIGINT.
+
+    The handler only writes a byte to a pipe the main thread reads: it takes no lock. (``Event.set`` does,
+    and a second signal whose handler ran inside the first one's deadlocked the main thread for good.)"""
+
+    def __init__(self, signums=(signal.SIGTERM, signal.SIGINT)) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        for signum in signums:
+            signal.signal(signum, self._note)
+
+    def _note(self, signum, frame) -> None:
+        try:
+            os.write(self._write, b"s")
+        except BlockingIOError:
+            pass  # the pipe is full of earlier requests: the stop is already on its way
+
+    def wait(self) -> None:
+        os.read(self._read, 1)
 
 
 def serve(arguments) -> int:
@@ -16,6 +37,7 @@ def serve(arguments) -> int:
     from devhost.azurite import REPO_ROOT, AzuriteError, ensure_running
     from devhost.appmodel import AppLoadError
     from devhost.host import LocalHost, apply_local_settings
+    from devhost.http_server import PortInUse
     from shared.config import STORAGE_CONNECTION, expand_connection_string
 
     apply_local_settings(REPO_ROOT)
@@ -23,9 +45,7 @@ def serve(arguments) -> int:
     if not connection:
         print(f"{STORAGE_CONNECTION} is not set (local.settings.json Values)", file=sys.stderr)
         return 2
-    stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
+    stopping = StopRequest()
     try:
         azurite = ensure_running(connection, os.path.join(REPO_ROOT, ".azurite"))
     except AzuriteError as error:
@@ -38,6 +58,9 @@ def serve(arguments) -> int:
             host.start()
         except AppLoadError as error:
             print(f"The app cannot be loaded: {error}", file=sys.stderr)
+            return 2
+        except PortInUse as error:
+            print(f"The local host cannot start: {error}", file=sys.stderr)
             return 2
         started = "started Azurite" if azurite else "Azurite already running"
         print(f"Local host ready at {host.base_url} ({started}; Ctrl+C to stop)", flush=True)

@@ -99,9 +99,10 @@ class LocalHost:
             if listener is not None:
                 listener.wake.set()
 
-        self._unwatch = storage.watch_sends(wake)
+        # Listening first: a port in use stops the start before anything runs.
         self.frontend = HttpFrontend(routes, self.bind, self.requested_port)
         self.frontend.start()
+        self._unwatch = storage.watch_sends(wake)
         for listener in self.listeners:
             listener.start()
         log.info("Functions loaded: %s", ", ".join(f"{f.spec.name} ({f.spec.trigger['type']})"
@@ -120,10 +121,11 @@ class LocalHost:
             self._unwatch = None
         if self.frontend is not None:
             self.frontend.stop()
-        for listener in self.listeners:
+        started = [listener for listener in self.listeners if listener.ident is not None]
+        for listener in started:
             listener.interrupt()
         deadline = time.monotonic() + grace_seconds
-        for listener in self.listeners:
+        for listener in started:
             listener.join(timeout=max(0.0, deadline - time.monotonic()))
         still_running = sorted({listener.function.spec.name for listener in self.listeners if listener.is_alive()})
         self.listeners.clear()

@@ -7,7 +7,10 @@ callers with bearer keys.
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import List, Tuple
@@ -22,6 +25,16 @@ log = logging.getLogger("devhost")
 
 # The Functions host refuses bodies over 100 MB (maxRequestBodySize).
 MAX_BODY_BYTES = 100 * 1024 * 1024
+_DECIMAL = re.compile(r"^[0-9]{1,20}$")
+_HEX = re.compile(r"^[0-9a-fA-F]{1,16}$")
+
+
+class PortInUse(Exception):
+    """The local host cannot listen where it was asked to."""
+
+
+class BadFraming(ValueError):
+    """A request whose body length cannot be read: answered 400 and the connection closed."""
 
 
 class HttpRoute:
@@ -43,7 +56,13 @@ class HttpFrontend:
             pass
 
         Handler.frontend = frontend
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            raise PortInUse(f"port {port} on {host} is already in use (another local host?); stop what listens "
+                            f"there or choose another port with --port (make serve PORT=...)") from None
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="devhost-http", daemon=True)
 
@@ -86,17 +105,25 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks, total = [], 0
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                size_text = self.rfile.readline(64).split(b";")[0].strip().decode("latin-1")
+                if not _HEX.match(size_text):
+                    raise BadFraming(f"a chunk size must be hexadecimal digits, not {size_text[:20]!r}")
+                size = int(size_text, 16)
                 if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):
                         pass
                     return b"".join(chunks)
                 total += size
                 if total > MAX_BODY_BYTES:
                     raise OverflowError
                 chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.readline(8192)
+        lengths = self.headers.get_all("Content-Length") or []
+        if not lengths:
+            return b""
+        if len(set(lengths)) > 1 or not _DECIMAL.match(lengths[0].strip()):
+            raise BadFraming(f"Content-Length must be one whole number of bytes, not {', '.join(lengths)[:40]!r}")
+        length = int(lengths[0])
         if length > MAX_BODY_BYTES:
             raise OverflowError
         return self.rfile.read(length) if length else b""
@@ -117,9 +144,14 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(split.path)
         try:
             body = self._read_body()
-        except (OverflowError, ValueError):
+        except OverflowError:
             self.close_connection = True
             self._send(413)
+            return
+        except BadFraming as error:
+            self.close_connection = True
+            self._send(400, json.dumps({"error": {"code": "BadRequest", "message": str(error)}}).encode(),
+                       {"Content-Type": "application/json; charset=utf-8"})
             return
         status, route, params = self.frontend.resolve(self.command, path)
         if status == 404:
