@@ -8,6 +8,7 @@ import sys
 import uuid
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -15,6 +16,12 @@ if REPO_ROOT not in sys.path:
 
 from devhost.azurite import Azurite  # noqa: E402
 from shared import config  # noqa: E402
+
+# The suite is deterministic: each property test draws the same examples on every run and machine, and no
+# example database carries failures from one run into the next. HYPOTHESIS_PROFILE=explore draws new ones.
+hypothesis_settings.register_profile("deterministic", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("explore", database=None, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 TEST_SAS_KEY = "dGVzdHMtb25seS1rZXktMzItYnl0ZXMtbG9uZy0hISE="
 

@@ -217,7 +217,7 @@ def check_snapshots(app, accepted):
             assert expected.canonical(got) == expected.canonical(as_csv(want, "Push") if csv_format else want)
 
 
-@settings(max_examples=12, deadline=None, derandomize=True,
+@settings(max_examples=12, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.function_scoped_fixture])
 @given(batch=st.lists(record_strategy, min_size=1, max_size=14))
