@@ -144,13 +144,15 @@ def _post_webhook(body: str) -> None:
         if attempt:
             time.sleep(0.5 * 2 ** (attempt - 1))
         try:
-            response = requests.post(settings.webhook_url, data=data, headers=headers, timeout=10)
+            # A redirect is not followed: the signed message goes only to the URL the settings name.
+            response = requests.post(settings.webhook_url, data=data, headers=headers, timeout=10,
+                                     allow_redirects=False)
         except requests.RequestException as error:
             reason = f"{type(error).__name__}"
             continue
         if response.status_code < 300:
             return
-        reason = f"HTTP {response.status_code}"
+        reason = f"HTTP {response.status_code}" + (" (a redirect, not followed)" if response.is_redirect else "")
         if response.status_code < 500 and response.status_code != 429:
             break  # the webhook refused the message itself: retrying cannot help
     log.error("Webhook did not take a message (%s); it goes to %s-poison", reason, settings.forward_default_queue)

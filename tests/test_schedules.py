@@ -160,3 +160,36 @@ def test_a_scheduled_export_lands_and_is_forwarded_once_to_queue_and_webhook(app
         expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
         assert headers["X-Engagement-Export-Signature"] == expected
         assert json.loads(body) == bodies[0]
+
+
+def test_a_webhook_that_redirects_is_not_followed_and_the_message_goes_to_poison(app_env, names, settings_override):
+    from shared import forwarding
+
+    target = Receiver()
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(307)
+            self.send_header("Location", target.url)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    redirecting = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=redirecting.serve_forever, daemon=True).start()
+    default_queue = names.queue("fwd")
+    try:
+        settings_override(**{config.FORWARD_WEBHOOK_URL: f"http://127.0.0.1:{redirecting.server_address[1]}/hook",
+                             config.FORWARD_WEBHOOK_SECRET: "s3cret", config.FORWARD_DEFAULT_QUEUE: default_queue})
+        forwarding._post_webhook(json.dumps({"jobId": "j", "name": "n"}))
+    finally:
+        redirecting.shutdown()
+        redirecting.server_close()
+        target.close()
+    assert target.requests == []
+    poison = QueueClient.from_connection_string(app_env.connection_string, f"{default_queue}-poison")
+    (message,) = poison.peek_messages()
+    assert json.loads(base64.b64decode(message.content))["reason"] == "webhook: HTTP 307 (a redirect, not followed)"
