@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, List, Optional
 
@@ -248,10 +249,20 @@ def storage_failure(error: Exception, job: jobs.ExportJob) -> Exception:
     return PermanentJobError(reason) if reason else error
 
 
+# A running part looks at most this often whether its job was cancelled (one table read).
+CANCEL_CHECK_SECONDS = 1.0
+
+
 def _stage_to(job: jobs.ExportJob, item: WorkItem) -> Callable[[str, bytes], None]:
     blob = destination_of(job).blob_client(item.file, max_single_put_size=8 * 1024 * 1024)
+    checked = [time.monotonic()]
 
     def stage(identifier: str, data: bytes) -> None:
+        if time.monotonic() - checked[0] >= CANCEL_CHECK_SECONDS:
+            checked[0] = time.monotonic()
+            current = jobs.find_job(job.app_id, job.id)
+            if current is None or current.finished:  # cancelled, or failed by another part: stop here
+                raise PermanentJobError(f"the export ended while part {item.index} ran")
         try:
             blob.stage_block(identifier, data, length=len(data))
         except AzureError as error:

@@ -15,17 +15,16 @@ from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
 
-from shared import apps, destination, jobs, json_input, orchestration
+from shared import apps, destination, jobs, json_input, orchestration, task_query
 from shared.config import get_settings
 from shared.errors import ApiError, BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
 from shared.export_request import ROUTES, ExportRequest, parse_request
 from shared.http import error_response, json_response
 
 API_VERSION = "2014-12-01"
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 20  # the 2014-12-01 contract's default
+MAX_PAGE_SIZE = 1000  # the contract's maximum is 40; larger pages are an extension
 RETRY_AFTER_SECONDS = 2
-ORDERS = {"datecreated": False, "datecreated asc": False, "datecreated desc": True}
 # A request body is a flat object but for exportOptions; this leaves room and refuses pathological nesting.
 MAX_BODY_NESTING = 8
 _WHOLE_NUMBER = re.compile(r"^[0-9]{1,9}$")
@@ -65,6 +64,11 @@ def _dispatch(req: func.HttpRequest) -> func.HttpResponse:
             raise MethodNotAllowed(f"{method} is not allowed on exportTasks; use GET to list tasks",
                                    headers={"Allow": "GET"})
         return _list(req, app)
+    if len(rest) == 2 and rest[1].lower() == "cancel":
+        if method != "POST":
+            raise MethodNotAllowed(f"{method} is not allowed on exportTasks/{{id}}/cancel; use POST to cancel a task",
+                                   headers={"Allow": "POST"})
+        return json_response(orchestration.cancel(app.id, rest[0]).to_result())
     if len(rest) > 1:
         raise NotFound(f"no such resource: exportTasks/{'/'.join(rest)}", code="NotFound")
     name = rest[0]
@@ -106,27 +110,26 @@ def _list(req: func.HttpRequest, app: apps.AppRef) -> func.HttpResponse:
     if top == 0:
         raise BadRequest("$top must be at least 1", code="InvalidParameter")
     skip = _whole_number(params, "$skip", 0, 100_000)
-    order_text = " ".join(params.get("$orderby", "dateCreated desc").split()).lower()
-    if order_text not in ORDERS:
-        raise BadRequest(f"$orderby must be 'dateCreated' or 'dateCreated desc', not {params['$orderby']!r}",
-                         code="InvalidParameter")
-    newest_first = ORDERS[order_text]
+    order, descending = task_query.parse_orderby(params.get("$orderby"))
+    query = task_query.parse_filter(params.get("$filter"), jobs.JobQuery(order=order, descending=descending))
     after = None
     token = params.get("$skiptoken")
     if token:
         try:
             padded = token + "=" * (-len(token) % 4)
-            after = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True).decode("ascii")
+            after = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True).decode("utf-8")
         except (binascii.Error, UnicodeError, ValueError):
             raise BadRequest("$skiptoken is not a token this service gave out; follow nextLink as it is",
                              code="InvalidParameter") from None
-    page = jobs.list_jobs(app.id, newest_first=newest_first, top=top, skip=skip, after=after)
+    page = jobs.list_jobs(app.id, query=query, top=top, skip=skip, after=after)
     body = {"value": [job.to_result() for job in page.jobs]}
     if page.next_token is not None:
-        query = {"api-version": API_VERSION, "$top": str(top),
-                 "$orderby": "dateCreated desc" if newest_first else "dateCreated",
-                 "$skiptoken": base64.urlsafe_b64encode(page.next_token.encode()).decode().rstrip("=")}
-        body["nextLink"] = f"{_base_url(req)}?{urlencode(query)}"
+        next_query = {"api-version": API_VERSION, "$top": str(top),
+                      "$orderby": f"{order} {'desc' if descending else 'asc'}"}
+        if params.get("$filter"):
+            next_query["$filter"] = params["$filter"]
+        next_query["$skiptoken"] = base64.urlsafe_b64encode(page.next_token.encode()).decode().rstrip("=")
+        body["nextLink"] = f"{_base_url(req)}?{urlencode(next_query)}"
     return json_response(body)
 
 

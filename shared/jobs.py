@@ -21,7 +21,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from shared import storage
-from shared.errors import NotFound
+from shared.errors import BadRequest, NotFound
 
 JOBS_TABLE = "exportjobs"
 NEWEST_FIRST_TABLE = "exportjobsbydate"
@@ -106,6 +106,7 @@ class ExportJob:
     bytes: Optional[int] = None
     files: List[dict] = field(default_factory=list)
     schedule: Optional[str] = None
+    committing: bool = False  # set by the monitor before it commits: from then on the job can only succeed or fail
     etag: Optional[str] = field(default=None, compare=False)
 
     def move_to(self, state: str, *, now: Optional[dt.datetime] = None, error: Optional[str] = None) -> None:
@@ -151,12 +152,15 @@ class ExportJob:
             result["campaignWindowEnd"] = iso(self.campaign_window_end)
         if self.route == "tokens":
             result["exportOptions"] = {"exportUserId": self.export_user_id}
-        result["progress"] = {"partsDone": self.parts_done, "partsTotal": self.parts_total}
+        result["progress"] = {"partsDone": self.parts_done}
+        if self.parts_total is not None:
+            result["progress"]["partsTotal"] = self.parts_total
         if self.record_count is not None:
             result["recordCount"] = self.record_count
             result["bytes"] = self.bytes
             result["files"] = list(self.files)
-        return result
+        # The contract types dateCompleted and errorDetails as strings: a key is left out until it has a value.
+        return {key: value for key, value in result.items() if value is not None}
 
 
 _DATETIMES = {"sas_expires", "date_created", "date_started", "date_completed", "campaign_window_start",
@@ -270,15 +274,73 @@ class Page:
     next_token: Optional[str]
 
 
-def list_jobs(app_id: str, *, newest_first: bool, top: int, skip: int = 0,
-              after: Optional[str] = None) -> Page:
-    """One page of an app's jobs. ``after`` is the continuation key of the previous page; ``skip`` skips
-    that many jobs first (streamed over keys only)."""
-    filter_text = "PartitionKey eq @p" + (" and RowKey gt @after" if after else "")
-    parameters = {"p": app_id, "after": after or ""}
-    table = storage.table(NEWEST_FIRST_TABLE if newest_first else JOBS_TABLE)
-    rows = table.query_entities(filter_text, parameters=parameters, results_per_page=min(1000, skip + top + 1),
-                                select=["RowKey", "job_id"] if newest_first else None)
+@dataclass(frozen=True)
+class JobQuery:
+    """Which of an app's jobs to list, and in which order (``order`` is a property name of the API)."""
+
+    order: str = "taskId"  # taskId | dateCreated | taskStatus | errorDetails
+    descending: bool = False
+    state: Optional[str] = None
+    export_type: Optional[str] = None
+    created: Tuple[Tuple[str, dt.datetime], ...] = ()  # (ge|gt|le|lt|eq, moment)
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.state or self.export_type or self.created)
+
+    def table_filter(self) -> Tuple[str, dict]:
+        """The Table query of the app's partition narrowed by the filter."""
+        clauses, parameters = ["PartitionKey eq @p"], {}
+        if self.state:
+            clauses.append("state eq @state")
+            parameters["state"] = self.state
+        if self.export_type:
+            clauses.append("export_type eq @type")
+            parameters["type"] = self.export_type
+        for index, (operator, moment) in enumerate(self.created):
+            clauses.append(f"date_created {operator} @t{index}")
+            parameters[f"t{index}"] = iso(moment)
+        return " and ".join(clauses), parameters
+
+
+# Sort keys of the orders that are not kept by a table's row keys; ties go by task id.
+_SORT_COLUMNS = {"taskStatus": "state", "errorDetails": "error_details", "taskId": "RowKey",
+                 "dateCreated": "date_created"}
+
+
+def list_jobs(app_id: str, *, newest_first: Optional[bool] = None, top: int, skip: int = 0,
+              after: Optional[str] = None, query: Optional[JobQuery] = None) -> Page:
+    """One page of an app's jobs. ``after`` is the continuation token of the previous page; ``skip`` skips
+    that many jobs first.
+
+    Oldest first (taskId or dateCreated ascending) streams the jobs table in row-key order, filtered on the
+    server; newest first without a filter streams the newest-first index. Other orders read the app's
+    matching jobs' sort columns, sort them, and fetch only the page's rows."""
+    if query is None:
+        query = JobQuery(order="dateCreated", descending=bool(newest_first))
+    if not query.descending and query.order in ("taskId", "dateCreated"):
+        return _stream(app_id, JOBS_TABLE, query, top, skip, after)
+    if query.descending and query.order == "dateCreated" and not query.filtered:
+        return _stream(app_id, NEWEST_FIRST_TABLE, query, top, skip, after)
+    return _sorted(app_id, query, top, skip, after)
+
+
+def _fetch(app_id: str, job_ids: List[str]) -> List[ExportJob]:
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(lambda job_id: find_job(app_id, job_id), job_ids))
+    return [job for job in found if job is not None]
+
+
+def _stream(app_id: str, table_name: str, query: JobQuery, top: int, skip: int, after: Optional[str]) -> Page:
+    filter_text, parameters = query.table_filter()
+    parameters["p"] = app_id
+    if after:
+        filter_text += " and RowKey gt @after"
+        parameters["after"] = after
+    index = table_name == NEWEST_FIRST_TABLE
+    rows = storage.table(table_name).query_entities(filter_text, parameters=parameters,
+                                                    results_per_page=min(1000, skip + top + 1),
+                                                    select=["RowKey", "job_id"] if index else None)
     keys, skipped, more = [], 0, False
     for row in rows:
         if skipped < skip:
@@ -288,11 +350,28 @@ def list_jobs(app_id: str, *, newest_first: bool, top: int, skip: int = 0,
             more = True
             break
         keys.append(row)
-    if newest_first:
-        with ThreadPoolExecutor(8) as pool:
-            found = list(pool.map(lambda row: find_job(app_id, row["job_id"]), keys))
-        jobs = [job for job in found if job is not None]
-    else:
-        jobs = [_from_entity(row) for row in keys]
-    next_token = keys[-1]["RowKey"] if more and keys else None
-    return Page(jobs=jobs, next_token=next_token)
+    jobs = _fetch(app_id, [row["job_id"] for row in keys]) if index else [_from_entity(row) for row in keys]
+    return Page(jobs=jobs, next_token=keys[-1]["RowKey"] if more and keys else None)
+
+
+def _sorted(app_id: str, query: JobQuery, top: int, skip: int, after: Optional[str]) -> Page:
+    filter_text, parameters = query.table_filter()
+    parameters["p"] = app_id
+    column = _SORT_COLUMNS[query.order]
+    rows = storage.table(JOBS_TABLE).query_entities(filter_text, parameters=parameters, results_per_page=1000,
+                                                    select=["RowKey", column] if column != "RowKey" else ["RowKey"])
+    # A job without the value (no errorDetails yet) sorts before every text, as null does in SQL ascending.
+    keys = sorted(((row.get(column) or "", row["RowKey"]) for row in rows), reverse=query.descending)
+    if after is not None:
+        try:
+            last = tuple(json.loads(after))
+            if len(last) != 2 or not all(isinstance(part, str) for part in last):
+                raise ValueError
+        except ValueError:
+            raise BadRequest("$skiptoken is not a token this service gave out for this order; follow nextLink as it "
+                             "is", code="InvalidParameter") from None
+        keys = [key for key in keys if (key < last if query.descending else key > last)]
+    page = keys[skip:skip + top]
+    more = len(keys) > skip + top
+    return Page(jobs=_fetch(app_id, [job_id for _, job_id in page]),
+                next_token=json.dumps(list(page[-1])) if more and page else None)

@@ -15,7 +15,7 @@ from typing import Optional
 
 from shared import engine, jobs, storage
 from shared.config import get_settings
-from shared.errors import PermanentJobError
+from shared.errors import Conflict, PermanentJobError
 from shared.fairslots import FairSlots
 
 POLL_QUEUE = "export-poll"
@@ -115,6 +115,29 @@ def _finish(job: jobs.ExportJob, state: str, *, error: str = None, **fields) -> 
             job = jobs.get_job(job.app_id, job.id)
 
 
+def cancel(app_id: str, job_id: str) -> jobs.ExportJob:
+    """Ends a Queued or Started job as Failed, saying when it was cancelled; its parts stop at their next
+    block and nothing is committed. Raises Conflict for a job already finished or already committing."""
+    job = jobs.get_job(app_id, job_id)
+    while True:
+        if job.finished:
+            raise Conflict(f"export task {job.id} already ended {job.state} at {jobs.iso(job.date_completed)}; only a "
+                           f"Queued or Started task can be cancelled", code="ExportTaskFinished")
+        if job.committing:
+            raise Conflict(f"export task {job.id} has finished exporting and is committing its files; it ends in a "
+                           f"moment and can no longer be cancelled", code="ExportTaskCommitting")
+        now = jobs.utcnow()
+        job.move_to(jobs.FAILED, now=now, error=f"cancelled at {jobs.iso(now)} by a request with the app's export "
+                                                f"key; nothing was committed")
+        try:
+            job = jobs.save_job(job)
+        except jobs.JobChanged:
+            job = jobs.get_job(app_id, job_id)
+            continue
+        log.info("Export task %s of app %s cancelled", job.id, app_id)
+        return job
+
+
 def fail(app_id: str, job_id: str, reason: str) -> None:
     job = jobs.find_job(app_id, job_id)
     if job is not None and not job.finished:
@@ -173,6 +196,16 @@ def poll(message: PollMessage) -> None:
                 pass  # progress is advisory; the next poll writes it
         _poll_later(message)
         return
+    if not job.committing:
+        # Claimed under the job's ETag: a cancel that got in first wins and nothing is committed; once this is
+        # saved, a cancel is refused (409) and the commit below decides the outcome.
+        job.committing = True
+        try:
+            job = jobs.save_job(job)
+        except jobs.JobChanged:
+            job = jobs.get_job(job.app_id, job.id)
+            if job.finished:
+                return
     try:
         files = engine.commit(job, done)
     except PermanentJobError as error:
