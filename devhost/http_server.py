@@ -146,19 +146,19 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body()
         except OverflowError:
             self.close_connection = True
-            self._send(413)
+            self._send_error(413, "RequestEntityTooLarge", f"the body is over {MAX_BODY_BYTES} bytes")
             return
         except BadFraming as error:
             self.close_connection = True
-            self._send(400, json.dumps({"error": {"code": "BadRequest", "message": str(error)}}).encode(),
-                       {"Content-Type": "application/json; charset=utf-8"})
+            self._send_error(400, "BadRequest", str(error))
             return
         status, route, params = self.frontend.resolve(self.command, path)
         if status == 404:
-            self._send(404)
+            self._send_error(404, "NotFound", f"no function serves {path[:200]}")
             return
         if status == 405:
-            self._send(405, headers={"Allow": ", ".join(route)})
+            self._send_error(405, "MethodNotAllowed", f"{self.command[:20]} is not allowed on {path[:200]}",
+                             {"Allow": ", ".join(route)})
             return
         host = self.headers.get("Host") or f"127.0.0.1:{self.frontend.port}"
         request = func.HttpRequest(
@@ -184,7 +184,17 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Type"] = f"{response.mimetype}; charset={response.charset}"
         self._send(response.status_code, response.get_body() or b"", headers)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = _handle
+    def _send_error(self, status: int, code: str, message: str, headers: dict = None) -> None:
+        """The host's own refusals, in the ARM error shape the app's functions use."""
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        self._send(status, body, {"Content-Type": "application/json; charset=utf-8", **(headers or {})})
+
+    def __getattr__(self, name: str):
+        # Every method reaches routing (BaseHTTPRequestHandler answers 501 in HTML for a method it has no
+        # do_ handler for, such as QUERY); an unknown one is then a 405 like any method a route lacks.
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
 
 
 def _response_of(function: LoadedFunction, result: dict):

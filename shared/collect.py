@@ -8,22 +8,19 @@ index, the field and the reason. A body that cannot be read at all is refused wh
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import zlib
 
 import azure.functions as func
-from azure.core.exceptions import AzureError
 
 from shared import json_input, rawstore, snapshots
-from shared.errors import ApiError, BadRequest, PayloadTooLarge, TransientError
+from shared.errors import BadRequest, PayloadTooLarge
 from shared.export_api import authorized_app, check_api_version
-from shared.http import error_response, json_response
+from shared.http import arm_endpoint, json_response
 from shared.records import HISTORICAL_TYPES, RecordError, normalize
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_DECODED_BYTES = 16 * 1024 * 1024
 MAX_RECORDS = 5000
-log = logging.getLogger(__name__)
 
 
 def _decoded_body(req: func.HttpRequest) -> bytes:
@@ -86,16 +83,8 @@ def ingest(app_id: str, raw_records: list) -> dict:
     return {"accepted": len(accepted), "rejected": rejected}
 
 
+@arm_endpoint("storage is unavailable; send the whole batch again after Retry-After seconds")
 def handle(req: func.HttpRequest) -> func.HttpResponse:
-    try:
-        app = authorized_app(req, purpose="collect")
-        check_api_version(req.params)
-        result = ingest(app.id, _records(_decoded_body(req)))
-    except ApiError as error:
-        return error_response(error)
-    except (AzureError, TransientError) as error:
-        # Storage failed part-way: nothing was acknowledged, so the client sends the batch again.
-        log.warning("Collect could not store a batch: %r", error)
-        return error_response(ApiError("storage is unavailable; send the whole batch again",
-                                       code="ServiceUnavailable", status=503, headers={"Retry-After": "5"}))
-    return json_response(result)
+    app = authorized_app(req, purpose="collect")
+    check_api_version(req.params)
+    return json_response(ingest(app.id, _records(_decoded_body(req))))

@@ -17,9 +17,9 @@ import azure.functions as func
 
 from shared import apps, destination, jobs, json_input, orchestration, task_query
 from shared.config import get_settings
-from shared.errors import ApiError, BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
+from shared.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
 from shared.export_request import ROUTES, ExportRequest, parse_request
-from shared.http import error_response, json_response
+from shared.http import arm_endpoint, json_response
 
 API_VERSION = "2014-12-01"
 DEFAULT_PAGE_SIZE = 20  # the 2014-12-01 contract's default
@@ -31,11 +31,9 @@ _WHOLE_NUMBER = re.compile(r"^[0-9]{1,9}$")
 log = logging.getLogger(__name__)
 
 
+@arm_endpoint("storage is unavailable; try again after Retry-After seconds")
 def handle(req: func.HttpRequest) -> func.HttpResponse:
-    try:
-        return _dispatch(req)
-    except ApiError as error:
-        return error_response(error)
+    return _dispatch(req)
 
 
 def check_api_version(params: Mapping[str, str]) -> None:
