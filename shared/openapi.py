@@ -1,10 +1,17 @@
-"""The OpenAPI 3 document of the API, built from the same route table and limits the code enforces."""
+"""The OpenAPI 3 document of the API, built from the same route table and limits the code enforces.
+
+It describes the exportTasks operations of the Microsoft.MobileEngagement 2014-12-01 swagger with the same
+operation ids, parameters and enums, plus this service's extensions, each marked ``x-extension: true``
+(tests/test_openapi_spec.py holds it to the original's facts)."""
 
 from __future__ import annotations
 
 import functools
 
+from shared.collect import MAX_RECORDS
 from shared.export_api import API_VERSION, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from shared.http import STORAGE_RETRY_AFTER_SECONDS
+from shared.task_query import EXPORT_TYPES, FILTER_FIELDS, ORDER_PROPERTIES
 from shared.export_request import (CAMPAIGN_TYPES, EXPORT_FORMATS, FEEDBACK_BY_CAMPAIGN, FEEDBACK_BY_DATE,
                                    HISTORICAL, MAX_CAMPAIGN_IDS, MAX_DESCRIPTION, ROUTES)
 from shared.jobs import STATES
@@ -18,16 +25,33 @@ _PATH_PARAMETERS = [
                           ("appName", "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"))]
 _API_VERSION = {"name": "api-version", "in": "query", "required": True,
                 "schema": {"type": "string", "enum": [API_VERSION]}}
-_ERRORS = {str(status): {"description": text, "content": {"application/json": {
-    "schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
-    for status, text in ((400, "Invalid request"), (401, "Missing or wrong key"), (404, "Unknown task or route"),
-                         (405, "Wrong method"), (413, "Body too large"), (415, "Body is not JSON"))}
+
+def _error(text: str, headers: dict = None) -> dict:
+    response = {"description": text, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_ERRORS = {"400": _error("Invalid request: the message names the field"), "401": _error("Missing or wrong key"),
+           "404": _error("Unknown task or route"), "405": _error("Wrong method", {"Allow": {"schema": {"type": "string"}}}),
+           "413": _error("Body too large"), "415": _error("Body is not JSON, or an unknown Content-Encoding"),
+           "503": _error(f"The app's storage is down or throttling; try again after Retry-After "
+                         f"({STORAGE_RETRY_AFTER_SECONDS} s)", {"Retry-After": {"schema": {"type": "integer"}}})}
+_EXTENSION = {"x-extension": True}
+# The contract's operation ids for the create routes; devices is an extension.
+_CREATE_IDS = {"feedbackByDate": "ExportTasks_CreateFeedbackTaskByDateRange",
+               "feedbackByCampaign": "ExportTasks_CreateFeedbackTaskByCampaign"}
+_ORDERBY = [f"{prop}{direction}" for prop in ORDER_PROPERTIES.values() for direction in ("", " asc", " desc")]
+
 
 _FIELD_SCHEMAS = {
     "containerUrl": {"type": "string", "format": "uri", "maxLength": 4096,
                      "description": "https URL of a blob container with a SAS granting write and create"},
     "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
-    "exportFormat": {"type": "string", "enum": list(EXPORT_FORMATS), "default": "JsonBlob"},
+    "exportFormat": {"type": "string", "enum": list(EXPORT_FORMATS), "default": "JsonBlob",
+                     "description": "Required by the contract; JsonBlob when left out"},
     "startDate": {"type": "string", "format": "date", "description": "First UTC day, included"},
     "endDate": {"type": "string", "format": "date", "description": "Last UTC day, included; not in the future"},
     "campaignType": {"type": "string", "enum": list(CAMPAIGN_TYPES)},
@@ -35,7 +59,7 @@ _FIELD_SCHEMAS = {
                     "items": {"type": "integer", "minimum": 1}},
     "campaignWindowStart": {"type": "string", "format": "date-time"},
     "campaignWindowEnd": {"type": "string", "format": "date-time"},
-    "exportOptions": {"type": "object", "additionalProperties": False,
+    "exportOptions": {"type": "object", "additionalProperties": False, **_EXTENSION,
                       "properties": {"exportUserId": {"type": "boolean"}}},
 }
 
@@ -52,40 +76,67 @@ def _request_schema(route) -> dict:
             "properties": {name: _FIELD_SCHEMAS[name] for name in route.fields}}
 
 
+def _task_result(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/ExportTaskResult"}}}}
+
+
+def _operation(operation_id: str, summary: str, parameters: list, responses: dict, **extra) -> dict:
+    return {"operationId": operation_id, "summary": summary, "parameters": _PATH_PARAMETERS + [_API_VERSION] + parameters,
+            "responses": {**responses, **{status: _ERRORS[status] for status in extra.pop("errors", _ERRORS)}},
+            **extra}
+
+
+_TASK_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
 @functools.lru_cache(maxsize=1)
 def document() -> dict:
     paths = {
-        f"{APP_PATH}/exportTasks": {"get": {
-            "operationId": "ExportTasks_List", "summary": "List the app's export tasks",
-            "parameters": _PATH_PARAMETERS + [_API_VERSION,
-                {"name": "$skip", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 100000}},
-                {"name": "$top", "in": "query", "schema": {"type": "integer", "minimum": 1,
-                                                           "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE}},
-                {"name": "$orderby", "in": "query", "schema": {
-                    "type": "string", "enum": ["dateCreated", "dateCreated desc"], "default": "dateCreated desc"}},
+        f"{APP_PATH}/exportTasks": {"get": _operation(
+            "ExportTasks_List", "List the app's export tasks", [
+                {"name": "$skip", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 100000,
+                                                            "default": 0}},
+                {"name": "$top", "in": "query", "description": "The contract allows at most 40; up to "
+                 f"{MAX_PAGE_SIZE} is an extension", "schema": {"type": "integer", "minimum": 1,
+                                                              "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE}},
+                {"name": "$orderby", "in": "query", "schema": {"type": "string", "enum": _ORDERBY,
+                                                               "default": "taskId asc"}},
+                {"name": "$filter", "in": "query", **_EXTENSION, "description": (
+                    "Clauses joined with 'and': state eq '<state>', exportType eq '<type>', dateCreated "
+                    "ge|gt|le|lt <RFC 3339 date-time>"), "schema": {"type": "string", "maxLength": 1000}},
                 {"name": "$skiptoken", "in": "query", "description": "Given in nextLink; opaque",
                  "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "A page of tasks", "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/ExportTaskListResult"}}}}, **_ERRORS}}},
-        f"{APP_PATH}/exportTasks/{{id}}": {"get": {
-            "operationId": "ExportTasks_Get", "summary": "Get one export task",
-            "parameters": _PATH_PARAMETERS + [_API_VERSION, {"name": "id", "in": "path", "required": True,
-                                                             "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "The task", "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/ExportTaskResult"}}}}, **_ERRORS}}},
+            {"200": {"description": "A page of tasks", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/ExportTaskListResult"}}}}},
+            errors=("400", "401", "404", "405", "503"))},
+        f"{APP_PATH}/exportTasks/{{id}}": {"get": _operation(
+            "ExportTasks_Get", "Get one export task", [_TASK_ID], {"200": _task_result("The task")},
+            errors=("400", "401", "404", "405", "503"))},
+        f"{APP_PATH}/exportTasks/{{id}}/cancel": {"post": _operation(
+            "ExportTasks_Cancel", "Cancel a Queued or Started task: it ends Failed and nothing is committed",
+            [_TASK_ID], {"200": _task_result("The cancelled task (Failed)"),
+                         "409": _error("The task already ended, or is committing its files")},
+            errors=("400", "401", "404", "405", "503"), **_EXTENSION)},
+        f"{APP_PATH}/collect": {"post": _operation(
+            "Collect", "Ingest a batch of records with the app's collect key", [],
+            {"200": {"description": "Every accepted record is stored; refused ones are listed",
+                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CollectResult"}}}}},
+            requestBody={"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["records"], "additionalProperties": False, "properties": {
+                    "records": {"type": "array", "maxItems": MAX_RECORDS, "items": {"type": "object"}}}}}}},
+            **_EXTENSION)},
     }
     for route in ROUTES.values():
-        paths[f"{APP_PATH}/exportTasks/{route.route}"] = {"post": {
-            "operationId": f"ExportTasks_Create{route.route[0].upper()}{route.route[1:]}",
-            "summary": f"Create a {route.export_type} export task",
-            "parameters": _PATH_PARAMETERS + [_API_VERSION],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": _request_schema(route)}}},
-            "responses": {"202": {
+        operation_id = _CREATE_IDS.get(route.route, f"ExportTasks_Create{route.route[0].upper()}{route.route[1:]}Task")
+        extension = _EXTENSION if route.export_type == "Device" else {}
+        paths[f"{APP_PATH}/exportTasks/{route.route}"] = {"post": _operation(
+            operation_id, f"Create a {route.export_type} export task", [], {"202": {
                 "description": "Accepted: the task is queued",
                 "headers": {"Location": {"schema": {"type": "string"}}, "Retry-After": {"schema": {"type": "integer"}}},
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExportTaskResult"}}}},
-                **_ERRORS}}}
-    nullable_string = {"type": "string", "nullable": True}
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExportTaskResult"}}}}},
+            requestBody={"required": True, "content": {"application/json": {"schema": _request_schema(route)}}},
+            **extension)}
     return {
         "openapi": "3.0.3",
         "info": {"title": "Engagement Export", "version": API_VERSION,
@@ -94,25 +145,33 @@ def document() -> dict:
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "The app's export key"}},
+                                           "description": "The app's export key (its collect key for collect)"}},
             "schemas": {
                 "ExportTaskResult": {"type": "object", "required": ["id", "state", "dateCreated", "exportType"],
                                      "properties": {
                     "id": {"type": "string"}, "description": {"type": "string"},
                     "state": {"type": "string", "enum": list(STATES)},
                     "dateCreated": {"type": "string", "format": "date-time"},
-                    "dateCompleted": {"type": "string", "format": "date-time", "nullable": True},
-                    "exportType": {"type": "string", "enum": sorted({r.export_type for r in ROUTES.values()})},
-                    "errorDetails": nullable_string,
-                    "exportFormat": {"type": "string", "enum": list(EXPORT_FORMATS)},
-                    "containerUrl": {"type": "string", "description": "Without its SAS token"},
-                    "progress": {"type": "object", "properties": {
-                        "partsDone": {"type": "integer"}, "partsTotal": {"type": "integer", "nullable": True}}},
-                    "recordCount": {"type": "integer"}, "bytes": {"type": "integer"},
-                    "files": {"type": "array", "items": {"type": "object"}}}},
+                    "dateCompleted": {"type": "string", "format": "date-time",
+                                      "description": "Left out until the task ends"},
+                    "exportType": {"type": "string", "enum": list(EXPORT_TYPES),
+                                   "description": "Device is an extension (exportTasks/devices)"},
+                    "errorDetails": {"type": "string", "description": "Left out unless the task failed"},
+                    "exportFormat": {"type": "string", "enum": list(EXPORT_FORMATS), **_EXTENSION},
+                    "containerUrl": {"type": "string", "description": "Without its SAS token", **_EXTENSION},
+                    "progress": {"type": "object", **_EXTENSION, "properties": {
+                        "partsDone": {"type": "integer"}, "partsTotal": {"type": "integer"}}},
+                    "recordCount": {"type": "integer", **_EXTENSION}, "bytes": {"type": "integer", **_EXTENSION},
+                    "files": {"type": "array", "items": {"type": "object"}, **_EXTENSION}}},
                 "ExportTaskListResult": {"type": "object", "required": ["value"], "properties": {
                     "value": {"type": "array", "items": {"$ref": "#/components/schemas/ExportTaskResult"}},
                     "nextLink": {"type": "string", "format": "uri"}}},
+                "CollectResult": {"type": "object", "required": ["accepted", "rejected"], "properties": {
+                    "accepted": {"type": "integer", "minimum": 0},
+                    "rejected": {"type": "array", "items": {"type": "object", "required": ["index", "field", "reason"],
+                                                            "properties": {"index": {"type": "integer"},
+                                                                           "field": {"type": "string"},
+                                                                           "reason": {"type": "string"}}}}}},
                 "ErrorResponse": {"type": "object", "required": ["error"], "properties": {"error": {
                     "type": "object", "required": ["code", "message"],
                     "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},

@@ -68,7 +68,7 @@ def test_an_arm_style_client_works_by_changing_only_the_base_url(host, app_env, 
     for _ in range(2):
         client.create("tags", {"containerUrl": container})
     listed = client.list_all(top=2)
-    assert len(listed) == 3 and listed[-1]["id"] == task["id"]
+    assert len(listed) == 3 and listed[0]["id"] == task["id"]  # the contract's default order: taskId asc
 
 
 def test_errors_over_http_keep_the_arm_shape(host, names):
