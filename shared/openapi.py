@@ -124,7 +124,10 @@ def document() -> dict:
                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CollectResult"}}}}},
             requestBody={"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["records"], "additionalProperties": False, "properties": {
-                    "records": {"type": "array", "maxItems": MAX_RECORDS, "items": {"type": "object"}}}}}}},
+                    "records": {"type": "array", "maxItems": MAX_RECORDS, "items": {
+                        "description": "A record (see the README's record schema); each is checked on its own, "
+                                       "and one that is refused, even one that is not an object, is listed in "
+                                       "rejected while the rest are stored"}}}}}}},
             **_EXTENSION)},
     }
     for route in ROUTES.values():
