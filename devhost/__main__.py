@@ -12,20 +12,22 @@ import sys
 class StopRequest:
     """Waits, signal-safely, for SIGTERM or SIGINT.
 
-    The handler only writes a byte to a pipe the main thread reads: it takes no lock. (``Event.set`` does,
-    and a second signal whose handler ran inside the first one's deadlocked the main thread for good.)"""
+    The C-level signal handler writes the signal's number to a pipe that the main thread reads
+    (``signal.set_wakeup_fd``), whichever thread the kernel delivered the signal to; the Python handler does
+    nothing and takes no lock. (Setting an Event in the handler deadlocked when a second signal's handler ran
+    inside the first, and a handler only runs once the main thread is woken, which a signal delivered to
+    another thread does not do.)"""
 
     def __init__(self, signums=(signal.SIGTERM, signal.SIGINT)) -> None:
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._write, False)
+        self._read, write = os.pipe()
+        os.set_blocking(write, False)
+        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
         for signum in signums:
             signal.signal(signum, self._note)
 
-    def _note(self, signum, frame) -> None:
-        try:
-            os.write(self._write, b"s")
-        except BlockingIOError:
-            pass  # the pipe is full of earlier requests: the stop is already on its way
+    @staticmethod
+    def _note(signum, frame) -> None:
+        """Replaces the default action (exit, KeyboardInterrupt); the wakeup pipe has the signal already."""
 
     def wait(self) -> None:
         os.read(self._read, 1)
