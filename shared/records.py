@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import math
 import re
+import unicodedata
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from shared.json_input import Unwritable, check_writable
@@ -33,8 +34,10 @@ MAX_NESTING = 16
 # A device clock this far ahead is wrong: a record dated later could not be exported until that day came.
 MAX_CLOCK_AHEAD = dt.timedelta(days=1)
 _KEY = re.compile(r"^[a-zA-Z0-9_]{1,64}$")
-# Device ids become table row keys: no '/', '\\', '#', '?', '|' or control characters.
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9._:@=+-]{1,128}$")
+# Device ids become table row keys, which forbid '/', '\\', '#', '?' and control characters: an id is letters,
+# marks and digits of any script (normalised to NFC) and these separators; '|' separates key parts.
+_ASCII_DEVICE_ID = re.compile(r"^[A-Za-z0-9._:@=+-]{1,128}$")
+_DEVICE_ID_PUNCTUATION = frozenset("._:@=+-")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -246,6 +249,21 @@ _BY_TYPE: Dict[str, Tuple[Callable[[dict, dt.datetime], dict], Tuple[str, ...]]]
 }
 
 
+def _device_id(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise RecordError("deviceId", "is required: 1 to 128 letters, digits (any script) and . _ : @ = + -")
+    if _ASCII_DEVICE_ID.match(value):
+        return value
+    device = unicodedata.normalize("NFC", value)
+    if len(device) > MAX_ID:
+        raise RecordError("deviceId", f"is {len(device)} characters; at most {MAX_ID}")
+    for character in device:
+        if character not in _DEVICE_ID_PUNCTUATION and unicodedata.category(character)[0] not in "LMN":
+            raise RecordError("deviceId", f"holds {ascii(character)}: only letters, digits (any script) and "
+                                          f". _ : @ = + - are allowed")
+    return device
+
+
 def normalize(raw: Any, *, now: Optional[dt.datetime] = None) -> Dict[str, Any]:
     """The stored form of one incoming record, received at ``now``; raises RecordError(field, reason)."""
     if not isinstance(raw, dict):
@@ -258,9 +276,7 @@ def normalize(raw: Any, *, now: Optional[dt.datetime] = None) -> Dict[str, Any]:
     kind = raw.get("type")
     if kind not in _BY_TYPE:
         raise RecordError("type", f"must be one of {', '.join(RECORD_TYPES)}")
-    device = raw.get("deviceId")
-    if not isinstance(device, str) or not _DEVICE_ID.match(device):
-        raise RecordError("deviceId", "is required: 1 to 128 of letters, digits and . _ : @ = + -")
+    device = _device_id(raw.get("deviceId"))
     check, allowed = _BY_TYPE[kind]
     unknown = sorted(set(raw) - {"type", "deviceId"} - set(allowed))
     if unknown:

@@ -69,7 +69,8 @@ def times(draw):
     return moment.isoformat(timespec="milliseconds") + zone
 
 
-devices = st.sampled_from(["dev-1", "dev-2", "d.3:x@y"])
+# Ids in several scripts, one written decomposed (e + combining acute): stored and exported as NFC.
+devices = st.sampled_from(["dev-1", "d.3:x@y", "dev-0007-e\u0301", "устройство-1", "端末-٣", "جهاز_٤"])
 sessions = st.sampled_from(["s1", "s2"])
 
 

@@ -184,3 +184,23 @@ def test_a_lone_surrogate_in_an_export_body_is_a_400_naming_the_field(api):
     assert answer["error"]["message"].startswith("description holds a lone surrogate")
     status, answer = api.call("POST", "tags", raw=b'{"\\udfff": 1}')
     assert status == 400 and "key holding a lone surrogate" in answer["error"]["message"]
+
+
+UNICODE_IDS = ["dev-0007-é", "dev-0007-e\u0301", "устройство-1", "端末-٣", "جهاز_٤", "डिवाइस-१"]
+
+
+def test_device_ids_in_any_script_are_accepted_as_nfc_and_separators_stay_refused(device):
+    accepted = [{"type": "token", "deviceId": device_id, "token": f"tok-{index}"}
+                for index, device_id in enumerate(UNICODE_IDS)]
+    refused = [{"type": "token", "deviceId": device_id, "token": "t"}
+               for device_id in ("a/b", "a\\b", "a#b", "a?b", "a|b", "a b", "a\x07b", "a\u200bb", "a\u202eb")]
+    status, answer = device.post(accepted + refused)
+    assert status == 200, answer
+    assert answer["accepted"] == len(accepted)
+    assert [(r["index"], r["field"]) for r in answer["rejected"]] == [
+        (len(accepted) + i, "deviceId") for i in range(len(refused))]
+    assert all("only letters, digits (any script)" in r["reason"] for r in answer["rejected"])
+    stored = {row["deviceId"]: row["token"] for bucket in sources.tokens(device.app_id) for row in bucket}
+    # The decomposed é was stored composed (NFC): the same device as the composed one, its later token won.
+    assert stored == {"dev-0007-é": "tok-1", "устройство-1": "tok-2", "端末-٣": "tok-3", "جهاز_٤": "tok-4",
+                      "डिवाइस-१": "tok-5"}
