@@ -76,6 +76,14 @@ def register_app(collection: str, name: str, *, rotate: bool = False) -> AppKeys
     return keys
 
 
+def is_registered(ref: AppRef) -> bool:
+    try:
+        storage.table(APPS_TABLE).get_entity(_PARTITION, ref.id, select=["RowKey"])
+    except ResourceNotFoundError:
+        return False
+    return True
+
+
 def authenticate(ref: AppRef, authorization: str, *, purpose: str) -> None:
     """Raises Unauthorized unless ``authorization`` is `Bearer <key>` with this app's key for ``purpose``."""
     scheme, _, key = (authorization or "").strip().partition(" ")

@@ -126,6 +126,10 @@ def _container_url(container: str, hours: int) -> str:
         raise ConfigError(f"{DESTINATION_STORAGE}: {error}") from None
 
 
+# Schedules already reported as naming an unregistered app: each is reported once per process.
+_reported_unregistered: set = set()
+
+
 def create_due_jobs(now: dt.datetime) -> List[str]:
     """Creates the scheduled jobs that are due and do not exist yet; returns their ids."""
     from shared.export_api import create_job
@@ -133,6 +137,13 @@ def create_due_jobs(now: dt.datetime) -> List[str]:
     settings = get_settings()
     created = []
     for schedule in load_schedules():
+        if not apps.is_registered(schedule.app):
+            if schedule.name not in _reported_unregistered:
+                _reported_unregistered.add(schedule.name)
+                log.error("Schedule %s names app %s/%s, which is not registered: it creates no exports until the "
+                          "app is registered (make app COLLECTION=%s APP=%s)", schedule.name, schedule.app.collection,
+                          schedule.app.name, schedule.app.collection, schedule.app.name)
+            continue
         for period in schedule.due_periods(now, settings.schedule_max_catchup):
             job_id = schedule.job_id(period)
             if jobs.find_job(schedule.app.id, job_id) is not None:

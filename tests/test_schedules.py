@@ -19,7 +19,7 @@ from azure.storage.queue import QueueClient
 import StartExport
 from devhost.host import LocalHost
 from sampledata import Plan, load
-from shared import config, jobs, schedules
+from shared import apps, config, jobs, schedules
 
 from conftest import REPO_ROOT
 from helpers import queue_exists, wait_for
@@ -31,6 +31,7 @@ UTC = dt.timezone.utc
 def schedule_app(settings_override, names):
     collection = f"s{names.token}"
     container = names.container("sched")
+    apps.register_app(collection, "game")
 
     def configure(**overrides):
         doc = {"name": "daily-events", "app": f"{collection}/game", "route": "events", "exportFormat": "CsvBlob",
@@ -193,3 +194,19 @@ def test_a_webhook_that_redirects_is_not_followed_and_the_message_goes_to_poison
     poison = QueueClient.from_connection_string(app_env.connection_string, f"{default_queue}-poison")
     (message,) = poison.peek_messages()
     assert json.loads(base64.b64decode(message.content))["reason"] == "webhook: HTTP 307 (a redirect, not followed)"
+
+
+def test_a_schedule_of_an_unregistered_app_is_reported_once_by_name_and_creates_nothing(settings_override, names,
+                                                                                         caplog):
+    collection = f"u{names.token}"
+    doc = {"name": f"orphan-{names.token}", "app": f"{collection}/ghost", "route": "events", "cadence": "daily"}
+    settings_override(**{config.SCHEDULES: json.dumps([doc])})
+    with caplog.at_level("ERROR", logger="shared.schedules"):
+        assert schedules.create_due_jobs(dt.datetime.now(UTC)) == []
+        assert schedules.create_due_jobs(dt.datetime.now(UTC)) == []
+    reports = [record.getMessage() for record in caplog.records if doc["name"] in record.getMessage()]
+    assert reports == [f"Schedule {doc['name']} names app {collection}/ghost, which is not registered: it creates no "
+                       f"exports until the app is registered (make app COLLECTION={collection} APP=ghost)"]
+    assert jobs.list_jobs(f"{collection}~ghost", top=10).jobs == []
+    apps.register_app(collection, "ghost")
+    assert len(schedules.create_due_jobs(dt.datetime.now(UTC))) == 7  # EXPORT_SCHEDULE_MAX_CATCHUP periods
