@@ -1,8 +1,9 @@
 """`make demo`: the main job end to end on the embedded storage.
 
 Starts Azurite (if not running) and the local host, registers an app, loads sample data, creates an
-export task through the HTTP API like any client, follows it to Succeeded with a progress line, and prints
-the manifest and the first rows of the result file, read back from the destination container."""
+export task through the HTTP API like any client, follows it to Succeeded with a progress line, prints
+the manifest and the first rows of the result file, and copies the task's files into a local folder
+(demo-output/<task id>/) that outlives the demo's Azurite."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from shared.config import get_settings
 from tools import localenv
 
 API_VERSION = "2014-12-01"
+OUTPUT_FOLDER = os.path.join(REPO_ROOT, "demo-output")
 
 
 def destination_url(container: str) -> str:
@@ -50,10 +52,11 @@ def run(base_url: str) -> int:
     keys = apps.register_app(collection, app)
     print(f"1. Registered app {collection}/{app} (export and collect keys issued)")
     yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    plan = Plan(devices=1000, days=2, last_day=yesterday)
     started = time.perf_counter()
-    counts = load(f"{collection}~{app}", Plan(devices=1000, days=2, last_day=yesterday))
-    print(f"2. Loaded {sum(counts.values()):,} sample records ({counts['event']:,} events) "
-          f"in {time.perf_counter() - started:.1f}s")
+    counts = load(f"{collection}~{app}", plan)
+    print(f"2. Loaded {sum(counts.values()):,} sample records ({counts['event']:,} events) dated {plan.day_list[0]} to "
+          f"{yesterday} (UTC days) in {time.perf_counter() - started:.1f}s")
     container_url = destination_url("demo-exports")
     tasks = (f"{base_url}/subscriptions/demo/resourceGroups/demo/providers/Microsoft.MobileEngagement/"
              f"appcollections/{collection}/apps/{app}/devices/exportTasks")
@@ -66,14 +69,15 @@ def run(base_url: str) -> int:
         print(f"the export was refused: {response.status_code} {response.text}", file=sys.stderr)
         return 1
     task = response.json()
-    print(f"3. POST exportTasks/events -> 202, task {task['id']}, Location: {response.headers['Location']}")
+    print(f"3. POST exportTasks/events for {yesterday} (startDate = endDate = {yesterday}, CsvBlob) -> 202, "
+          f"task {task['id']}, Location: {response.headers['Location']}")
     started = time.perf_counter()
     while task["state"] not in ("Succeeded", "Failed"):
         time.sleep(0.5)
         task = session.get(response.headers["Location"], timeout=30).json()
         progress = task["progress"]
         print(f"   {time.perf_counter() - started:5.1f}s  {task['state']:<9} parts "
-              f"{progress['partsDone']}/{progress['partsTotal'] or '?'}", flush=True)
+              f"{progress['partsDone']}/{progress.get('partsTotal', '?')}", flush=True)
         if time.perf_counter() - started > 300:
             print("the export did not finish within 5 minutes", file=sys.stderr)
             return 1
@@ -90,7 +94,18 @@ def run(base_url: str) -> int:
     print(f"6. First rows of {first_file}:")
     for row in rows[:6]:
         print(f"   {row}")
+    folder = copy_files(container, f"Event/{task['id']}/", os.path.join(OUTPUT_FOLDER, task["id"]))
+    print(f"7. The task's files are copied to {folder} (the Azurite URL stops working when the demo ends)")
     return 0
+
+
+def copy_files(container, prefix: str, folder: str) -> str:
+    """Downloads every blob under ``prefix`` into ``folder``, keeping their names; returns the folder."""
+    os.makedirs(folder, exist_ok=True)
+    for blob in container.list_blobs(name_starts_with=prefix):
+        with open(os.path.join(folder, blob.name[len(prefix):]), "wb") as handle:
+            container.download_blob(blob.name).readinto(handle)
+    return folder
 
 
 if __name__ == "__main__":
