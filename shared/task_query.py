@@ -43,7 +43,7 @@ def parse_orderby(text: Optional[str]) -> tuple:
 
 def _clauses(text: str) -> List[str]:
     """The clauses of a filter split on `and`, outside quoted strings."""
-    parts, current, quoted = [], "", False
+    parts, current = [], ""
     for token in re.split(r"('(?:[^']|'')*'|\s+)", text):
         if token.startswith("'"):
             current += token

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import azure.functions as func
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
 from devhost.azurite import ACCOUNT_NAME
+from devhost.host import LocalHost
 from shared.config import DEVELOPMENT_CONNECTION_STRING
 
 ACCOUNT_KEY = DEVELOPMENT_CONNECTION_STRING.split("AccountKey=")[1].split(";")[0]
@@ -62,3 +65,14 @@ def queue_exists(client) -> bool:
         return True
     except Exception:
         return False
+
+
+@contextmanager
+def local_host(*functions: str) -> Iterator[LocalHost]:
+    """The app's local host on a free port, running only ``functions``, stopped when the block ends."""
+    host = LocalHost(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), port=0,
+                     functions=list(functions)).start()
+    try:
+        yield host
+    finally:
+        host.stop(grace_seconds=5)

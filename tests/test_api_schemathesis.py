@@ -12,11 +12,10 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi import checks
 
-from conftest import REPO_ROOT
-from devhost.azurite import free_port
-from devhost.host import LocalHost
 from shared import apps
 from shared.openapi import document
+
+from helpers import local_host
 
 COLLECTION, APP = f"fuzz-{uuid.uuid4().hex[:8]}", "app"
 EXAMPLES_PER_OPERATION = 60
@@ -42,11 +41,8 @@ schema = schemathesis.openapi.from_dict(_pinned(document()))
 @pytest.fixture(scope="module")
 def service(app_env):
     keys = apps.register_app(COLLECTION, APP)
-    host = LocalHost(REPO_ROOT, port=free_port(), functions=["ExportTasks", "Collect", "OpenApi", "NotServed"]).start()
-    try:
+    with local_host("ExportTasks", "Collect", "OpenApi", "NotServed") as host:
         yield host, keys
-    finally:
-        host.stop(grace_seconds=5)
 
 
 @schema.parametrize()

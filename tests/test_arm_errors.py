@@ -10,12 +10,10 @@ import requests
 
 import Collect
 import ExportTasks
-from conftest import REPO_ROOT
 from devhost.azurite import connection_string, free_port
-from devhost.host import LocalHost
 from shared import config
 
-from helpers import API_VERSION, app_path, http_request
+from helpers import API_VERSION, app_path, http_request, local_host
 
 HTTP_FUNCTIONS = ["ExportTasks", "Collect", "OpenApi", "Health", "NotServed"]
 SUB = "/subscriptions/s1"
@@ -25,11 +23,8 @@ APP = f"{PROVIDER}/appcollections/c1/apps/a1"
 
 @pytest.fixture(scope="module")
 def host(app_env):
-    running = LocalHost(REPO_ROOT, port=free_port(), functions=HTTP_FUNCTIONS).start()
-    try:
+    with local_host(*HTTP_FUNCTIONS) as running:
         yield running
-    finally:
-        running.stop(grace_seconds=5)
 
 
 def arm_error(response):

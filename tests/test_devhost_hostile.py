@@ -15,16 +15,13 @@ import requests
 
 from conftest import REPO_ROOT
 from devhost.azurite import free_port
-from devhost.host import LocalHost
+from helpers import local_host
 
 
 @pytest.fixture
 def health_host(app_env):
-    host = LocalHost(REPO_ROOT, port=free_port(), functions=["Health"]).start()
-    try:
+    with local_host("Health") as host:
         yield host
-    finally:
-        host.stop(grace_seconds=5)
 
 
 def raw_exchange(host, request: bytes) -> bytes:

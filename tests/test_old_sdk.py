@@ -13,22 +13,17 @@ import pytest
 import requests
 
 from conftest import REPO_ROOT
-from devhost.azurite import free_port
-from devhost.host import LocalHost
 from shared import apps, orchestration
 
-from helpers import API_VERSION, app_path, container_sas_url
+from helpers import API_VERSION, app_path, container_sas_url, local_host
 
 SCRIPT = os.path.join(REPO_ROOT, "tests", "sdk", "old_client.js")
 
 
 @pytest.fixture
 def host(app_env):
-    running = LocalHost(REPO_ROOT, port=free_port(), functions=["ExportTasks"]).start()
-    try:
+    with local_host("ExportTasks") as running:
         yield running
-    finally:
-        running.stop(grace_seconds=5)
 
 
 @pytest.mark.parametrize("orderby", ["taskId", "taskStatus desc"])
