@@ -13,4 +13,4 @@ def main(msg: func.QueueMessage) -> None:
     except ValueError as error:
         logging.error("ExportWorker: malformed message %s: %s", msg.id, error)
         raise
-    orchestration.work(message, last_try=msg.dequeue_count >= orchestration.MAX_DEQUEUE_COUNT)
+    orchestration.work(message, last_try=(msg.dequeue_count or 1) >= orchestration.MAX_DEQUEUE_COUNT)

@@ -8,4 +8,4 @@ from shared import forwarding
 
 
 def main(manifest: func.InputStream) -> None:
-    forwarding.forward(manifest.name, manifest.read())
+    forwarding.forward(manifest.name or "", manifest.read())

@@ -18,7 +18,7 @@ def main(msg: func.QueueMessage) -> None:
     try:
         orchestration.poll(message)
     except Exception as error:
-        if msg.dequeue_count >= orchestration.MAX_DEQUEUE_COUNT:
+        if (msg.dequeue_count or 1) >= orchestration.MAX_DEQUEUE_COUNT:
             orchestration.fail(message.app_id, message.job_id,
                                f"the export could not be monitored ({type(error).__name__}); create it again")
         raise

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Dict
+from typing import Dict, List
 
 import psutil
 import requests
@@ -118,8 +118,8 @@ def raw_copy(app_id: str, destination) -> dict:
     target = destination.get_blob_client(f"rawcopy/{app_id}.jsonl.gz")
     source = storage.container(rawstore.RAW_CONTAINER)
     started = time.perf_counter()
-    blocks = []
     from azure.storage.blob import BlobBlock
+    blocks: List[BlobBlock] = []
     for blob in blobs:
         for chunk in source.get_blob_client(blob.name).download_blob(max_concurrency=2).chunks():
             block_id = f"{len(blocks):08d}"
@@ -145,9 +145,16 @@ def duckdb_baseline(app_id: str, workdir: str) -> dict:
     connection.execute(f"COPY (SELECT * FROM read_json({files!r}, format='newline_delimited')) "
                        f"TO '{output}' (HEADER, COMPRESSION gzip)")
     seconds = time.perf_counter() - started
-    rows = connection.execute(f"SELECT count(*) FROM read_csv('{output}')").fetchone()[0]
-    return {"seconds": seconds, "records": rows, "bytes": os.path.getsize(output), "threads":
-            connection.execute("SELECT current_setting('threads')").fetchone()[0]}
+    return {"seconds": seconds, "records": _one(connection, f"SELECT count(*) FROM read_csv('{output}')"),
+            "bytes": os.path.getsize(output), "threads": _one(connection, "SELECT current_setting('threads')")}
+
+
+def _one(connection, query: str):
+    """The single value a query answers."""
+    row = connection.execute(query).fetchone()
+    if row is None:
+        raise RuntimeError(f"DuckDB answered nothing to {query}")
+    return row[0]
 
 
 def main(argv=None) -> int:

@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from typing import Iterable, List, Optional
+from typing import Callable, Iterable, List, Optional
 
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
@@ -49,10 +49,12 @@ class LocalHost:
         self.frontend: Optional[HttpFrontend] = None
         self.listeners: List[Listener] = []
         self.functions: List[LoadedFunction] = []
-        self._unwatch = None
+        self._unwatch: Optional[Callable[[], None]] = None
 
     @property
     def base_url(self) -> str:
+        if self.frontend is None:
+            raise RuntimeError("the local host is not started")
         return f"http://{self.bind}:{self.frontend.port}"
 
     def _storage(self, binding: dict):

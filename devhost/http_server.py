@@ -13,7 +13,7 @@ import logging
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import List, Tuple
+from typing import List, Optional, Set, Tuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import azure.functions as func
@@ -78,19 +78,17 @@ class HttpFrontend:
         self.server.server_close()
         self.thread.join(timeout=10)
 
-    def resolve(self, method: str, path: str) -> Tuple[int, object, dict]:
-        """(200, route, params) for a match; (405, allowed methods, {}) or (404, None, {}) otherwise."""
-        allowed = set()
+    def resolve(self, method: str, path: str) -> Tuple[int, Optional[HttpRoute], List[str], dict]:
+        """(200, route, [], params) for a match; (405, None, allowed methods, {}) or (404, None, [], {})."""
+        allowed: Set[str] = set()
         for route in self.routes:
             params = route.template.match(path)
             if params is None:
                 continue
             if method in route.methods:
-                return 200, route, params
+                return 200, route, [], params
             allowed.update(route.methods)
-        if allowed:
-            return 405, sorted(allowed), {}
-        return 404, None, {}
+        return (405 if allowed else 404), None, sorted(allowed), {}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -103,7 +101,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks, total = [], 0
+            chunks: List[bytes] = []
+            total = 0
             while True:
                 size_text = self.rfile.readline(64).split(b";")[0].strip().decode("latin-1")
                 if not _HEX.match(size_text):
@@ -128,7 +127,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise OverflowError
         return self.rfile.read(length) if length else b""
 
-    def _send(self, status: int, body: bytes = b"", headers: dict = None) -> None:
+    def _send(self, status: int, body: bytes = b"", headers: Optional[dict] = None) -> None:
         self.send_response(status)
         headers = dict(headers or {})
         for name, value in headers.items():
@@ -152,13 +151,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._send_error(400, "BadRequest", str(error))
             return
-        status, route, params = self.frontend.resolve(self.command, path)
-        if status == 404:
-            self._send_error(404, "NotFound", f"no function serves {path[:200]}")
-            return
-        if status == 405:
-            self._send_error(405, "MethodNotAllowed", f"{self.command[:20]} is not allowed on {path[:200]}",
-                             {"Allow": ", ".join(route)})
+        status, route, allowed, params = self.frontend.resolve(self.command, path)
+        if route is None:
+            if status == 405:
+                self._send_error(405, "MethodNotAllowed", f"{self.command[:20]} is not allowed on {path[:200]}",
+                                 {"Allow": ", ".join(allowed)})
+            else:
+                self._send_error(404, "NotFound", f"no function serves {path[:200]}")
             return
         host = self.headers.get("Host") or f"127.0.0.1:{self.frontend.port}"
         request = func.HttpRequest(
@@ -184,7 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Type"] = f"{response.mimetype}; charset={response.charset}"
         self._send(response.status_code, response.get_body() or b"", headers)
 
-    def _send_error(self, status: int, code: str, message: str, headers: dict = None) -> None:
+    def _send_error(self, status: int, code: str, message: str, headers: Optional[dict] = None) -> None:
         """The host's own refusals, in the ARM error shape the app's functions use."""
         body = json.dumps({"error": {"code": code, "message": message}}).encode()
         self._send(status, body, {"Content-Type": "application/json; charset=utf-8", **(headers or {})})

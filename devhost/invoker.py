@@ -74,6 +74,8 @@ class LoadedFunction:
             sys.path.insert(0, app_root)
         module_spec = importlib.util.spec_from_file_location(
             spec.name, spec.script_file, submodule_search_locations=[spec.directory])
+        if module_spec is None or module_spec.loader is None:
+            raise AppLoadError(f"{spec.name}: {spec.script_file} cannot be loaded as a Python module")
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[spec.name] = module
         try:

@@ -22,7 +22,7 @@ import logging
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Optional
+from typing import Dict, Optional, Set
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.functions.blob import InputStream
@@ -63,6 +63,9 @@ class Listener(threading.Thread):
 
     def interrupt(self) -> None:
         """Cuts short a wait that does not watch the stop event."""
+
+    def listen(self) -> None:
+        raise NotImplementedError
 
     def run(self) -> None:
         try:
@@ -284,7 +287,7 @@ class BlobListener(Listener):
         self.poison = queues.get_queue_client(BLOB_POISON_QUEUE)
         self.max_tries = options.max_dequeue_count
         self.tries: Dict[str, int] = {}
-        self.handled = set()
+        self.handled: Set[str] = set()
 
     def _receipt_name(self, blob_name: str, etag: str) -> str:
         return f"{self.receipt_prefix}{etag.strip(chr(34))}/{self.container}/{blob_name}"

@@ -8,15 +8,16 @@ restricted, either matching is enough, as in cron. Times are UTC.
 from __future__ import annotations
 
 import datetime as dt
-from typing import List, Optional, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 from devhost.appmodel import parse_timespan
 
 _MONTHS = {name: i + 1 for i, name in enumerate(
     ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])}
 _DAYS = {name: i for i, name in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}
-_FIELDS = (("second", 0, 59, {}), ("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day", 1, 31, {}),
-           ("month", 1, 12, _MONTHS), ("day-of-week", 0, 6, _DAYS))
+_FIELDS: Tuple[Tuple[str, int, int, Dict[str, int]], ...] = (
+    ("second", 0, 59, {}), ("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day", 1, 31, {}),
+    ("month", 1, 12, _MONTHS), ("day-of-week", 0, 6, _DAYS))
 
 
 def _value(text: str, low: int, high: int, names: dict, field: str) -> int:

@@ -10,7 +10,7 @@ import random
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from shared import rawstore, snapshots
 from shared.records import encode_line, format_time
@@ -211,7 +211,7 @@ def event_records(day: dt.date, count: int, *, seed: int = 1) -> Iterator[dict]:
     for index in range(count):
         device_index = rng.randrange(len(devices))
         moment = midnight + dt.timedelta(seconds=index * step)
-        record = {"type": "event", "deviceId": devices[device_index]}
+        record: Dict[str, Any] = {"type": "event", "deviceId": devices[device_index]}
         user = _user_id(seed, device_index)
         if user:
             record["userId"] = user
@@ -224,7 +224,7 @@ def load_events(app_id: str, day: dt.date, count: int, *, seed: int = 1) -> int:
     """Writes ``event_records`` into the raw store, an hour partition at a time; returns the count."""
     writer = rawstore.writer()
     batch: List[bytes] = []
-    prefix = None
+    prefix = ""
     written = 0
     with ThreadPoolExecutor(4) as pool:
         pending = []

@@ -13,7 +13,7 @@ import zlib
 import azure.functions as func
 
 from shared import json_input, rawstore, snapshots
-from shared.errors import BadRequest, PayloadTooLarge
+from shared.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from shared.export_api import authorized_app, check_api_version
 from shared.http import arm_endpoint, json_response
 from shared.records import HISTORICAL_TYPES, RecordError, normalize
@@ -31,8 +31,8 @@ def _decoded_body(req: func.HttpRequest) -> bytes:
     if encoding in ("", "identity"):
         return raw
     if encoding != "gzip":
-        raise BadRequest(f"Content-Encoding {encoding!r} is not supported; use gzip or none",
-                         code="UnsupportedContentEncoding", status=415)
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; use gzip or none",
+                                   code="UnsupportedContentEncoding")
     decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         # Bounded, so a small gzip bomb cannot take the worker's memory.

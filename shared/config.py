@@ -104,7 +104,7 @@ class Settings:
     convert_processes: int = 0
     destination_connection: Optional[str] = None
     schedule_container: str = "scheduled-exports"
-    forward_routes: Mapping[str, tuple] = None
+    forward_routes: Optional[Mapping[str, tuple]] = None
     forward_default_queue: str = "export-files"
     webhook_url: Optional[str] = None
     webhook_secret: Optional[str] = None

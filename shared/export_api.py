@@ -10,14 +10,14 @@ import base64
 import binascii
 import logging
 import re
-from typing import Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
 
 from shared import apps, destination, jobs, json_input, orchestration, task_query
 from shared.config import get_settings
-from shared.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
+from shared.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, UnsupportedMediaType
 from shared.export_request import ROUTES, ExportRequest, parse_request
 from shared.http import arm_endpoint, json_response
 
@@ -120,7 +120,7 @@ def _list(req: func.HttpRequest, app: apps.AppRef) -> func.HttpResponse:
             raise BadRequest("$skiptoken is not a token this service gave out; follow nextLink as it is",
                              code="InvalidParameter") from None
     page = jobs.list_jobs(app.id, query=query, top=top, skip=skip, after=after)
-    body = {"value": [job.to_result() for job in page.jobs]}
+    body: Dict[str, Any] = {"value": [job.to_result() for job in page.jobs]}
     if page.next_token is not None:
         next_query = {"api-version": API_VERSION, "$top": str(top),
                       "$orderby": f"{order} {'desc' if descending else 'asc'}"}
@@ -137,8 +137,8 @@ def _read_body(req: func.HttpRequest, limit: int):
         raise PayloadTooLarge(f"the request body is {len(raw)} bytes; at most {limit} bytes are accepted")
     content_type = req.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
-        raise BadRequest(f"the request body must be JSON (Content-Type: application/json), not {content_type}",
-                         code="UnsupportedMediaType", status=415)
+        raise UnsupportedMediaType(f"the request body must be JSON (Content-Type: application/json), not "
+                                   f"{content_type}")
     if not raw.strip():
         raise BadRequest("the request body is empty; send the task's parameters as a JSON object",
                          code="InvalidRequestContent")

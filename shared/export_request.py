@@ -94,6 +94,13 @@ def _string(body: dict, field: str, *, required_what: Optional[str] = None) -> O
     return value
 
 
+def _required_string(body: dict, field: str, what: str) -> str:
+    value = _string(body, field, required_what=what)
+    if value is None:  # _string raises for a missing required field; this tells the type checker so
+        raise _missing(field, what)
+    return value
+
+
 def _choice(body: dict, field: str, choices: Tuple[str, ...], default: Optional[str]) -> Optional[str]:
     value = _string(body, field, required_what=None if default is not None else f"one of {', '.join(choices)}")
     if value is None:
@@ -105,7 +112,7 @@ def _choice(body: dict, field: str, choices: Tuple[str, ...], default: Optional[
 
 
 def parse_date(body: dict, field: str) -> dt.date:
-    value = _string(body, field, required_what="a day as YYYY-MM-DD (RFC 3339 full-date, UTC)")
+    value = _required_string(body, field, "a day as YYYY-MM-DD (RFC 3339 full-date, UTC)")
     midnight = _MIDNIGHT.match(value)
     text = midnight.group(1) if midnight else value
     if not _FULL_DATE.match(text):
@@ -117,7 +124,7 @@ def parse_date(body: dict, field: str) -> dt.date:
 
 
 def parse_time(body: dict, field: str) -> dt.datetime:
-    value = _string(body, field, required_what="an RFC 3339 date-time with a zone, such as 2015-01-31T00:00:00Z")
+    value = _required_string(body, field, "an RFC 3339 date-time with a zone, such as 2015-01-31T00:00:00Z")
     try:
         moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:

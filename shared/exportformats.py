@@ -8,7 +8,7 @@ one gzip member and hands out blocks of bounded size, so memory never grows with
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import orjson
 from isal import isal_zlib
@@ -123,7 +123,7 @@ class GzipSink:
     """Compresses what it is given into one gzip member; ``emit`` receives blocks of BLOCK_BYTES (the last one
     shorter)."""
 
-    def __init__(self, emit: Callable[[bytes], None], *, level: int = GZIP_LEVEL, block_bytes: int = None,
+    def __init__(self, emit: Callable[[bytes], None], *, level: int = GZIP_LEVEL, block_bytes: Optional[int] = None,
                  compress: bool = True) -> None:
         self._emit = emit
         self._block_bytes = block_bytes or BLOCK_BYTES
@@ -137,7 +137,7 @@ class GzipSink:
         while len(self._pending) >= self._block_bytes:
             self._flush_block(self._block_bytes)
 
-    def _flush_block(self, size: int = None) -> None:
+    def _flush_block(self, size: Optional[int] = None) -> None:
         block = bytes(self._pending[:size] if size else self._pending)
         del self._pending[:len(block)]
         if block:

@@ -93,7 +93,7 @@ def parse_manifest(data: bytes) -> dict:
 
 def routes_for(export_type: str) -> Tuple[str, ...]:
     settings = get_settings()
-    return settings.forward_routes.get(export_type) or (settings.forward_default_queue,)
+    return (settings.forward_routes or {}).get(export_type) or (settings.forward_default_queue,)
 
 
 def messages(manifest: dict) -> List[dict]:
@@ -137,15 +137,18 @@ def _post_webhook(body: str) -> None:
     """POSTs one message to the configured webhook, signed; retries 5xx, 429 and network errors with backoff.
     A message the webhook never takes goes to the default queue's poison queue with the reason."""
     settings = get_settings()
+    url, secret = settings.webhook_url, settings.webhook_secret
+    if not url or not secret:  # config.load_settings refuses a URL without a secret
+        return
     data = body.encode("utf-8")
-    headers = {"Content-Type": "application/json", WEBHOOK_SIGNATURE_HEADER: signature(settings.webhook_secret, data)}
+    headers = {"Content-Type": "application/json", WEBHOOK_SIGNATURE_HEADER: signature(secret, data)}
     reason = ""
     for attempt in range(WEBHOOK_TRIES):
         if attempt:
             time.sleep(0.5 * 2 ** (attempt - 1))
         try:
             # A redirect is not followed: the signed message goes only to the URL the settings name.
-            response = requests.post(settings.webhook_url, data=data, headers=headers, timeout=10,
+            response = requests.post(url, data=data, headers=headers, timeout=10,
                                      allow_redirects=False)
         except requests.RequestException as error:
             reason = f"{type(error).__name__}"
@@ -172,7 +175,8 @@ def forward(blob_name: str, data: bytes) -> int:
     sent = 0
     webhook = get_settings().webhook_url
     for index, message in enumerate(messages(manifest)):
-        targets = [(queue_name, f"{index:05d}|{queue_name}") for queue_name in routes_for(manifest["exportType"])]
+        targets: List[Tuple[Optional[str], str]] = [(queue_name, f"{index:05d}|{queue_name}")
+                                                    for queue_name in routes_for(manifest["exportType"])]
         if webhook:
             targets.append((None, f"{index:05d}|webhook"))
         for queue_name, key in targets:

@@ -15,9 +15,10 @@ import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
-from typing import Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from azure.core import MatchConditions
+from azure.data.tables import UpdateMode
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from shared import storage
@@ -127,7 +128,7 @@ class ExportJob:
 
     def to_result(self) -> dict:
         """The exportTaskResult of the API, with the extra fields clients may ignore."""
-        result = {
+        result: Dict[str, Any] = {
             "id": self.id,
             "description": self.description,
             "state": self.state,
@@ -138,7 +139,7 @@ class ExportJob:
             "exportFormat": self.export_format,
             "containerUrl": self.container_url,
         }
-        if self.start_date is not None:
+        if self.start_date is not None and self.end_date is not None:
             result["startDate"] = self.start_date.isoformat()
             result["endDate"] = self.end_date.isoformat()
         if self.hour is not None:
@@ -236,7 +237,7 @@ def save_job(job: ExportJob) -> ExportJob:
     """Writes the job if nobody changed it since it was read; raises JobChanged otherwise."""
     try:
         metadata = storage.table(JOBS_TABLE).update_entity(
-            _to_entity(job), mode="replace", etag=job.etag, match_condition=MatchConditions.IfNotModified)
+            _to_entity(job), mode=UpdateMode.REPLACE, etag=job.etag, match_condition=MatchConditions.IfNotModified)
     except (ResourceModifiedError, ResourceNotFoundError):
         raise JobChanged(f"job {job.id} changed since it was read") from None
     job.etag = metadata.get("etag")
@@ -290,7 +291,8 @@ class JobQuery:
 
     def table_filter(self) -> Tuple[str, dict]:
         """The Table query of the app's partition narrowed by the filter."""
-        clauses, parameters = ["PartitionKey eq @p"], {}
+        clauses = ["PartitionKey eq @p"]
+        parameters: Dict[str, Any] = {}
         if self.state:
             clauses.append("state eq @state")
             parameters["state"] = self.state
@@ -341,7 +343,8 @@ def _stream(app_id: str, table_name: str, query: JobQuery, top: int, skip: int, 
     rows = storage.table(table_name).query_entities(filter_text, parameters=parameters,
                                                     results_per_page=min(1000, skip + top + 1),
                                                     select=["RowKey", "job_id"] if index else None)
-    keys, skipped, more = [], 0, False
+    keys: List[dict] = []
+    skipped, more = 0, False
     for row in rows:
         if skipped < skip:
             skipped += 1

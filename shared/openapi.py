@@ -7,6 +7,7 @@ operation ids, parameters and enums, plus this service's extensions, each marked
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 from shared.collect import MAX_RECORDS
 from shared.export_api import API_VERSION, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
@@ -26,7 +27,7 @@ _PATH_PARAMETERS = [
 _API_VERSION = {"name": "api-version", "in": "query", "required": True,
                 "schema": {"type": "string", "enum": [API_VERSION]}}
 
-def _error(text: str, headers: dict = None) -> dict:
+def _error(text: str, headers: Optional[dict] = None) -> dict:
     response = {"description": text, "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
     if headers:
@@ -35,7 +36,8 @@ def _error(text: str, headers: dict = None) -> dict:
 
 
 _ERRORS = {"400": _error("Invalid request: the message names the field"), "401": _error("Missing or wrong key"),
-           "404": _error("Unknown task or route"), "405": _error("Wrong method", {"Allow": {"schema": {"type": "string"}}}),
+           "404": _error("Unknown task or route"),
+           "405": _error("Wrong method", {"Allow": {"schema": {"type": "string"}}}),
            "413": _error("Body too large"), "415": _error("Body is not JSON, or an unknown Content-Encoding"),
            "503": _error(f"The app's storage is down or throttling; try again after Retry-After "
                          f"({STORAGE_RETRY_AFTER_SECONDS} s)", {"Retry-After": {"schema": {"type": "integer"}}})}
@@ -82,7 +84,8 @@ def _task_result(description: str) -> dict:
 
 
 def _operation(operation_id: str, summary: str, parameters: list, responses: dict, **extra) -> dict:
-    return {"operationId": operation_id, "summary": summary, "parameters": _PATH_PARAMETERS + [_API_VERSION] + parameters,
+    return {"operationId": operation_id, "summary": summary,
+            "parameters": _PATH_PARAMETERS + [_API_VERSION] + parameters,
             "responses": {**responses, **{status: _ERRORS[status] for status in extra.pop("errors", _ERRORS)}},
             **extra}
 

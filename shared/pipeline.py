@@ -134,8 +134,9 @@ class Uploads:
         self._errors: List[BaseException] = []
 
     def _done(self, future: Future) -> None:
-        if future.exception() is not None:
-            self._errors.append(future.exception())
+        error = future.exception()
+        if error is not None:
+            self._errors.append(error)
         self._slots.release()
 
     def submit(self, *args) -> None:

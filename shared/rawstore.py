@@ -53,7 +53,7 @@ class _OpenBlob:
 class RawWriter:
     """Appends rows to this process's blobs, one open blob per partition."""
 
-    def __init__(self, writer_id: str = None) -> None:
+    def __init__(self, writer_id: Optional[str] = None) -> None:
         self.writer_id = writer_id or f"{socket.gethostname()[:20]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._lock = threading.Lock()
         self._open: Dict[str, _OpenBlob] = {}

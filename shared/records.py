@@ -11,7 +11,7 @@ import json
 import math
 import re
 import unicodedata
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Literal, Optional, Tuple, overload
 
 from shared.json_input import Unwritable, check_writable
 
@@ -76,6 +76,14 @@ def _time(raw: dict, field: str, now: dt.datetime) -> str:
         raise RecordError(field, f"is more than a day after the time it was received ({format_time(now)}); "
                                  f"the device's clock is wrong")
     return text
+
+
+@overload
+def _text(raw: dict, field: str, *, limit: int, required: Literal[True]) -> str: ...
+
+
+@overload
+def _text(raw: dict, field: str, *, limit: int, required: bool) -> Optional[str]: ...
 
 
 def _text(raw: dict, field: str, *, limit: int, required: bool) -> Optional[str]:
@@ -199,13 +207,15 @@ def _event(raw, now):
 
 
 def _job(raw, now):
-    record = {"name": _name(raw), "start": _time(raw, "start", now), "end": _time(raw, "end", now), "extras": _extras(raw)}
+    record = {"name": _name(raw), "start": _time(raw, "start", now), "end": _time(raw, "end", now),
+              "extras": _extras(raw)}
     _range(record)
     return record
 
 
 def _crash(raw, now):
-    return {"timestamp": _time(raw, "timestamp", now), "crashType": _text(raw, "crashType", limit=MAX_NAME, required=True),
+    return {"timestamp": _time(raw, "timestamp", now),
+            "crashType": _text(raw, "crashType", limit=MAX_NAME, required=True),
             "message": _text(raw, "message", limit=4096, required=False),
             "stack": _text(raw, "stack", limit=65536, required=False)}
 

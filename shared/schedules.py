@@ -18,7 +18,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import List
+from typing import Any, Dict, List
 
 from shared import apps, destination, jobs
 from shared.config import DESTINATION_STORAGE, SCHEDULES, ConfigError, get_settings
@@ -160,7 +160,7 @@ def create_due_jobs(now: dt.datetime) -> List[str]:
 
 def _request(schedule: Schedule, period: dt.datetime, container_url: str) -> ExportRequest:
     route = ROUTES[schedule.route]
-    values = {"route": route, "container_url": container_url, "export_format": schedule.export_format,
+    values: Dict[str, Any] = {"route": route, "container_url": container_url, "export_format": schedule.export_format,
               "description": f"scheduled: {schedule.name}"}
     if route.kind == HISTORICAL:
         values.update(start_date=period.date(), end_date=period.date())

@@ -17,7 +17,7 @@ from typing import Dict, Iterable, Iterator, List, Optional
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import EdmType, EntityProperty
+from azure.data.tables import EdmType, EntityProperty, UpdateMode
 
 from shared import storage
 from shared.errors import TransientError
@@ -152,7 +152,7 @@ def merge_device(fresh: dict) -> None:
         if seen >= current.get("lastSeen", ""):
             merged.update({k: v for k, v in fresh.items() if k not in ("firstSeen",)})
         try:
-            table.update_entity(merged, mode="replace", etag=current.metadata["etag"],
+            table.update_entity(merged, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
                                 match_condition=MatchConditions.IfNotModified)
             return
         except (ResourceModifiedError, ResourceNotFoundError):
@@ -160,7 +160,7 @@ def merge_device(fresh: dict) -> None:
     raise TransientError(f"device {fresh['deviceId']} kept changing under concurrent writers; retry the batch")
 
 
-def scan(table_name: str, partition_key: str, *, query: str = "", parameters: dict = None) -> Iterator[dict]:
+def scan(table_name: str, partition_key: str, *, query: str = "", parameters: Optional[dict] = None) -> Iterator[dict]:
     """Rows of one bucket partition, with an optional extra filter."""
     # The SDK's parameter substitution needs white space after each @name, hence the spaced parentheses.
     text = "PartitionKey eq @pk" + (f" and ( {query} )" if query else "")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from isal import isal_zlib
 
@@ -101,7 +101,7 @@ def sessions(day_before: Sequence[RawSource], day: Sequence[RawSource],
     sessions that started then (those belong to that day's export). Sessions longer than a day are cut at
     the end of the next day.
     """
-    started_before = set()
+    started_before: Set[Tuple[str, str]] = set()
     for batch in rows(day_before):
         started_before.update((row["deviceId"], row["sessionId"]) for row in batch)
     found: Dict[Tuple[str, str], dict] = {}
@@ -146,7 +146,7 @@ def _integer(value) -> int:
 def _scan_all(table: str, app_id: str, *, query: str = "", parameters: Optional[dict] = None):
     """Every bucket of an app's snapshot table, scanned in parallel, yielded bucket by bucket in order."""
     def scan(partition: str) -> List[dict]:
-        return list(snapshots.scan(table, partition, query=query, parameters=parameters))
+        return list(snapshots.scan(table, partition, query=query, parameters=parameters or {}))
 
     with ThreadPoolExecutor(4) as pool:
         for bucket_rows in pool.map(scan, snapshots.partitions(app_id)):
@@ -166,7 +166,8 @@ def devices(app_id: str) -> Iterator[List[dict]]:
             app_info.setdefault(tag["deviceId"], {})[tag["name"]] = json.loads(tag["value"])
         batch = []
         for row in bucket:
-            batch.append({"deviceId": row["deviceId"], "firstSeen": row.get("firstSeen"), "lastSeen": row.get("lastSeen"),
+            batch.append({"deviceId": row["deviceId"], "firstSeen": row.get("firstSeen"),
+                          "lastSeen": row.get("lastSeen"),
                           "nativePushEnabled": row.get("nativePushEnabled"),
                           "info": json.loads(row["lastInfo"]) if row.get("lastInfo") else None,
                           "location": json.loads(row["lastLocation"]) if row.get("lastLocation") else None,
@@ -193,9 +194,11 @@ def feedback(app_id: str, *, campaign_type: str, campaign_ids: Optional[List[int
         groups = [(" or ".join(clauses[i:i + 15]), {k: v for k, v in parameters.items()
                                                    if int(k[2:]) in range(i, i + 15)})
                   for i in range(0, len(clauses), 15)]
-    else:
+    elif window is not None:
         groups = [("campaignType eq @t and timestamp ge @start and timestamp le @end",
                    {"t": campaign_type, "start": format_time(window[0]), "end": format_time(window[1])})]
+    else:
+        raise ValueError("a feedback export reads by campaign ids or by a time window")
     for query, parameters in groups:
         for bucket in _scan_all(snapshots.FEEDBACK_TABLE, app_id, query=query, parameters=parameters):
             yield [{"deviceId": row["deviceId"], "campaignId": _integer(row["campaignId"]),

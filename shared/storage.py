@@ -7,14 +7,14 @@ which is what the Functions host's queue trigger expects by default.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-from shared.config import get_settings
+from shared.config import STORAGE_CONNECTION, ConfigError, get_settings
 
 _lock = threading.Lock()
 _clients: Dict[str, Any] = {}
@@ -27,6 +27,12 @@ def _credential():
     return DefaultAzureCredential()
 
 
+def _url(value: Optional[str]) -> str:
+    if not value:  # config.load_settings gives every service URL when there is no connection string
+        raise ConfigError(f"{STORAGE_CONNECTION} is not set and a storage service URI is missing")
+    return value
+
+
 def _service(kind: str):
     with _lock:
         client = _clients.get(kind)
@@ -35,16 +41,16 @@ def _service(kind: str):
         storage = get_settings().storage
         if kind == "blob":
             # Downloads in 4 MiB pieces (the SDK's first GET is 32 MiB by default): memory stays per block.
-            sizes = {"max_single_get_size": 4 * 1024 * 1024, "max_chunk_get_size": 4 * 1024 * 1024}
+            sizes: Dict[str, Any] = {"max_single_get_size": 4 * 1024 * 1024, "max_chunk_get_size": 4 * 1024 * 1024}
             client = (BlobServiceClient.from_connection_string(storage.connection_string, **sizes)
                       if storage.connection_string
-                      else BlobServiceClient(storage.blob_url, credential=_credential(), **sizes))
+                      else BlobServiceClient(_url(storage.blob_url), credential=_credential(), **sizes))
         elif kind == "queue":
-            client = (QueueServiceClient.from_connection_string(storage.connection_string)
-                      if storage.connection_string else QueueServiceClient(storage.queue_url, credential=_credential()))
+            client = (QueueServiceClient.from_connection_string(storage.connection_string) if storage.connection_string
+                      else QueueServiceClient(_url(storage.queue_url), credential=_credential()))
         else:
-            client = (TableServiceClient.from_connection_string(storage.connection_string)
-                      if storage.connection_string else TableServiceClient(storage.table_url, credential=_credential()))
+            client = (TableServiceClient.from_connection_string(storage.connection_string) if storage.connection_string
+                      else TableServiceClient(_url(storage.table_url), credential=_credential()))
         _clients[kind] = client
         return client
 

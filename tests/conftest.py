@@ -61,7 +61,8 @@ def app_env(azurite):
     """The app's settings, for the whole session: storage is the session's Azurite."""
     saved = dict(os.environ)
     os.environ.update({config.STORAGE_CONNECTION: azurite.connection_string, config.SAS_ENCRYPTION_KEY: TEST_SAS_KEY,
-                       config.ALLOW_LOOPBACK_DESTINATIONS: "true", config.DESTINATION_STORAGE: azurite.connection_string,
+                       config.ALLOW_LOOPBACK_DESTINATIONS: "true",
+                       config.DESTINATION_STORAGE: azurite.connection_string,
                        config.SCHEDULE_CONTAINER: "scheduled-exports"})
     config.reset_settings()
     yield azurite

@@ -19,7 +19,8 @@ from helpers import API_VERSION, app_path, container_sas_url
 
 @pytest.fixture
 def host(app_env):
-    running = LocalHost(REPO_ROOT, port=0, functions=["ExportTasks", "Collect", "OpenApi", "Health", "NotServed"]).start()
+    running = LocalHost(REPO_ROOT, port=0,
+                        functions=["ExportTasks", "Collect", "OpenApi", "Health", "NotServed"]).start()
     yield running
     running.stop()
 

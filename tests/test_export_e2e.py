@@ -138,7 +138,8 @@ def test_export_holds_exactly_the_expected_records(exported, route, export_type,
         data = blob.download_blob().readall()
         assert blob.get_blob_properties().metadata["jobId"] == task["id"]
         assert len(data) == entry["bytes"]
-        import base64, hashlib
+        import base64
+        import hashlib
         assert base64.b64encode(hashlib.md5(data).digest()).decode() == entry["md5"]
         text = gzip.decompress(data).decode("utf-8")
         if export_format == "JsonBlob":

@@ -38,5 +38,7 @@ def test_load_writes_the_historical_records_into_their_hour_partitions(app_env, 
         for row in rows:
             assert blob.name.startswith(rawstore.hour_prefix(app_id, "event", rawstore.hour_of(row)))
         stored += rows
-    key = lambda r: (r["deviceId"], r["timestamp"], r["name"], json.dumps(r["extras"], sort_keys=True))
+    def key(r):
+        return r["deviceId"], r["timestamp"], r["name"], json.dumps(r["extras"], sort_keys=True)
+
     assert sorted(stored, key=key) == sorted(expected, key=key)

@@ -142,7 +142,9 @@ def test_a_scheduled_export_lands_and_is_forwarded_once_to_queue_and_webhook(app
         StartExport.main(TimerRequest(past_due=False))
         StartExport.main(TimerRequest(past_due=True))
         client = QueueClient.from_connection_string(app_env.connection_string, queue)
-        peek = lambda: list(client.peek_messages(max_messages=32)) if queue_exists(client) else []
+        def peek():
+            return list(client.peek_messages(max_messages=32)) if queue_exists(client) else []
+
         messages = wait_for(lambda: peek(), 60)
         assert wait_for(lambda: len(receiver.requests) >= 2, 30)
         import time

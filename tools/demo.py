@@ -29,9 +29,17 @@ API_VERSION = "2014-12-01"
 OUTPUT_FOLDER = os.path.join(REPO_ROOT, "demo-output")
 
 
+def connection_string() -> str:
+    """The development account's connection string (localenv.prepare sets it)."""
+    connection = get_settings().storage.connection_string
+    if connection is None:
+        raise SystemExit("the demo runs on Azurite: AzureWebJobsStorage must be a connection string")
+    return connection
+
+
 def destination_url(container: str) -> str:
     """A container of the development account, with a SAS that can write, read and list."""
-    return destination.container_sas_url(get_settings().storage.connection_string, container, permission="rcwl",
+    return destination.container_sas_url(connection_string(), container, permission="rcwl",
                                          valid_for=dt.timedelta(hours=4))
 
 
@@ -85,8 +93,7 @@ def run(base_url: str) -> int:
         print(f"4. The export failed: {task['errorDetails']}", file=sys.stderr)
         return 1
     print(f"4. Succeeded: {task['recordCount']:,} records, {task['bytes']:,} bytes")
-    container = BlobServiceClient.from_connection_string(get_settings().storage.connection_string) \
-        .get_container_client("demo-exports")
+    container = BlobServiceClient.from_connection_string(connection_string()).get_container_client("demo-exports")
     manifest = container.download_blob(f"Event/{task['id']}/manifest.json").readall().decode()
     print(f"5. Manifest (Event/{task['id']}/manifest.json):\n{manifest}")
     first_file = json.loads(manifest)["files"][0]["name"]
