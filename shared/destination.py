@@ -176,7 +176,8 @@ def failure_reason(error: Exception, url: str) -> Optional[str]:
         return (f"the blocks this export staged in {url} are gone: the container was deleted or "
                 f"re-created while the export ran; export again")
     if code == "AuthorizationPermissionMismatch":
-        return "the SAS of the destination container lacks write permission; give a SAS with at least create and write ('cw')"
+        return ("the SAS of the destination container lacks write permission; give a SAS with at least create and "
+                "write ('cw')")
     if isinstance(error, ClientAuthenticationError) or status in (401, 403):
         return (f"the destination storage refused the SAS ({code or f'HTTP {status}'}): it was revoked, has expired "
                 f"or its signing key was rotated; give a new SAS")

@@ -12,6 +12,7 @@ from azure.core.exceptions import AzureError
 
 from shared.errors import ApiError, TransientError
 
+Handler = Callable[[func.HttpRequest], func.HttpResponse]
 # How long a client waits before trying again when the app's storage is down or throttling.
 STORAGE_RETRY_AFTER_SECONDS = 5
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def arm_endpoint(unavailable: str) -> Callable:
     """Wraps an HTTP handler so that every outcome is in the ARM shape: a refusal as its 4xx; storage that is
     down or throttling as 503 with Retry-After and ``unavailable`` as the message; anything else as a 500
     without details (logged), never a traceback."""
-    def wrap(handler: Callable[[func.HttpRequest], func.HttpResponse]) -> Callable[[func.HttpRequest], func.HttpResponse]:
+    def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
         def handle(req: func.HttpRequest) -> func.HttpResponse:
             try:
