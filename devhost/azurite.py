@@ -20,6 +20,10 @@ from shared.config import DEVELOPMENT_CONNECTION_STRING
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCOUNT_NAME = "devstoreaccount1"
 SERVICES = ("blob", "queue", "table")
+# Azurite closes an idle connection after 5 s by default; a client that sends on a pooled connection just as
+# it closes gets "connection reset", which the SDKs retry only for idempotent requests (a table transaction is
+# a POST). Azure itself keeps idle connections for minutes: so does the emulator here.
+KEEP_ALIVE_SECONDS = 300
 
 
 class AzuriteError(Exception):
@@ -86,7 +90,8 @@ class Azurite:
         command = [binary, "--location", self.location, "--disableTelemetry", "--skipApiVersionCheck",
                    "--loose", "--silent"]
         for service in SERVICES:
-            command += [f"--{service}Host", self.host, f"--{service}Port", str(self.ports[service])]
+            command += [f"--{service}Host", self.host, f"--{service}Port", str(self.ports[service]),
+                        f"--{service}KeepAliveTimeout", str(KEEP_ALIVE_SECONDS)]
         log = open(self.log_path, "ab")
         try:
             # A session of its own, so stopping it reaches node and anything node spawned.
