@@ -14,19 +14,18 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Sequence
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, ContentSettings
 
-from shared import convert, destination, jobs, rawstore, sources, storage
+from shared import convert, destination, jobs, monitor, parts, rawstore, sources, storage
 from shared.config import get_settings
 from shared.errors import PermanentJobError
 from shared.exportformats import GzipSink, RowEncoder, file_name, gzip_member, manifest_name
 from shared.pipeline import Background, Uploads, release_free_memory, tune_allocator
 
 PLANS_CONTAINER = "exportplans"
-PARTS_TABLE = "exportparts"
 ROW_BATCH = 2000
 log = logging.getLogger(__name__)
 
@@ -52,12 +51,17 @@ class WorkItem:
 
 
 def _days(job: jobs.ExportJob) -> List[dt.date]:
-    return [job.start_date + dt.timedelta(days=n) for n in range((job.end_date - job.start_date).days + 1)]
+    first, last = job.start_date, job.end_date
+    if first is None or last is None:
+        return []
+    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def plan_items(job: jobs.ExportJob) -> List[WorkItem]:
     """The work items of a job, from what the raw store holds now."""
-    name = lambda index: file_name(job.export_type, job.id, index, job.export_format)
+    def name(index: int) -> str:
+        return file_name(job.export_type, job.id, index, job.export_format)
+
     if job.start_date is None:
         return [WorkItem(0, name(0), "snapshot")]
     if job.export_type == "Session":
@@ -143,9 +147,9 @@ def _row_batches(job: jobs.ExportJob, item: WorkItem) -> Iterator[List[dict]]:
         return sources.devices(job.app_id)
     if job.export_type == "Token":
         return sources.tokens(job.app_id)
-    window = (job.campaign_window_start, job.campaign_window_end) if job.campaign_window_start else None
-    return sources.feedback(job.app_id, campaign_type=job.campaign_type, campaign_ids=job.campaign_ids,
-                            window=window)
+    start, end = job.campaign_window_start, job.campaign_window_end
+    return sources.feedback(job.app_id, campaign_type=job.campaign_type or "", campaign_ids=job.campaign_ids,
+                            window=(start, end) if start is not None and end is not None else None)
 
 
 class LineCounter:
@@ -236,15 +240,10 @@ def destination_of(job: jobs.ExportJob) -> destination.Destination:
                                    expires=job.sas_expires)
 
 
-def sas_expired(job: jobs.ExportJob) -> str:
-    return (f"the SAS token of the destination container expired at {jobs.iso(job.sas_expires)} before the export "
-            f"finished; create the export again with a SAS valid long enough")
-
-
 def storage_failure(error: Exception, job: jobs.ExportJob) -> Exception:
     """The error to raise for a failed call to the destination: permanent when no retry can fix it."""
     if jobs.utcnow() >= job.sas_expires:
-        return PermanentJobError(sas_expired(job))
+        return PermanentJobError(monitor.sas_expired(job))
     reason = destination.failure_reason(error, job.container_url)
     return PermanentJobError(reason) if reason else error
 
@@ -271,25 +270,7 @@ def _stage_to(job: jobs.ExportJob, item: WorkItem) -> Callable[[str, bytes], Non
     return stage
 
 
-# --- parts ----------------------------------------------------------------------------------------------
-
-def _part_key(index: int) -> str:
-    return f"{index:06d}"
-
-
-def record_part(job: jobs.ExportJob, item: WorkItem, result: Optional[PartResult], *, failure: str = None) -> None:
-    entity = {"PartitionKey": job.id, "RowKey": _part_key(item.index), "file": item.file}
-    if failure is not None:
-        entity.update(state="failed", reason=failure)
-    else:
-        entity.update(state="done", records=result.records, bytes=result.bytes, md5=result.md5,
-                      blocks=json.dumps(result.blocks))
-    storage.table(PARTS_TABLE).upsert_entity(entity, mode="replace")
-
-
-def parts(job_id: str) -> List[dict]:
-    return list(storage.table(PARTS_TABLE).query_entities("PartitionKey eq @j", parameters={"j": job_id}))
-
+# --- running an item -----------------------------------------------------------------------------------
 
 def run_item(app_id: str, job_id: str, index: int, *, last_try: bool) -> bool:
     """The worker's job: produce one file's blocks and record the part. Idempotent. Returns True when this
@@ -297,37 +278,36 @@ def run_item(app_id: str, job_id: str, index: int, *, last_try: bool) -> bool:
     job = jobs.find_job(app_id, job_id)
     if job is None or job.finished:
         return False
-    try:
-        existing = storage.table(PARTS_TABLE).get_entity(job.id, _part_key(index))
-        if existing.get("state") == "done":
-            return False
-    except ResourceNotFoundError:
-        pass
+    existing = parts.find_part(job.id, index)
+    if existing is not None and existing.done:
+        return False
     plan = read_plan(app_id, job_id)
     item = plan[index]
     try:
         result = produce(job, item, _stage_to(job, item))
     except PermanentJobError as error:
-        record_part(job, item, None, failure=str(error))
+        parts.record(parts.failed(job.id, index, item.file, str(error)))
         return True  # a failed part decides the job: no need to wait for the others
     except Exception as error:
         if last_try:
-            record_part(job, item, None, failure=f"part {index} failed on every try ({type(error).__name__}); "
-                                                 f"the export service could not read the data or write the file")
+            parts.record(parts.failed(job.id, index, item.file, (
+                f"part {index} failed on every try ({type(error).__name__}); the export service could not read "
+                f"the data or write the file")))
         raise
-    record_part(job, item, result)
+    parts.record(parts.done(job.id, index, item.file, records=result.records, size=result.bytes, md5=result.md5,
+                            blocks=result.blocks))
     log.info("Export %s part %d: %d records, %d bytes", job.id, index, result.records, result.bytes)
-    return len(parts(job.id)) >= len(plan)
+    return parts.all_recorded(job.id, len(plan))
 
 
 # --- finishing ------------------------------------------------------------------------------------------
 
 def manifest(job: jobs.ExportJob, files: List[dict]) -> dict:
     collection, _, name = job.app_id.partition("~")
-    document = {"jobId": job.id, "app": {"appCollection": collection, "appName": name},
+    document: Dict[str, Any] = {"jobId": job.id, "app": {"appCollection": collection, "appName": name},
                 "exportType": job.export_type, "exportFormat": job.export_format, "compression": "gzip",
                 "readAt": jobs.iso(job.date_started), "dateCreated": jobs.iso(job.date_created)}
-    if job.start_date is not None:
+    if job.start_date is not None and job.end_date is not None:
         document["range"] = {"startDate": job.start_date.isoformat(), "endDate": job.end_date.isoformat()}
         if job.hour is not None:
             document["range"]["hour"] = job.hour
@@ -346,7 +326,7 @@ def manifest(job: jobs.ExportJob, files: List[dict]) -> dict:
     return document
 
 
-def commit(job: jobs.ExportJob, done: List[dict]) -> List[dict]:
+def commit(job: jobs.ExportJob, done: Sequence[parts.Part]) -> List[dict]:
     """Commits every file's staged blocks in order, then writes the manifest; returns the files' entries.
     Safe to run twice: the same block lists commit to the same bytes, and the manifest is only created.
 
@@ -356,15 +336,15 @@ def commit(job: jobs.ExportJob, done: List[dict]) -> List[dict]:
     container = target.container_client()
     files = []
     metadata = {"jobId": job.id, "exportType": job.export_type}
-    ordered = sorted(done, key=lambda p: p["RowKey"])
+    ordered = sorted(done, key=lambda part: part.index)
     try:
         for part in ordered:
-            blob = container.get_blob_client(part["file"])
-            blob.commit_block_list([BlobBlock(block_id=b) for b in json.loads(part["blocks"])],
+            blob = container.get_blob_client(part.file)
+            blob.commit_block_list([BlobBlock(block_id=b) for b in part.blocks],
                                    content_settings=ContentSettings(content_type="application/gzip"),
-                                   metadata=dict(metadata, records=str(part["records"])))
-            files.append({"name": part["file"], "url": f"{target.url}/{part['file']}", "records": part["records"],
-                          "bytes": part["bytes"], "md5": part["md5"]})
+                                   metadata=dict(metadata, records=str(part.records)))
+            files.append({"name": part.file, "url": f"{target.url}/{part.file}", "records": part.records,
+                          "bytes": part.bytes, "md5": part.md5})
         body = json.dumps(manifest(job, files), indent=2).encode()
         try:
             container.get_blob_client(manifest_name(job.export_type, job.id)).upload_blob(
@@ -375,7 +355,7 @@ def commit(job: jobs.ExportJob, done: List[dict]) -> List[dict]:
     except AzureError as error:
         failure = storage_failure(error, job)
         if isinstance(failure, PermanentJobError):
-            _remove_files(container, [part["file"] for part in ordered])
+            _remove_files(container, [part.file for part in ordered])
         raise failure from None
     return files
 

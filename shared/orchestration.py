@@ -11,9 +11,9 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
-from shared import engine, jobs, storage
+from shared import engine, jobs, monitor, parts, storage
 from shared.config import get_settings
 from shared.errors import Conflict, PermanentJobError
 from shared.fairslots import FairSlots
@@ -101,7 +101,7 @@ def _poll_later(message: PollMessage) -> None:
     send_poll(PollMessage(message.app_id, message.job_id, message.attempt + 1), delay_seconds=delay)
 
 
-def _finish(job: jobs.ExportJob, state: str, *, error: str = None, **fields) -> None:
+def _finish(job: jobs.ExportJob, state: str, *, error: Optional[str] = None, **fields) -> None:
     """Moves the job to a final state unless another instance already did (ETag)."""
     while not job.finished:
         job.move_to(state, error=error)
@@ -159,46 +159,46 @@ def _start(job: jobs.ExportJob) -> jobs.ExportJob:
 
 
 def poll(message: PollMessage) -> None:
-    """One look at a job: start it, fail it, finish it, or look again later."""
+    """One look at a job: start it, fail it, finish it, or look again later (the decision: shared.monitor)."""
     job = jobs.find_job(message.app_id, message.job_id)
     if job is None:
         log.warning("Poll for unknown export task %s of app %s dropped", message.job_id, message.app_id)
         jobs.forget_queued(message.app_id, message.job_id)
         return
-    if job.finished:
-        return
     now = jobs.utcnow()
-    if now >= job.sas_expires:
-        _finish(job, jobs.FAILED, error=engine.sas_expired(job))
-        return
-    if job.state == jobs.QUEUED:
+    deadline_hours = get_settings().job_deadline_hours
+
+    def parts_of(job: jobs.ExportJob) -> Optional[parts.Summary]:
+        return None if job.state == jobs.QUEUED else parts.summarize(job.id, job.parts_total or 0)
+
+    summary = parts_of(job)
+    decision = monitor.decide(job, summary, now, deadline_hours=deadline_hours)
+    if decision.action is monitor.Action.START:
         job = _start(job)
-        if job.finished:
-            return
-    deadline = (job.date_started or now) + dt.timedelta(hours=get_settings().job_deadline_hours)
-    if now >= deadline:
-        _finish(job, jobs.FAILED, error=f"the export did not finish within {get_settings().job_deadline_hours} "
-                                        f"hours (EXPORT_JOB_DEADLINE_HOURS); try a shorter date range")
-        return
-    rows = engine.parts(job.id)
-    failed = [row for row in rows if row.get("state") == "failed"]
-    if failed:
-        first = min(failed, key=lambda row: row["RowKey"])
-        _finish(job, jobs.FAILED, error=first["reason"])
-        return
-    done = [row for row in rows if row.get("state") == "done"]
-    if len(done) < (job.parts_total or 0):
-        if job.parts_done != len(done):
-            job.parts_done = len(done)
-            try:
-                jobs.save_job(job)
-            except jobs.JobChanged:
-                pass  # progress is advisory; the next poll writes it
+        summary = parts_of(job)
+        decision = monitor.decide(job, summary, now, deadline_hours=deadline_hours)
+    if decision.action is monitor.Action.FAIL:
+        _finish(job, jobs.FAILED, error=decision.reason)
+    elif summary is not None and decision.action is monitor.Action.WAIT:
+        _report_progress(job, len(summary.done))
         _poll_later(message)
-        return
-    if not job.committing:
-        # Claimed under the job's ETag: a cancel that got in first wins and nothing is committed; once this is
-        # saved, a cancel is refused (409) and the commit below decides the outcome.
+    elif summary is not None and decision.action is monitor.Action.COMMIT:
+        _commit(job, summary.done)
+
+
+def _report_progress(job: jobs.ExportJob, parts_ended: int) -> None:
+    if job.parts_done != parts_ended:
+        job.parts_done = parts_ended
+        try:
+            jobs.save_job(job)
+        except jobs.JobChanged:
+            pass  # progress is advisory; the next poll writes it
+
+
+def _commit(job: jobs.ExportJob, done: Sequence[parts.Part]) -> None:
+    # The commit is claimed under the job's ETag before anything is written: a cancel that got in first wins
+    # and nothing is committed; once the claim is saved, a cancel is refused (409) and the commit decides.
+    while not job.committing:
         job.committing = True
         try:
             job = jobs.save_job(job)

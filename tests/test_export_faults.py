@@ -22,7 +22,7 @@ import PollExport
 import StartExport
 from azure.functions.timer import TimerRequest
 from sampledata import Plan, load, records
-from shared import apps, engine, exportformats, jobs, orchestration
+from shared import apps, engine, exportformats, jobs, orchestration, parts, storage
 from shared.export_api import create_job
 from shared.export_request import ROUTES, parse_request
 
@@ -159,7 +159,7 @@ def test_a_worker_killed_after_staging_half_its_blocks_is_redelivered_and_the_fi
     with pytest.raises(SystemExit):
         ExportWorker.main(work[0])
     assert len(staged) == 2, "two blocks were staged before the worker died"
-    assert engine.parts(job.id) == []
+    assert parts.list_parts(job.id) == []
     assert not any(name.endswith(".csv.gz") for name in driver.blobs()), "no partial file may be visible"
     monkeypatch.setattr(engine, "_stage_to", real_stage)
     redelivered = QueueMessage(id=work[0].id, body=work[0].get_body(), dequeue_count=2)
@@ -242,9 +242,9 @@ def test_a_sas_expiring_while_a_part_runs_fails_the_part_and_the_job(driver):
     time.sleep(max(0.0, (job.sas_expires - dt.datetime.now(dt.timezone.utc)).total_seconds()) + 0.5)
     for pair in driver.take(orchestration.WORK_QUEUE):
         driver.deliver(orchestration.WORK_QUEUE, ExportWorker.main, pair)  # Azurite now refuses the SAS
-    (part,) = engine.parts(job.id)
-    assert part["state"] == "failed"
-    assert part["reason"].startswith("the SAS token of the destination container expired at ")
+    (part,) = parts.list_parts(job.id)
+    assert part.state is parts.PartState.FAILED
+    assert part.reason.startswith("the SAS token of the destination container expired at ")
     final = driver.run(job)
     assert final.state == jobs.FAILED and "expired" in final.error_details
     assert not any(name.endswith(".csv.gz") for name in driver.blobs())
@@ -271,7 +271,7 @@ def test_a_part_failing_max_dequeue_count_times_fails_the_job(driver, monkeypatc
     for attempt in range(1, orchestration.MAX_DEQUEUE_COUNT + 1):
         with pytest.raises(ConnectionError):
             ExportWorker.main(QueueMessage(id=work[0].id, body=work[0].get_body(), dequeue_count=attempt))
-        failed = [p for p in engine.parts(job.id) if p["state"] == "failed"]
+        failed = [p for p in parts.list_parts(job.id) if p.state is parts.PartState.FAILED]
         assert bool(failed) == (attempt == orchestration.MAX_DEQUEUE_COUNT)
     driver.queues[orchestration.WORK_QUEUE].delete_message(work[1])
     final = driver.run(job)
@@ -326,17 +326,17 @@ def test_a_redelivered_item_reads_what_its_plan_saw_even_while_the_raw_blob_grow
     driver.deliver(orchestration.POLL_QUEUE, PollExport.main, driver.take(orchestration.POLL_QUEUE)[0])
     (work,) = driver.take(orchestration.WORK_QUEUE)
     ExportWorker.main(work[0])
-    (first,) = engine.parts(job.id)
+    (first,) = parts.list_parts(job.id)
     # a late record lands in an hour blob the plan listed (this process's writer appends to it)
     from shared import rawstore
     late = {"type": "event", "deviceId": "late", "name": "late", "timestamp": f"{DAY.isoformat()}T05:00:00.000Z"}
     rawstore.writer().append_records(job.app_id, [late])
-    storage_parts = engine.storage.table(engine.PARTS_TABLE)
-    storage_parts.delete_entity(job.id, first["RowKey"])  # as if the first run died before its part row
+    storage_parts = storage.table(parts.PARTS_TABLE)
+    storage_parts.delete_entity(job.id, f"{first.index:06d}")  # as if the first run died before its part row
     ExportWorker.main(QueueMessage(id=work[0].id, body=work[0].get_body(), dequeue_count=2))
     driver.queues[orchestration.WORK_QUEUE].delete_message(work[1])
-    (second,) = engine.parts(job.id)
-    assert (second["records"], second["md5"], second["blocks"]) == (first["records"], first["md5"], first["blocks"])
+    (second,) = parts.list_parts(job.id)
+    assert (second.records, second.md5, second.blocks) == (first.records, first.md5, first.blocks)
     final = driver.run(job)
     assert final.state == jobs.SUCCEEDED and final.record_count == len(expected_events())
 
@@ -371,7 +371,7 @@ def test_a_conversion_process_killed_mid_part_fails_the_try_and_the_retry_is_exa
     monkeypatch.setattr(sources, "line_text", line_text_then_kill)
     with pytest.raises(convert.ConversionProcessLost, match="a conversion process died"):
         ExportWorker.main(work[0])
-    assert killed and engine.parts(job.id) == []
+    assert killed and parts.list_parts(job.id) == []
     assert not any(name.endswith(".csv.gz") for name in driver.blobs())
     ExportWorker.main(QueueMessage(id=work[0].id, body=work[0].get_body(), dequeue_count=2))
     driver.queues[orchestration.WORK_QUEUE].delete_message(work[1])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import PollExport
-from shared import engine, exportformats, jobs, orchestration
+from shared import engine, exportformats, jobs, orchestration, parts
 from shared.errors import Conflict
 
 from helpers import API_VERSION
@@ -133,8 +133,8 @@ def test_a_started_task_cancelled_mid_part_stops_at_its_next_block_and_commits_n
     assert final.state == jobs.FAILED and final.error_details.startswith("cancelled at ")
     # Blocks already on their way (at most 4 uploads in flight) finish; no block starts after the cancel.
     assert 2 <= len(staged) <= 2 + 4
-    (part,) = engine.parts(job.id)
-    assert part["state"] == "failed" and part["reason"] == "the export ended while part 0 ran"
+    (part,) = parts.list_parts(job.id)
+    assert part.state is parts.PartState.FAILED and part.reason == "the export ended while part 0 ran"
     assert [name for name in every_blob(driver) if not name.endswith(".write-check")] == [
         f"Event/{job.id}/part-00000.csv.gz"]  # uncommitted blocks only: no committed file, no manifest
     assert driver.blobs() == {}
