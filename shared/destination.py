@@ -50,15 +50,21 @@ class Destination:
         return self.container_client(**kwargs).get_blob_client(name)
 
 
-def transport_options() -> dict:
+# The check at creation runs inside an API request: it waits less than a job's writes do.
+PROBE_TIMEOUT_SECONDS = 10
+PROBE_RETRIES = 1
+
+
+def transport_options(timeout_seconds: Optional[int] = None, retries: Optional[int] = None) -> dict:
     """How every call to a destination goes out: connect and read timeouts, a small retry budget with short
     pauses (the SDK's default waits 15 s and more between tries, so one dead destination held a worker for
-    minutes), and no redirects: a destination that answers 3xx is refused, never followed to another host."""
+    minutes), and no redirects: a destination that answers 3xx is refused, never followed to another host.
+    The bounds are the job's settings unless given."""
     settings = get_settings()
-    return {"connection_timeout": settings.destination_timeout_seconds,
-            "read_timeout": settings.destination_timeout_seconds,
-            "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2,
-                                             retry_total=settings.destination_retries, random_jitter_range=1),
+    timeout = timeout_seconds or settings.destination_timeout_seconds
+    return {"connection_timeout": timeout, "read_timeout": timeout,
+            "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, random_jitter_range=1,
+                                             retry_total=settings.destination_retries if retries is None else retries),
             "permit_redirects": False}
 
 
@@ -145,28 +151,30 @@ def probe(destination: Destination, blob_name: str) -> None:
     It stages one uncommitted block: never visible as a blob, replaced when the job writes that name, and
     discarded by the storage service after a week otherwise.
     """
-    client = destination.blob_client(blob_name)
+    client = destination.blob_client(blob_name, **transport_options(PROBE_TIMEOUT_SECONDS, PROBE_RETRIES))
     try:
         client.stage_block(block_id=uuid.uuid4().hex, data=b"")
     except AzureError as error:
-        reason = failure_reason(error, destination.url)
+        reason = failure_reason(error, destination.url, timeout_seconds=PROBE_TIMEOUT_SECONDS, tries=PROBE_RETRIES + 1)
         reason = reason and f"cannot be used: {reason}"
         raise _bad(reason or f"could not be checked ({_storage_code(error)}); try again") from None
     except Exception as error:  # DNS, TLS, a malformed answer: the destination cannot be used as given
         raise _bad(f"could not be reached ({type(error).__name__}); check the account name") from None
 
 
-def failure_reason(error: Exception, url: str) -> Optional[str]:
+def failure_reason(error: Exception, url: str, *, timeout_seconds: Optional[int] = None,
+                   tries: Optional[int] = None) -> Optional[str]:
     """What a person can act on when a call to the destination failed, or None when a later try may succeed.
 
-    The one place that reads destination failures: the check at creation and the job's writes both use it."""
+    The one place that reads destination failures: the check at creation and the job's writes both use it
+    (a job's calls are bounded by its settings unless ``timeout_seconds`` and ``tries`` say otherwise)."""
     status = getattr(error, "status_code", None)
     code = getattr(error, "error_code", None) or ""
     if isinstance(error, (ServiceRequestError, ServiceResponseError)):
         settings = get_settings()
-        return (f"the destination {url} did not answer within {settings.destination_timeout_seconds} s "
-                f"on {settings.destination_retries + 1} tries ({type(error).__name__}); check that the storage "
-                f"account is up and that no firewall drops the service's requests, then export again")
+        return (f"the destination {url} did not answer within {timeout_seconds or settings.destination_timeout_seconds}"
+                f" s on {tries or settings.destination_retries + 1} tries ({type(error).__name__}); check that the "
+                f"storage account is up and that no firewall drops the service's requests, then export again")
     if status is not None and 300 <= status < 400:
         return (f"the destination {url} answered with a redirect (HTTP {status}) instead of storing "
                 f"the data; redirects are never followed: give the container's own blob endpoint")
@@ -203,7 +211,8 @@ def container_sas_url(connection_string: str, container: str, *, permission: str
 
 
 def _storage_code(error: Exception) -> str:
-    return getattr(error, "error_code", None) or f"HTTP {getattr(error, 'status_code', None) or type(error).__name__}"
+    status = getattr(error, "status_code", None)
+    return getattr(error, "error_code", None) or (f"HTTP {status}" if status else type(error).__name__)
 
 
 def _fernet() -> Fernet:

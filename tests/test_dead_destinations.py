@@ -13,7 +13,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobClient, BlobServiceClient
 
 import PollExport
-from shared import jobs, orchestration
+from shared import destination, jobs, orchestration
 from shared.errors import BadRequest
 from shared.fairslots import FairSlots
 
@@ -47,6 +47,17 @@ def test_a_destination_that_redirects_is_refused_at_creation_and_the_target_gets
     assert "redirects are never followed" in refused.value.message
     assert [status for _, _, status in proxy.seen] == [307]
     assert every_blob(driver) == []
+
+
+def test_a_destination_that_does_not_answer_the_check_is_refused_within_the_checks_bound(driver, proxy,
+                                                                                          monkeypatch):
+    monkeypatch.setattr(destination, "PROBE_TIMEOUT_SECONDS", 1)
+    proxy.mode = HANG
+    started = time.monotonic()
+    with pytest.raises(BadRequest) as refused:
+        driver.create(through=proxy.url)
+    assert "did not answer within 1 s on 2 tries" in refused.value.message
+    assert time.monotonic() - started < 20  # an API request: the check waits less than a job's writes
 
 
 def test_a_destination_that_starts_redirecting_fails_the_job_and_no_data_goes_elsewhere(driver, proxy):
