@@ -10,7 +10,7 @@ import base64
 import binascii
 import logging
 import re
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
@@ -52,36 +52,43 @@ def authorized_app(req: func.HttpRequest, *, purpose: str) -> apps.AppRef:
     return ref
 
 
+Handler = Callable[[func.HttpRequest, apps.AppRef], func.HttpResponse]
+
+
 def _dispatch(req: func.HttpRequest) -> func.HttpResponse:
+    # Routing first: a path or method that does not exist is a 404 or 405 whatever the key and api-version
+    # (it says nothing about the app's tasks); then the key, then the api-version.
+    handler = _route([part for part in (req.route_params.get("rest") or "").split("/") if part], req.method.upper())
     app = authorized_app(req, purpose="export")
     check_api_version(req.params)
-    rest = [part for part in (req.route_params.get("rest") or "").split("/") if part]
-    method = req.method.upper()
+    return handler(req, app)
+
+
+def _allow(method: str, allowed: str, where: str, purpose: str) -> None:
+    if method != allowed:
+        raise MethodNotAllowed(f"{method} is not allowed on {where}; use {allowed} to {purpose}",
+                               headers={"Allow": allowed})
+
+
+def _route(rest: List[str], method: str) -> Handler:
     if not rest:
-        if method != "GET":
-            raise MethodNotAllowed(f"{method} is not allowed on exportTasks; use GET to list tasks",
-                                   headers={"Allow": "GET"})
-        return _list(req, app)
+        _allow(method, "GET", "exportTasks", "list tasks")
+        return _list
     if len(rest) == 2 and rest[1].lower() == "cancel":
-        if method != "POST":
-            raise MethodNotAllowed(f"{method} is not allowed on exportTasks/{{id}}/cancel; use POST to cancel a task",
-                                   headers={"Allow": "POST"})
-        return json_response(orchestration.cancel(app.id, rest[0]).to_result())
+        _allow(method, "POST", "exportTasks/{id}/cancel", "cancel a task")
+        return lambda req, app: json_response(orchestration.cancel(app.id, rest[0]).to_result())
     if len(rest) > 1:
         raise NotFound(f"no such resource: exportTasks/{'/'.join(rest)}", code="NotFound")
     name = rest[0]
     route = next((r for key, r in ROUTES.items() if key.lower() == name.lower()), None)
     if route is not None:
-        if method != "POST":
-            raise MethodNotAllowed(f"{method} is not allowed on exportTasks/{route.route}; use POST to create a "
-                                   f"task", headers={"Allow": "POST"})
-        return _create(req, app, route)
+        _allow(method, "POST", f"exportTasks/{route.route}", "create a task")
+        return lambda req, app: _create(req, app, route)
     if method == "POST":
         raise NotFound(f"exportTasks/{name} is not an export route; routes are {', '.join(ROUTES)}",
                        code="NotFound")
-    if method != "GET":
-        raise MethodNotAllowed(f"{method} is not allowed on an export task; use GET", headers={"Allow": "GET"})
-    return json_response(jobs.get_job(app.id, name).to_result())
+    _allow(method, "GET", "an export task", "read it")
+    return lambda req, app: json_response(jobs.get_job(app.id, name).to_result())
 
 
 def _base_url(req: func.HttpRequest) -> str:

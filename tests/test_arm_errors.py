@@ -100,3 +100,14 @@ def test_every_endpoint_answers_503_with_retry_after_while_storage_is_down(dead_
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"
     assert json.loads(response.get_body())["error"]["code"] == "ServiceUnavailable"
+
+
+@pytest.mark.parametrize("method, rest, allow", [("TRACE", "tokens", "POST"), ("DELETE", "", "GET"),
+                                                 ("PUT", "00000000-0000-7000-8000-000000000000", "GET"),
+                                                 ("GET", "00000000-0000-7000-8000-000000000000/cancel", "POST")])
+def test_a_method_an_operation_does_not_have_is_a_405_before_the_key_and_api_version_are_read(method, rest, allow):
+    # Routing comes first, as on ARM: a wrong method says nothing about the app, so it needs no key.
+    response = ExportTasks.main(http_request(method, app_path("c1", "a1") + f"/exportTasks/{rest}", params={},
+                                             route_params={"appCollection": "c1", "appName": "a1", "rest": rest}))
+    assert response.status_code == 405 and response.headers["Allow"] == allow
+    assert json.loads(response.get_body())["error"]["code"] == "MethodNotAllowed"
