@@ -14,8 +14,7 @@ import azure.functions as func
 
 from shared import json_input, rawstore, snapshots
 from shared.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from shared.export_api import authorized_app, check_api_version
-from shared.http import arm_endpoint, json_response
+from shared.http import arm_endpoint, authorized_app, check_api_version, json_response
 from shared.records import HISTORICAL_TYPES, RecordError, normalize
 
 MAX_BODY_BYTES = 4 * 1024 * 1024

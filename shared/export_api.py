@@ -1,6 +1,6 @@
-"""The exportTasks API (api-version 2014-12-01): list, get and create export tasks of one app.
+"""The exportTasks API (api-version 2014-12-01), the HTTP side: list, get, create and cancel an app's tasks.
 
-One entry point, ``handle``, takes the route parameters the ExportTasks function receives and answers an
+One entry point, ``handle``, routes what the ExportTasks function receives to shared.service and answers an
 HttpResponse: 202 + Location + Retry-After on creation, the ARM error shape for every refusal.
 """
 
@@ -8,48 +8,29 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 import re
 from typing import Any, Callable, Dict, List, Mapping, Optional
 from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
 
-from shared import apps, destination, jobs, json_input, orchestration, task_query
+from shared import apps, jobs, json_input, service, task_query
 from shared.config import get_settings
 from shared.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, UnsupportedMediaType
-from shared.export_request import ROUTES, ExportRequest, parse_request
-from shared.http import arm_endpoint, json_response
+from shared.export_request import ROUTES, parse_request
+from shared.http import API_VERSION, arm_endpoint, authorized_app, check_api_version, json_response
 
-API_VERSION = "2014-12-01"
 DEFAULT_PAGE_SIZE = 20  # the 2014-12-01 contract's default
 MAX_PAGE_SIZE = 1000  # the contract's maximum is 40; larger pages are an extension
 RETRY_AFTER_SECONDS = 2
 # A request body is a flat object but for exportOptions; this leaves room and refuses pathological nesting.
 MAX_BODY_NESTING = 8
 _WHOLE_NUMBER = re.compile(r"^[0-9]{1,9}$")
-log = logging.getLogger(__name__)
 
 
 @arm_endpoint("storage is unavailable; try again after Retry-After seconds")
 def handle(req: func.HttpRequest) -> func.HttpResponse:
     return _dispatch(req)
-
-
-def check_api_version(params: Mapping[str, str]) -> None:
-    version = params.get("api-version")
-    if version is None:
-        raise BadRequest(f"the api-version query parameter is required; use api-version={API_VERSION}",
-                         code="MissingApiVersionParameter")
-    if version != API_VERSION:
-        raise BadRequest(f"api-version {version!r} is not supported; the supported version is {API_VERSION}",
-                         code="InvalidApiVersionParameter")
-
-
-def authorized_app(req: func.HttpRequest, *, purpose: str) -> apps.AppRef:
-    ref = apps.app_ref(req.route_params.get("appCollection", ""), req.route_params.get("appName", ""))
-    apps.authenticate(ref, req.headers.get("Authorization", ""), purpose=purpose)
-    return ref
 
 
 Handler = Callable[[func.HttpRequest, apps.AppRef], func.HttpResponse]
@@ -76,7 +57,7 @@ def _route(rest: List[str], method: str) -> Handler:
         return _list
     if len(rest) == 2 and rest[1].lower() == "cancel":
         _allow(method, "POST", "exportTasks/{id}/cancel", "cancel a task")
-        return lambda req, app: json_response(orchestration.cancel(app.id, rest[0]).to_result())
+        return lambda req, app: json_response(service.cancel_export(app, rest[0]).to_result())
     if len(rest) > 1:
         raise NotFound(f"no such resource: exportTasks/{'/'.join(rest)}", code="NotFound")
     name = rest[0]
@@ -88,7 +69,7 @@ def _route(rest: List[str], method: str) -> Handler:
         raise NotFound(f"exportTasks/{name} is not an export route; routes are {', '.join(ROUTES)}",
                        code="NotFound")
     _allow(method, "GET", "an export task", "read it")
-    return lambda req, app: json_response(jobs.get_job(app.id, name).to_result())
+    return lambda req, app: json_response(service.get_export(app, name).to_result())
 
 
 def _base_url(req: func.HttpRequest) -> str:
@@ -126,7 +107,7 @@ def _list(req: func.HttpRequest, app: apps.AppRef) -> func.HttpResponse:
         except (binascii.Error, UnicodeError, ValueError):
             raise BadRequest("$skiptoken is not a token this service gave out; follow nextLink as it is",
                              code="InvalidParameter") from None
-    page = jobs.list_jobs(app.id, query=query, top=top, skip=skip, after=after)
+    page = service.list_exports(app, query, top=top, skip=skip, after=after)
     body: Dict[str, Any] = {"value": [job.to_result() for job in page.jobs]}
     if page.next_token is not None:
         next_query = {"api-version": API_VERSION, "$top": str(top),
@@ -159,34 +140,11 @@ def _read_body(req: func.HttpRequest, limit: int):
     return body
 
 
-def create_job(app: apps.AppRef, request: ExportRequest, *, schedule: Optional[str] = None,
-               job_id: Optional[str] = None) -> jobs.ExportJob:
-    """Checks the destination (live, unless disabled), stores the job Queued and puts it on its way."""
-    settings = get_settings()
-    target = destination.parse_destination(request.container_url)
-    now = jobs.utcnow()
-    job = jobs.ExportJob(
-        app_id=app.id, id=job_id or jobs.new_job_id(now), route=request.route.route,
-        export_type=request.route.export_type, container_url=target.url, sealed_sas=destination.seal(target.sas),
-        sas_expires=target.expires, date_created=now, description=request.description,
-        export_format=request.export_format, start_date=request.start_date, end_date=request.end_date,
-        campaign_type=request.campaign_type,
-        campaign_ids=list(request.campaign_ids) if request.campaign_ids is not None else None,
-        campaign_window_start=request.campaign_window_start, campaign_window_end=request.campaign_window_end,
-        export_user_id=request.export_user_id, hour=request.hour, schedule=schedule)
-    if settings.probe_destination:
-        destination.probe(target, f"{job.export_type}/{job.id}/.write-check")
-    jobs.create_job(job)
-    orchestration.request_start(job)
-    log.info("Export task %s created for app %s (%s, %s)", job.id, app.id, job.export_type, job.export_format)
-    return job
-
-
 def _create(req: func.HttpRequest, app: apps.AppRef, route) -> func.HttpResponse:
     settings = get_settings()
     body = _read_body(req, settings.max_request_bytes)
     request = parse_request(route, body, max_range_days=settings.max_range_days)
-    job = create_job(app, request)
+    job = service.submit_export(app, request)
     base = _base_url(req)
     location = f"{base[:base.lower().rindex('/exporttasks/') + len('/exportTasks/')]}{job.id}?api-version={API_VERSION}"
     return json_response(job.to_result(), status=202,

@@ -1,4 +1,5 @@
-"""JSON responses in the shape ARM clients read, for every HTTP function."""
+"""The HTTP edge of every HTTP function: the api-version and bearer-key checks, and JSON responses in the
+shape ARM clients read."""
 
 from __future__ import annotations
 
@@ -10,12 +11,32 @@ from typing import Any, Callable, Mapping, Optional
 import azure.functions as func
 from azure.core.exceptions import AzureError
 
-from shared.errors import ApiError, TransientError
+from shared import apps
+from shared.errors import ApiError, BadRequest, TransientError
+
+API_VERSION = "2014-12-01"
 
 Handler = Callable[[func.HttpRequest], func.HttpResponse]
 # How long a client waits before trying again when the app's storage is down or throttling.
 STORAGE_RETRY_AFTER_SECONDS = 5
 log = logging.getLogger(__name__)
+
+
+def check_api_version(params: Mapping[str, str]) -> None:
+    version = params.get("api-version")
+    if version is None:
+        raise BadRequest(f"the api-version query parameter is required; use api-version={API_VERSION}",
+                         code="MissingApiVersionParameter")
+    if version != API_VERSION:
+        raise BadRequest(f"api-version {version!r} is not supported; the supported version is {API_VERSION}",
+                         code="InvalidApiVersionParameter")
+
+
+def authorized_app(req: func.HttpRequest, *, purpose: str) -> apps.AppRef:
+    """The app of the request's path, once its bearer key is the app's key for ``purpose``."""
+    ref = apps.app_ref(req.route_params.get("appCollection", ""), req.route_params.get("appName", ""))
+    apps.authenticate(ref, req.headers.get("Authorization", ""), purpose=purpose)
+    return ref
 
 
 def json_response(body: Any, *, status: int = 200, headers: Optional[Mapping[str, str]] = None) -> func.HttpResponse:

@@ -10,8 +10,8 @@ import functools
 from typing import Optional
 
 from shared.collect import MAX_RECORDS
-from shared.export_api import API_VERSION, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from shared.http import STORAGE_RETRY_AFTER_SECONDS
+from shared.export_api import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from shared.http import API_VERSION, STORAGE_RETRY_AFTER_SECONDS
 from shared.task_query import EXPORT_TYPES, ORDER_PROPERTIES
 from shared.export_request import (CAMPAIGN_TYPES, EXPORT_FORMATS, FEEDBACK_BY_CAMPAIGN, FEEDBACK_BY_DATE,
                                    HISTORICAL, MAX_CAMPAIGN_IDS, MAX_DESCRIPTION, ROUTES)

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List
 
-from shared import apps, destination, jobs
+from shared import apps, destination, jobs, service
 from shared.config import DESTINATION_STORAGE, SCHEDULES, ConfigError, get_settings
 from shared.errors import ApiError
 from shared.export_request import EXPORT_FORMATS, HISTORICAL, ROUTES, ExportRequest
@@ -132,8 +132,6 @@ _reported_unregistered: set = set()
 
 def create_due_jobs(now: dt.datetime) -> List[str]:
     """Creates the scheduled jobs that are due and do not exist yet; returns their ids."""
-    from shared.export_api import create_job
-
     settings = get_settings()
     created = []
     for schedule in load_schedules():
@@ -150,7 +148,8 @@ def create_due_jobs(now: dt.datetime) -> List[str]:
                 continue
             request = _request(schedule, period, _container_url(schedule.container, settings.job_deadline_hours))
             try:
-                create_job(schedule.app, request, schedule=f"{schedule.name}@{period.isoformat()}", job_id=job_id)
+                service.submit_export(schedule.app, request, schedule=f"{schedule.name}@{period.isoformat()}",
+                                      job_id=job_id)
             except jobs.JobChanged:
                 continue  # another instance created this period's job first
             log.info("Schedule %s: created export %s for the period starting %s", schedule.name, job_id, period)

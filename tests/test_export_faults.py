@@ -23,7 +23,7 @@ import StartExport
 from azure.functions.timer import TimerRequest
 from sampledata import Plan, load, records
 from shared import apps, engine, exportformats, jobs, orchestration, parts, storage
-from shared.export_api import create_job
+from shared.service import submit_export
 from shared.export_request import ROUTES, parse_request
 
 import expected
@@ -60,7 +60,7 @@ class Driver:
         body = {"containerUrl": url, "exportFormat": export_format}
         if ROUTES[route].kind == "historical":
             body.update(startDate=DAY.isoformat(), endDate=DAY.isoformat())
-        return create_job(self.app, parse_request(ROUTES[route], body, max_range_days=366, today=DAY))
+        return submit_export(self.app, parse_request(ROUTES[route], body, max_range_days=366, today=DAY))
 
     def container_exists(self):
         return BlobServiceClient.from_connection_string(self.azurite.connection_string).get_container_client(
@@ -283,7 +283,7 @@ def test_a_part_failing_max_dequeue_count_times_fails_the_job(driver, monkeypatc
 
 def test_an_empty_range_succeeds_with_an_empty_file_and_a_zero_manifest(driver):
     job = driver.create("JsonBlob", route="crashes")
-    job_empty = create_job(driver.app, parse_request(ROUTES["errors"], {
+    job_empty = submit_export(driver.app, parse_request(ROUTES["errors"], {
         "containerUrl": container_sas_url(driver.azurite, driver.container, create=False),
         "startDate": "2020-01-01", "endDate": "2020-01-02"}, max_range_days=366, today=DAY))
     driver.run(job)

@@ -14,7 +14,7 @@ from azure.storage.queue import QueueClient
 import OnBlobCreated
 from devhost.host import LocalHost
 from shared import apps, config
-from shared.export_api import create_job
+from shared.service import submit_export
 from shared.export_request import ROUTES, parse_request
 
 from conftest import REPO_ROOT
@@ -95,7 +95,7 @@ def test_an_export_landing_in_the_watched_container_is_forwarded_through_the_loc
     url = container_sas_url(app_env, "scheduled-exports", create=False)
     host = LocalHost(REPO_ROOT, port=0, functions=["PollExport", "ExportWorker", "OnBlobCreated"]).start()
     try:
-        job = create_job(apps.AppRef(f"fw-{names.token}", "app"), parse_request(
+        job = submit_export(apps.AppRef(f"fw-{names.token}", "app"), parse_request(
             ROUTES["events"], {"containerUrl": url, "startDate": "2026-01-01", "endDate": "2026-01-01"},
             max_range_days=366))
         messages = wait_for(lambda: [m for m in drain(app_env, routed["events"]) if m["jobId"] == job.id], 30)

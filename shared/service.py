@@ -1,0 +1,54 @@
+"""The export service: what the HTTP edge, schedules and tools do with an app's export tasks.
+
+Submit, get, list and cancel, for an app already authenticated: keys and api-version belong to the HTTP edge
+(shared.http), the request's fields to shared.export_request, the job's life to shared.orchestration.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from shared import apps, destination, jobs, orchestration
+from shared.config import get_settings
+from shared.export_request import ExportRequest
+
+log = logging.getLogger(__name__)
+
+
+def submit_export(app: apps.AppRef, request: ExportRequest, *, schedule: Optional[str] = None,
+                  job_id: Optional[str] = None) -> jobs.ExportJob:
+    """Checks the destination (live, unless disabled), stores the job Queued and puts it on its way.
+    Raises BadRequest for a destination that cannot be used, JobChanged when ``job_id`` exists already."""
+    target = destination.parse_destination(request.container_url)
+    now = jobs.utcnow()
+    job = jobs.ExportJob(
+        app_id=app.id, id=job_id or jobs.new_job_id(now), route=request.route.route,
+        export_type=request.route.export_type, container_url=target.url, sealed_sas=destination.seal(target.sas),
+        sas_expires=target.expires, date_created=now, description=request.description,
+        export_format=request.export_format, start_date=request.start_date, end_date=request.end_date,
+        campaign_type=request.campaign_type,
+        campaign_ids=list(request.campaign_ids) if request.campaign_ids is not None else None,
+        campaign_window_start=request.campaign_window_start, campaign_window_end=request.campaign_window_end,
+        export_user_id=request.export_user_id, hour=request.hour, schedule=schedule)
+    if get_settings().probe_destination:
+        destination.probe(target, f"{job.export_type}/{job.id}/.write-check")
+    jobs.create_job(job)
+    orchestration.request_start(job)
+    log.info("Export task %s created for app %s (%s, %s)", job.id, app.id, job.export_type, job.export_format)
+    return job
+
+
+def get_export(app: apps.AppRef, job_id: str) -> jobs.ExportJob:
+    """Raises NotFound when the app has no such task."""
+    return jobs.get_job(app.id, job_id)
+
+
+def list_exports(app: apps.AppRef, query: jobs.JobQuery, *, top: int, skip: int = 0,
+                 after: Optional[str] = None) -> jobs.Page:
+    return jobs.list_jobs(app.id, query=query, top=top, skip=skip, after=after)
+
+
+def cancel_export(app: apps.AppRef, job_id: str) -> jobs.ExportJob:
+    """Raises NotFound for an unknown task, Conflict for one that ended or is committing."""
+    return orchestration.cancel(app.id, job_id)
