@@ -29,8 +29,8 @@ BINDING_SHAPES: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...], Tuple[str, ...
               ("connection", "partitionKey", "rowKey", "take", "filter", "dataType")),
 }
 TRIGGER_TYPES = ("httpTrigger", "timerTrigger", "queueTrigger", "blobTrigger")
-_NAME = re.compile(r"^(\$return|[A-Za-z_][A-Za-z0-9_]*)$")
-_QUEUE_NAME = re.compile(r"^([a-z0-9](?:[a-z0-9]|-(?!-)){1,61}[a-z0-9]|%[A-Za-z0-9_]+%)$")
+_NAME = re.compile(r"^(\$return|[A-Za-z_][A-Za-z0-9_]*)\Z")
+_QUEUE_NAME = re.compile(r"^([a-z0-9](?:[a-z0-9]|-(?!-)){1,61}[a-z0-9]|%[A-Za-z0-9_]+%)\Z")
 
 
 class AppLoadError(Exception):
@@ -119,7 +119,7 @@ def _check_properties(where: str, kind: str, binding: dict) -> List[str]:
 
 def parse_timespan(text: str) -> float:
     """Seconds in a host.json TimeSpan ("hh:mm:ss", "d.hh:mm:ss", fractions allowed)."""
-    match = re.match(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2}(?:\.\d+)?)$", text.strip())
+    match = re.match(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2}(?:\.\d+)?)\Z", text.strip())
     if not match:
         raise ValueError(f"{text!r} is not a TimeSpan (hh:mm:ss)")
     days, hours, minutes, seconds = match.groups()

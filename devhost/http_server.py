@@ -25,8 +25,8 @@ log = logging.getLogger("devhost")
 
 # The Functions host refuses bodies over 100 MB (maxRequestBodySize).
 MAX_BODY_BYTES = 100 * 1024 * 1024
-_DECIMAL = re.compile(r"^[0-9]{1,20}$")
-_HEX = re.compile(r"^[0-9a-fA-F]{1,16}$")
+_DECIMAL = re.compile(r"^[0-9]{1,20}\Z")
+_HEX = re.compile(r"^[0-9a-fA-F]{1,16}\Z")
 
 
 class PortInUse(Exception):

@@ -21,7 +21,7 @@ from shared.errors import BadRequest, Unauthorized
 
 APPS_TABLE = "apps"
 _PARTITION = "app"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 EXPORT_KEY_PREFIX = "eek_"
 COLLECT_KEY_PREFIX = "eck_"
 PURPOSES = {"export": "exportKeyHash", "collect": "collectKeyHash"}

@@ -25,7 +25,7 @@ MAX_PAGE_SIZE = 1000  # the contract's maximum is 40; larger pages are an extens
 RETRY_AFTER_SECONDS = 2
 # A request body is a flat object but for exportOptions; this leaves room and refuses pathological nesting.
 MAX_BODY_NESTING = 8
-_WHOLE_NUMBER = re.compile(r"^[0-9]{1,9}$")
+_WHOLE_NUMBER = re.compile(r"^[0-9]{1,9}\Z")
 
 
 @arm_endpoint("storage is unavailable; try again after Retry-After seconds")

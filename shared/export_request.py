@@ -50,8 +50,8 @@ EXPORT_FORMATS = ("JsonBlob", "CsvBlob")
 CAMPAIGN_TYPES = ("Announcement", "DataPush", "NativePush", "Poll")
 MAX_DESCRIPTION = 1024
 MAX_CAMPAIGN_IDS = 1000
-_FULL_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_MIDNIGHT = re.compile(r"^(\d{4}-\d{2}-\d{2})T00:00:00(?:\.0+)?(?:Z|[+-]00:00)$")
+_FULL_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
+_MIDNIGHT = re.compile(r"^(\d{4}-\d{2}-\d{2})T00:00:00(?:\.0+)?(?:Z|[+-]00:00)\Z")
 
 
 @dataclass(frozen=True)

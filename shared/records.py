@@ -33,12 +33,13 @@ MAX_ID = 128
 MAX_NESTING = 16
 # A device clock this far ahead is wrong: a record dated later could not be exported until that day came.
 MAX_CLOCK_AHEAD = dt.timedelta(days=1)
-_KEY = re.compile(r"^[a-zA-Z0-9_]{1,64}$")
+# Patterns end with \Z, not $: $ also matches before a trailing newline, which Table keys refuse.
+_KEY = re.compile(r"^[a-zA-Z0-9_]{1,64}\Z")
 # Device ids become table row keys, which forbid '/', '\\', '#', '?' and control characters: an id is letters,
 # marks and digits of any script (normalised to NFC) and these separators; '|' separates key parts.
-_ASCII_DEVICE_ID = re.compile(r"^[A-Za-z0-9._:@=+-]{1,128}$")
+_ASCII_DEVICE_ID = re.compile(r"^[A-Za-z0-9._:@=+-]{1,128}\Z")
 _DEVICE_ID_PUNCTUATION = frozenset("._:@=+-")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 
 
 class RecordError(ValueError):

@@ -26,7 +26,7 @@ from shared.errors import ApiError
 from shared.export_request import EXPORT_FORMATS, HISTORICAL, ROUTES, ExportRequest
 
 CADENCES = {"daily": dt.timedelta(days=1), "hourly": dt.timedelta(hours=1)}
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}\Z")
 log = logging.getLogger(__name__)
 
 
@@ -93,7 +93,7 @@ def _schedule(doc: object, index: int, default_container: str) -> Schedule:
     if isinstance(settle, bool) or not isinstance(settle, int) or not 0 <= settle <= 7 * 24 * 60:
         raise ConfigError(f"{where}.settleMinutes must be a whole number of minutes from 0 to 10080")
     container = doc.get("container", default_container)
-    if not isinstance(container, str) or not re.match(r"^[a-z0-9](?:[a-z0-9]|-(?!-)){1,61}[a-z0-9]$", container):
+    if not isinstance(container, str) or not re.match(r"^[a-z0-9](?:[a-z0-9]|-(?!-)){1,61}[a-z0-9]\Z", container):
         raise ConfigError(f"{where}.container must be a valid container name")
     return Schedule(name, ref, route, export_format, cadence, dt.timedelta(minutes=settle), container)
 

@@ -41,6 +41,10 @@ POISON = [
     (dict(EVENT, timestamp="9999-12-31T23:30:00-01:00"), "timestamp", "outside the years 1 to 9999"),
     ({"type": "activity", "deviceId": "d", "sessionId": "s", "name": "a", "start": T, "end": FUTURE_YEAR},
      "end", "more than a day after"),
+    # A trailing newline once passed the checks ($ matches before it) and then failed every Table write.
+    ({"type": "token", "deviceId": "dev\n", "token": "t"}, "deviceId", "holds '\\n'"),
+    ({"type": "tag", "deviceId": "d", "name": "level\n", "value": 1}, "name", "a-z, A-Z, 0-9 and _"),
+    (dict(EVENT, extras={"k\n": 1}), "extras", "must be 1 to 64 of a-z"),
 ]
 
 
