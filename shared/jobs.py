@@ -310,16 +310,14 @@ _SORT_COLUMNS = {"taskStatus": "state", "errorDetails": "error_details", "taskId
                  "dateCreated": "date_created"}
 
 
-def list_jobs(app_id: str, *, newest_first: Optional[bool] = None, top: int, skip: int = 0,
-              after: Optional[str] = None, query: Optional[JobQuery] = None) -> Page:
+def list_jobs(app_id: str, *, top: int, skip: int = 0, after: Optional[str] = None,
+              query: JobQuery = JobQuery()) -> Page:
     """One page of an app's jobs. ``after`` is the continuation token of the previous page; ``skip`` skips
     that many jobs first.
 
     Oldest first (taskId or dateCreated ascending) streams the jobs table in row-key order, filtered on the
     server; newest first without a filter streams the newest-first index. Other orders read the app's
     matching jobs' sort columns, sort them, and fetch only the page's rows."""
-    if query is None:
-        query = JobQuery(order="dateCreated", descending=bool(newest_first))
     if not query.descending and query.order in ("taskId", "dateCreated"):
         return _stream(app_id, JOBS_TABLE, query, top, skip, after)
     if query.descending and query.order == "dateCreated" and not query.filtered:
