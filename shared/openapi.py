@@ -103,8 +103,11 @@ def document() -> dict:
                 {"name": "$top", "in": "query", "description": "The contract allows at most 40; up to "
                  f"{MAX_PAGE_SIZE} is an extension", "schema": {"type": "integer", "minimum": 1,
                                                               "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE}},
-                {"name": "$orderby", "in": "query", "schema": {"type": "string", "enum": _ORDERBY,
-                                                               "default": "taskId asc"}},
+                # A string, as in the original: names match without case and an empty value means the default,
+                # so an enum would call requests the service rightly accepts invalid. x-values lists them.
+                {"name": "$orderby", "in": "query", "description": "{property} [asc|desc]; names match without "
+                 "case; empty or absent means taskId asc", "x-values": _ORDERBY,
+                 "schema": {"type": "string", "default": "taskId asc"}},
                 {"name": "$filter", "in": "query", **_EXTENSION, "description": (
                     "Clauses joined with 'and': state eq '<state>', exportType eq '<type>', dateCreated "
                     "ge|gt|le|lt <RFC 3339 date-time>"), "schema": {"type": "string", "maxLength": 1000}},
