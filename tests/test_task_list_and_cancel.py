@@ -3,11 +3,14 @@ cancelling a task at each point of its life, including a cancel racing the final
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 import PollExport
 from shared import engine, exportformats, jobs, orchestration, parts
-from shared.errors import Conflict
+from shared.errors import Conflict, PermanentJobError
 
 from helpers import API_VERSION
 from test_dead_destinations import every_blob
@@ -113,26 +116,38 @@ def driver(app_env, names):
 def test_a_started_task_cancelled_mid_part_stops_at_its_next_block_and_commits_nothing(driver, monkeypatch):
     monkeypatch.setattr(exportformats, "BLOCK_BYTES", 512)  # many blocks in the part
     monkeypatch.setattr(engine, "CANCEL_CHECK_SECONDS", 0)
-    staged = []
+    staged, refused, cancelled_at = [], [], []
+    lock = threading.Lock()
     real_stage = engine._stage_to
 
-    def counting_stage(job_, item):
+    def watched_stage(job_, item):
         stage = real_stage(job_, item)
 
         def stage_one(identifier, data):
-            stage(identifier, data)
-            staged.append(identifier)
-            if len(staged) == 2:
+            began = time.monotonic()
+            try:
+                stage(identifier, data)
+            except PermanentJobError:
+                refused.append(began)
+                raise
+            with lock:
+                staged.append(began)
+                cancel_now = len(staged) == 2
+            if cancel_now:
                 orchestration.cancel(job_.app_id, job_.id)
+                cancelled_at.append(time.monotonic())
 
         return stage_one
 
-    monkeypatch.setattr(engine, "_stage_to", counting_stage)
+    monkeypatch.setattr(engine, "_stage_to", watched_stage)
     job = driver.create()
     final = driver.run(job)
     assert final.state == jobs.FAILED and final.error_details.startswith("cancelled at ")
-    # Blocks already on their way (at most 4 uploads in flight) finish; no block starts after the cancel.
-    assert 2 <= len(staged) <= 2 + 4
+    # Blocks that began before the cancel was saved may finish (uploads run 4 at a time); none that began
+    # after it is written, and the part stops at the first such block.
+    (cancel_saved,) = cancelled_at
+    assert len(staged) >= 2 and all(began < cancel_saved for began in staged)
+    assert refused, "a block after the cancel was refused"
     (part,) = parts.list_parts(job.id)
     assert part.state is parts.PartState.FAILED and part.reason == "the export ended while part 0 ran"
     assert [name for name in every_blob(driver) if not name.endswith(".write-check")] == [
