@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 import random
+import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -131,8 +132,18 @@ def _device_row(app_id: str, record: dict, received: str) -> dict:
     return row
 
 
+# Reports of one device that reach one process merge one at a time (a lock per stripe of device keys): they
+# would only race each other on the row's ETag. Processes still race, which the retries below settle.
+_MERGE_LOCKS = [threading.Lock() for _ in range(64)]
+
+
 def merge_device(fresh: dict) -> None:
     """Keeps firstSeen (earliest), lastSeen (latest) and the info/location of the latest report."""
+    with _MERGE_LOCKS[hash((fresh["PartitionKey"], fresh["RowKey"])) % len(_MERGE_LOCKS)]:
+        _merge_device(fresh)
+
+
+def _merge_device(fresh: dict) -> None:
     seen = fresh["lastSeen"]
     table = storage.table(DEVICES_TABLE)
     key = {"PartitionKey": fresh["PartitionKey"], "RowKey": fresh["RowKey"]}

@@ -15,7 +15,7 @@ import ExportTasks
 from shared import apps, snapshots, sources
 
 from helpers import app_path, container_sas_url, http_request
-from test_collect import NOW, T, Device
+from test_collect import NOW, T, T_END, Device
 
 FUTURE_YEAR = "9999-06-01T00:00:00Z"
 EVENT = {"type": "event", "deviceId": "d", "name": "e", "timestamp": T}
@@ -208,3 +208,30 @@ def test_device_ids_in_any_script_are_accepted_as_nfc_and_separators_stay_refuse
     # The decomposed é was stored composed (NFC): the same device as the composed one, its later token won.
     assert stored == {"dev-0007-é": "tok-1", "устройство-1": "tok-2", "端末-٣": "tok-3", "جهاز_٤": "tok-4",
                       "डिवाइस-१": "tok-5"}
+
+
+@pytest.mark.parametrize("conflicts, status", [(3, 200), (snapshots.MERGE_TRIES, 503)])
+def test_a_device_row_changing_under_other_processes_is_retried_then_a_503(device, monkeypatch, conflicts, status):
+    report = {"type": "device", "deviceId": "raced", "timestamp": T, "info": {"phoneModel": "first"}}
+    assert device.post([report])[0] == 200
+    from azure.core.exceptions import ResourceModifiedError
+    from azure.data.tables import TableClient
+    real_update, calls = TableClient.update_entity, []
+
+    def update_raced(self, *args, **kwargs):  # another process wrote the row between our read and our write
+        calls.append(1)
+        if len(calls) <= conflicts:
+            raise ResourceModifiedError("The update condition specified in the request was not satisfied.")
+        return real_update(self, *args, **kwargs)
+
+    monkeypatch.setattr(TableClient, "update_entity", update_raced)
+    later = dict(report, timestamp=T_END, info={"phoneModel": "second"})
+    answer_status, answer = device.post([later, EVENT])
+    assert answer_status == status
+    (row,) = device.table_rows(snapshots.DEVICES_TABLE)
+    if status == 200:
+        assert json.loads(row["lastInfo"]) == {"phoneModel": "second"} and len(calls) == conflicts + 1
+    else:
+        assert answer["error"]["code"] == "ServiceUnavailable"
+        assert json.loads(row["lastInfo"]) == {"phoneModel": "first"}
+        assert device.raw_rows() == {}  # the batch's event was not stored either: the client sends it again
