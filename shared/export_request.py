@@ -123,18 +123,26 @@ def parse_date(body: dict, field: str) -> dt.date:
         raise _invalid(field, f"is not a real day: {value!r}") from None
 
 
-def parse_time(body: dict, field: str) -> dt.datetime:
-    value = _required_string(body, field, "an RFC 3339 date-time with a zone, such as 2015-01-31T00:00:00Z")
+def utc_datetime(value: str) -> dt.datetime:
+    """An RFC 3339 date-time with a zone, in UTC; raises ValueError saying what is wrong with ``value``."""
     try:
         moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise _invalid(field, f"must be an RFC 3339 date-time such as 2015-01-31T00:00:00Z, not {value!r}") from None
+        raise ValueError(f"must be an RFC 3339 date-time such as 2015-01-31T00:00:00Z, not {value!r}") from None
     if "T" not in value.upper() or moment.tzinfo is None:
-        raise _invalid(field, f"must be a date-time with a time zone (…T00:00:00Z), not {value!r}")
+        raise ValueError(f"must be a date-time with a time zone (…T00:00:00Z), not {value!r}")
     try:
         return moment.astimezone(dt.timezone.utc)
     except OverflowError:
-        raise _invalid(field, f"is outside the years 1 to 9999 once in UTC: {value!r}") from None
+        raise ValueError(f"is outside the years 1 to 9999 once in UTC: {value!r}") from None
+
+
+def parse_time(body: dict, field: str) -> dt.datetime:
+    value = _required_string(body, field, "an RFC 3339 date-time with a zone, such as 2015-01-31T00:00:00Z")
+    try:
+        return utc_datetime(value)
+    except ValueError as problem:
+        raise _invalid(field, str(problem)) from None
 
 
 def _range_checks(first_field: str, first, last_field: str, last, max_days: int, unit_days: float) -> None:

@@ -13,7 +13,7 @@ import re
 from typing import List, Optional
 
 from shared.errors import BadRequest
-from shared.export_request import ROUTES
+from shared.export_request import ROUTES, utc_datetime
 from shared.jobs import STATES, JobQuery
 
 ORDER_PROPERTIES = {"taskid": "taskId", "errordetails": "errorDetails", "datecreated": "dateCreated",
@@ -76,11 +76,8 @@ def _text_value(field: str, literal: str, choices: tuple) -> str:
 def _time_value(literal: str) -> dt.datetime:
     text = literal[1:-1] if literal.startswith("'") and literal.endswith("'") else literal
     try:
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        if moment.tzinfo is None or "T" not in text.upper():
-            raise ValueError
-        return moment.astimezone(dt.timezone.utc)
-    except (ValueError, OverflowError):
+        return utc_datetime(text)
+    except ValueError:
         raise _invalid("$filter", f"compares dateCreated with {text[:40]!r}; give an RFC 3339 date-time with a "
                                   f"zone, such as 2026-01-31T00:00:00Z") from None
 
