@@ -2,8 +2,8 @@
 
 import azure.functions as func
 
-from shared import collect
+from shared.api import collect_api
 
 
 def main(req: func.HttpRequest) -> func.HttpResponse:
-    return collect.handle(req)
+    return collect_api.handle(req)

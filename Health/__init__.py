@@ -4,9 +4,9 @@ import logging
 
 import azure.functions as func
 
-from shared import health
-from shared.config import ConfigError
-from shared.http import json_response
+from shared.api import health
+from shared.platform.config import ConfigError
+from shared.api.http import json_response
 
 
 def main(req: func.HttpRequest) -> func.HttpResponse:

@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from shared import not_served
+from shared.api import not_served
 
 
 def main(req: func.HttpRequest) -> func.HttpResponse:

@@ -4,7 +4,7 @@ worker reads the whole blob it is given."""
 
 import azure.functions as func
 
-from shared import forwarding
+from shared.export import forwarding
 
 
 def main(manifest: func.InputStream) -> None:

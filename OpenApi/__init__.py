@@ -2,8 +2,8 @@
 
 import azure.functions as func
 
-from shared import openapi
-from shared.http import json_response
+from shared.api import openapi
+from shared.api.http import json_response
 
 
 def main(req: func.HttpRequest) -> func.HttpResponse:

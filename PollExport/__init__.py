@@ -5,7 +5,7 @@ import logging
 
 import azure.functions as func
 
-from shared import orchestration
+from shared.tasks import orchestration
 
 
 def main(msg: func.QueueMessage) -> None:

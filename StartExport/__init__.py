@@ -8,7 +8,7 @@ import logging
 
 import azure.functions as func
 
-from shared import orchestration, schedules
+from shared.tasks import orchestration, schedules
 
 
 def main(timer: func.TimerRequest) -> None:

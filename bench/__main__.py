@@ -25,7 +25,8 @@ import psutil
 import requests
 
 from devhost.azurite import REPO_ROOT, Azurite, free_port, port_open
-from shared import apps, config, rawstore, storage
+from shared.ingest import rawstore
+from shared.platform import apps, config, storage
 
 API_VERSION = "2014-12-01"
 DAY = dt.date(2026, 1, 15)

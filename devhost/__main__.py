@@ -40,7 +40,7 @@ def serve(arguments) -> int:
     from devhost.appmodel import AppLoadError
     from devhost.host import LocalHost, apply_local_settings
     from devhost.http_server import PortInUse
-    from shared.config import STORAGE_CONNECTION, expand_connection_string
+    from shared.platform.config import STORAGE_CONNECTION, expand_connection_string
 
     apply_local_settings(REPO_ROOT)
     connection = expand_connection_string(os.environ.get(STORAGE_CONNECTION, ""))

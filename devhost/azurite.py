@@ -15,7 +15,7 @@ import time
 from typing import Dict, Optional
 from urllib.parse import urlparse
 
-from shared.config import DEVELOPMENT_CONNECTION_STRING
+from shared.platform.config import DEVELOPMENT_CONNECTION_STRING
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCOUNT_NAME = "devstoreaccount1"

@@ -16,8 +16,8 @@ from devhost.appmodel import AppLoadError, load_functions, load_host_config
 from devhost.http_server import HttpFrontend, HttpRoute
 from devhost.invoker import LoadedFunction
 from devhost.listeners import BlobListener, Listener, QueueListener, TimerListener
-from shared import storage
-from shared.config import STORAGE_CONNECTION, expand_connection_string
+from shared.platform import storage
+from shared.platform.config import STORAGE_CONNECTION, expand_connection_string
 
 log = logging.getLogger("devhost")
 # How long stopping waits for running invocations before leaving them to their retries.

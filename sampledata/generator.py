@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional
 
-from shared import rawstore, snapshots
-from shared.records import encode_line, format_time
+from shared.ingest import rawstore, snapshots
+from shared.ingest.records import encode_line, format_time
 
 ACTIVITIES = ("home", "level_select", "level_play", "shop", "settings", "leaderboard", "profile", "inbox")
 EVENTS = ("button_click", "level_complete", "purchase", "ad_view", "share", "achievement", "tutorial_step")

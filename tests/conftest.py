@@ -15,7 +15,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from devhost.azurite import Azurite  # noqa: E402
-from shared import config  # noqa: E402
+from shared.platform import config  # noqa: E402
 
 # The suite is deterministic: each property test draws the same examples on every run and machine, and no
 # example database carries failures from one run into the next. HYPOTHESIS_PROFILE=explore draws new ones.

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 from collections import defaultdict
 
-from shared.exportformats import COLUMNS
+from shared.export.exportformats import COLUMNS
 
 
 def day_of(text: str) -> dt.date:

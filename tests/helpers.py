@@ -14,7 +14,7 @@ from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, gener
 
 from devhost.azurite import ACCOUNT_NAME
 from devhost.host import LocalHost
-from shared.config import DEVELOPMENT_CONNECTION_STRING
+from shared.platform.config import DEVELOPMENT_CONNECTION_STRING
 
 ACCOUNT_KEY = DEVELOPMENT_CONNECTION_STRING.split("AccountKey=")[1].split(";")[0]
 API_VERSION = "2014-12-01"

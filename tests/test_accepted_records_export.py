@@ -21,9 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import Collect
-from shared import apps, engine, jobs
-from shared.export_request import ROUTES
-from shared.records import CAMPAIGN_TYPES, HISTORICAL_TYPES, normalize
+from shared.export import engine
+from shared.platform import apps
+from shared.tasks import jobs
+from shared.export.export_request import ROUTES
+from shared.ingest.records import CAMPAIGN_TYPES, HISTORICAL_TYPES, normalize
 
 import expected
 from helpers import app_path, http_request

@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ExportTasks
-from shared import apps, openapi
-from shared.export_request import ROUTES
+from shared.api import openapi
+from shared.platform import apps
+from shared.export.export_request import ROUTES
 
 from helpers import API_VERSION, app_path, container_sas_url, http_request
 

@@ -10,8 +10,8 @@ import requests
 from openapi_spec_validator import validate
 
 from devhost.host import LocalHost
-from shared import apps
-from shared.export_request import ROUTES
+from shared.platform import apps
+from shared.export.export_request import ROUTES
 
 from conftest import REPO_ROOT
 from helpers import API_VERSION, app_path, container_sas_url

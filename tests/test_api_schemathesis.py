@@ -12,8 +12,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi import checks
 
-from shared import apps
-from shared.openapi import document
+from shared.platform import apps
+from shared.api.openapi import document
 
 from helpers import local_host
 

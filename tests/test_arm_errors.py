@@ -11,7 +11,7 @@ import requests
 import Collect
 import ExportTasks
 from devhost.azurite import connection_string, free_port
-from shared import config
+from shared.platform import config
 
 from helpers import API_VERSION, app_path, http_request, local_host
 

@@ -13,7 +13,8 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
 import Collect
-from shared import apps, rawstore, snapshots
+from shared.ingest import rawstore, snapshots
+from shared.platform import apps
 
 from helpers import app_path, http_request
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from shared import config
+from shared.platform import config
 
 from conftest import REPO_ROOT
 
@@ -61,7 +61,7 @@ def test_importing_every_function_creates_no_client_and_reads_no_setting():
         "sys.path.insert(0, os.getcwd())\n"
         "for spec in load_functions(os.getcwd()):\n"
         "    importlib.import_module(spec.name)\n"
-        "from shared import storage, config\n"
+        "from shared.platform import config, storage\n"
         "assert storage._clients == {}, storage._clients\n"
         "assert config.get_settings.cache_info().currsize == 0\n"
         "print('clean')\n"

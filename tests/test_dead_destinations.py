@@ -13,9 +13,10 @@ from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobClient, BlobServiceClient
 
 import PollExport
-from shared import destination, jobs, orchestration
-from shared.errors import BadRequest
-from shared.fairslots import FairSlots
+from shared.export import destination
+from shared.tasks import jobs, orchestration
+from shared.platform.errors import BadRequest
+from shared.tasks.fairslots import FairSlots
 
 from faultproxy import HANG, REDIRECT, FaultProxy
 from test_export_faults import Driver, assert_exact

@@ -106,7 +106,7 @@ def test_a_message_sent_by_a_function_of_the_host_is_picked_up_at_once_not_after
         semantics, app_env, names):
     import dataclasses
 
-    from shared import storage
+    from shared.platform import storage
 
     host = semantics(functions=["Echo"])
     (listener,) = host.listeners

@@ -13,8 +13,9 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 import ExportTasks
-from shared import apps, jobs, orchestration
-from shared.export_request import ROUTES
+from shared.platform import apps
+from shared.tasks import jobs, orchestration
+from shared.export.export_request import ROUTES
 
 from helpers import API_VERSION, app_path, container_sas_url, http_request
 
@@ -118,7 +119,7 @@ def test_the_sas_signature_is_never_returned_nor_stored_in_clear(api):
     stored = json.dumps({k: str(v) for k, v in row.items()})
     assert signature not in stored and "sig=" not in stored
     job = jobs.get_job(f"{api.collection}~{api.app}", task["id"])
-    from shared import destination
+    from shared.export import destination
     assert destination.unseal(job.sealed_sas) == api.container_url.split("?")[1]
 
 

@@ -16,8 +16,9 @@ from azure.storage.blob import BlobServiceClient
 
 from devhost.host import LocalHost
 from sampledata import Plan, load, records
-from shared import apps, collect
-from shared.exportformats import COLUMNS
+from shared.ingest import collect
+from shared.platform import apps
+from shared.export.exportformats import COLUMNS
 
 import expected
 from conftest import REPO_ROOT

@@ -22,9 +22,11 @@ import PollExport
 import StartExport
 from azure.functions.timer import TimerRequest
 from sampledata import Plan, load, records
-from shared import apps, engine, exportformats, jobs, orchestration, parts, storage
-from shared.service import submit_export
-from shared.export_request import ROUTES, parse_request
+from shared.export import engine, exportformats
+from shared.platform import apps, storage
+from shared.tasks import jobs, orchestration, parts
+from shared.tasks.service import submit_export
+from shared.export.export_request import ROUTES, parse_request
 
 import expected
 from helpers import container_sas_url
@@ -328,7 +330,7 @@ def test_a_redelivered_item_reads_what_its_plan_saw_even_while_the_raw_blob_grow
     ExportWorker.main(work[0])
     (first,) = parts.list_parts(job.id)
     # a late record lands in an hour blob the plan listed (this process's writer appends to it)
-    from shared import rawstore
+    from shared.ingest import rawstore
     late = {"type": "event", "deviceId": "late", "name": "late", "timestamp": f"{DAY.isoformat()}T05:00:00.000Z"}
     rawstore.writer().append_records(job.app_id, [late])
     storage_parts = storage.table(parts.PARTS_TABLE)
@@ -349,7 +351,7 @@ def _conversion_processes():
 
 def test_a_conversion_process_killed_mid_part_fails_the_try_and_the_retry_is_exact(driver, settings_override,
                                                                                    monkeypatch):
-    from shared import convert, sources
+    from shared.export import convert, sources
     settings_override(EXPORT_CONVERT_PROCESSES="2")
     monkeypatch.setattr(sources, "ROW_TEXT_BYTES", 2048)  # many runs of rows per part
     job = driver.create()

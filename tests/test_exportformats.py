@@ -8,7 +8,7 @@ import io
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.exportformats import COLUMNS, RowEncoder, csv_text
+from shared.export.exportformats import COLUMNS, RowEncoder, csv_text
 
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12) | st.sampled_from(
     ["", ",", '"', "\r", "\n", "\r\n", 'a "quoted", line\nbreak', " spaced ", "ü€😀"])

@@ -13,9 +13,9 @@ from azure.storage.queue import QueueClient
 
 import OnBlobCreated
 from devhost.host import LocalHost
-from shared import apps, config
-from shared.service import submit_export
-from shared.export_request import ROUTES, parse_request
+from shared.platform import apps, config
+from shared.tasks.service import submit_export
+from shared.export.export_request import ROUTES, parse_request
 
 from conftest import REPO_ROOT
 from helpers import container_sas_url, wait_for
@@ -108,7 +108,7 @@ def test_an_export_landing_in_the_watched_container_is_forwarded_through_the_loc
 def test_a_message_that_cannot_be_sent_goes_to_the_poison_queue_with_the_reason(app_env, routed, names,
                                                                                monkeypatch):
     from azure.core.exceptions import ServiceRequestError
-    from shared import forwarding
+    from shared.export import forwarding
 
     real_queue = forwarding._queue
 

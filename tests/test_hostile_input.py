@@ -12,7 +12,9 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 
 import ExportTasks
-from shared import apps, snapshots, sources
+from shared.export import sources
+from shared.ingest import snapshots
+from shared.platform import apps
 
 from helpers import app_path, container_sas_url, http_request
 from test_collect import NOW, T, T_END, Device

@@ -8,8 +8,8 @@ import datetime as dt
 
 import pytest
 
-from shared import jobs, parts
-from shared.monitor import Action, Decision, decide
+from shared.tasks import jobs, parts
+from shared.tasks.monitor import Action, Decision, decide
 
 NOW = dt.datetime(2026, 5, 4, 12, 0, tzinfo=dt.timezone.utc)
 HOUR = dt.timedelta(hours=1)

@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from conftest import REPO_ROOT
-from shared import apps, orchestration
+from shared.platform import apps
+from shared.tasks import orchestration
 
 from helpers import API_VERSION, app_path, container_sas_url, local_host
 

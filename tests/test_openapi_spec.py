@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from shared.openapi import document
+from shared.api.openapi import document
 
 from helpers import API_VERSION
 from test_export_api import TODAY, Api

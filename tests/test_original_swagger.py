@@ -13,7 +13,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi import checks
 
-from shared import apps
+from shared.platform import apps
 
 from helpers import local_host
 

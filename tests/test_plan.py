@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.engine import split_evenly
+from shared.export.engine import split_evenly
 
 
 def blobs(*sizes):
@@ -36,7 +36,7 @@ def test_empty_blobs_do_not_make_parts_of_their_own(settings_override):
 def test_every_blob_once_in_order_and_no_part_over_the_cap_unless_one_blob_is(sizes):
     import os
 
-    from shared import config
+    from shared.platform import config
     os.environ[config.PART_MAX_BYTES] = "64"
     config.reset_settings()
     try:

@@ -10,8 +10,8 @@ from collections import Counter
 from azure.storage.blob import BlobServiceClient
 
 from sampledata import Plan, load, records
-from shared import rawstore
-from shared.records import RECORD_TYPES, normalize
+from shared.ingest import rawstore
+from shared.ingest.records import RECORD_TYPES, normalize
 
 PLAN = Plan(devices=40, days=2, last_day=dt.date(2026, 3, 1), seed=7)
 

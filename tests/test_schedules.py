@@ -19,7 +19,8 @@ from azure.storage.queue import QueueClient
 import StartExport
 from devhost.host import LocalHost
 from sampledata import Plan, load
-from shared import apps, config, jobs, schedules
+from shared.platform import apps, config
+from shared.tasks import jobs, schedules
 
 from conftest import REPO_ROOT
 from helpers import queue_exists, wait_for
@@ -166,7 +167,7 @@ def test_a_scheduled_export_lands_and_is_forwarded_once_to_queue_and_webhook(app
 
 
 def test_a_webhook_that_redirects_is_not_followed_and_the_message_goes_to_poison(app_env, names, settings_override):
-    from shared import forwarding
+    from shared.export import forwarding
 
     target = Receiver()
 
@@ -203,7 +204,7 @@ def test_a_schedule_of_an_unregistered_app_is_reported_once_by_name_and_creates_
     collection = f"u{names.token}"
     doc = {"name": f"orphan-{names.token}", "app": f"{collection}/ghost", "route": "events", "cadence": "daily"}
     settings_override(**{config.SCHEDULES: json.dumps([doc])})
-    with caplog.at_level("ERROR", logger="shared.schedules"):
+    with caplog.at_level("ERROR", logger="shared.tasks.schedules"):
         assert schedules.create_due_jobs(dt.datetime.now(UTC)) == []
         assert schedules.create_due_jobs(dt.datetime.now(UTC)) == []
     reports = [record.getMessage() for record in caplog.records if doc["name"] in record.getMessage()]

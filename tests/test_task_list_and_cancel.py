@@ -9,8 +9,9 @@ import time
 import pytest
 
 import PollExport
-from shared import engine, exportformats, jobs, orchestration, parts
-from shared.errors import Conflict, PermanentJobError
+from shared.export import engine, exportformats
+from shared.tasks import jobs, orchestration, parts
+from shared.platform.errors import Conflict, PermanentJobError
 
 from helpers import API_VERSION
 from test_dead_destinations import every_blob

@@ -7,8 +7,8 @@ import argparse
 import json
 import sys
 
-from shared import apps
-from shared.errors import ApiError
+from shared.platform import apps
+from shared.platform.errors import ApiError
 from tools import localenv
 
 

@@ -21,8 +21,9 @@ from azure.storage.blob import BlobServiceClient
 from devhost.azurite import REPO_ROOT, port_open
 from devhost.host import LocalHost
 from sampledata import Plan, load
-from shared import apps, destination
-from shared.config import get_settings
+from shared.export import destination
+from shared.platform import apps
+from shared.platform.config import get_settings
 from tools import localenv
 
 API_VERSION = "2014-12-01"

@@ -10,7 +10,7 @@ import sys
 import time
 
 from sampledata import Plan, load, post
-from shared.apps import app_ref
+from shared.platform.apps import app_ref
 from tools import localenv
 
 

@@ -7,7 +7,7 @@ import os
 
 from devhost.azurite import REPO_ROOT, ensure_running
 from devhost.host import apply_local_settings
-from shared.config import STORAGE_CONNECTION, expand_connection_string, reset_settings
+from shared.platform.config import STORAGE_CONNECTION, expand_connection_string, reset_settings
 
 
 def prepare() -> None:

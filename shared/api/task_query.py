@@ -12,9 +12,9 @@ import datetime as dt
 import re
 from typing import List, Optional
 
-from shared.errors import BadRequest
-from shared.export_request import ROUTES, utc_datetime
-from shared.jobs import STATES, JobQuery
+from shared.platform.errors import BadRequest
+from shared.export.export_request import ROUTES, utc_datetime
+from shared.tasks.jobs import STATES, JobQuery
 
 ORDER_PROPERTIES = {"taskid": "taskId", "errordetails": "errorDetails", "datecreated": "dateCreated",
                     "taskstatus": "taskStatus"}

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
-from shared import storage
+from shared.platform import storage
 
 PARTS_TABLE = "exportparts"
 

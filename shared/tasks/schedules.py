@@ -20,10 +20,14 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List
 
-from shared import apps, destination, jobs, service
-from shared.config import DESTINATION_STORAGE, SCHEDULES, ConfigError, get_settings
-from shared.errors import ApiError
-from shared.export_request import EXPORT_FORMATS, HISTORICAL, ROUTES, ExportRequest
+from shared.export import destination
+
+from shared.platform import apps
+
+from shared.tasks import jobs, service
+from shared.platform.config import DESTINATION_STORAGE, SCHEDULES, ConfigError, get_settings
+from shared.platform.errors import ApiError
+from shared.export.export_request import EXPORT_FORMATS, HISTORICAL, ROUTES, ExportRequest
 
 CADENCES = {"daily": dt.timedelta(days=1), "hourly": dt.timedelta(hours=1)}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}\Z")

@@ -11,10 +11,12 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tupl
 
 from isal import isal_zlib
 
-from shared import rawstore, snapshots, storage
-from shared.convert import parse_lines
-from shared.pipeline import prefetch
-from shared.records import format_time, parse_time
+from shared.ingest import rawstore, snapshots
+
+from shared.platform import storage
+from shared.export.convert import parse_lines
+from shared.export.pipeline import prefetch
+from shared.ingest.records import format_time, parse_time
 
 CHUNK_BYTES = 4 * 1024 * 1024
 # Rows are parsed from at most this much decompressed text at a time, which bounds a batch's objects.

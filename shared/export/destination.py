@@ -21,8 +21,8 @@ from azure.storage.blob import (BlobClient, BlobServiceClient, ContainerClient, 
                                 ExponentialRetry, generate_container_sas)
 from cryptography.fernet import Fernet, InvalidToken
 
-from shared.config import get_settings
-from shared.errors import BadRequest, PermanentJobError
+from shared.platform.config import get_settings
+from shared.platform.errors import BadRequest, PermanentJobError
 
 BLOB_HOST_SUFFIXES = (
     ".blob.core.windows.net",  # Azure public cloud

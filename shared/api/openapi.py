@@ -9,13 +9,13 @@ from __future__ import annotations
 import functools
 from typing import Optional
 
-from shared.collect import MAX_RECORDS
-from shared.export_api import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from shared.http import API_VERSION, STORAGE_RETRY_AFTER_SECONDS
-from shared.task_query import EXPORT_TYPES, ORDER_PROPERTIES
-from shared.export_request import (CAMPAIGN_TYPES, EXPORT_FORMATS, FEEDBACK_BY_CAMPAIGN, FEEDBACK_BY_DATE,
+from shared.api.collect_api import MAX_RECORDS
+from shared.api.export_api import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from shared.api.http import API_VERSION, STORAGE_RETRY_AFTER_SECONDS
+from shared.api.task_query import EXPORT_TYPES, ORDER_PROPERTIES
+from shared.export.export_request import (CAMPAIGN_TYPES, EXPORT_FORMATS, FEEDBACK_BY_CAMPAIGN, FEEDBACK_BY_DATE,
                                    HISTORICAL, MAX_CAMPAIGN_IDS, MAX_DESCRIPTION, ROUTES)
-from shared.jobs import STATES
+from shared.tasks.jobs import STATES
 
 APP_PATH = ("/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/"
             "Microsoft.MobileEngagement/appcollections/{appCollection}/apps/{appName}/devices")

@@ -11,8 +11,8 @@ from typing import Any, Callable, Mapping, Optional
 import azure.functions as func
 from azure.core.exceptions import AzureError
 
-from shared import apps
-from shared.errors import ApiError, BadRequest, TransientError
+from shared.platform import apps
+from shared.platform.errors import ApiError, BadRequest, TransientError
 
 API_VERSION = "2014-12-01"
 

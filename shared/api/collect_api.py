@@ -1,21 +1,18 @@
-"""Ingestion: `POST .../devices/collect` with {"records": [...]}, authorised by the app's collect key.
-
-Every record is checked on its own; the valid ones are written (historical records to the raw store,
-snapshot records to their tables) before the answer says 200, and each refused record is listed with its
-index, the field and the reason. A body that cannot be read at all is refused whole.
+"""The HTTP side of ingestion: `POST .../devices/collect` with {"records": [...]}, authorised by the app's
+collect key. The body is read here (size, gzip, JSON); each record is checked and stored by shared.ingest.collect.
+A body that cannot be read at all is refused whole.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import zlib
 
 import azure.functions as func
 
-from shared import json_input, rawstore, snapshots
-from shared.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from shared.http import arm_endpoint, authorized_app, check_api_version, json_response
-from shared.records import HISTORICAL_TYPES, RecordError, normalize
+from shared.api.http import arm_endpoint, authorized_app, check_api_version, json_response
+from shared.ingest.collect import ingest
+from shared.platform import json_input
+from shared.platform.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_DECODED_BYTES = 16 * 1024 * 1024
@@ -59,27 +56,6 @@ def _records(body: bytes) -> list:
                          code="TooManyRecords")
     return records
 
-
-def ingest(app_id: str, raw_records: list) -> dict:
-    """Checks and stores a batch; returns the answer body {"accepted": n, "rejected": [...]}.
-
-    Every record is checked before anything is written, so no record can fail a write half-way through a
-    batch. Snapshot state is written first because its writes are upserts: a batch sent again after a
-    failure rewrites the same rows. The raw appends, which a retry would repeat, come last."""
-    received = dt.datetime.now(dt.timezone.utc)
-    accepted, rejected = [], []
-    for index, raw in enumerate(raw_records):
-        try:
-            accepted.append(normalize(raw, now=received))
-        except RecordError as error:
-            rejected.append({"index": index, "field": error.field, "reason": error.reason})
-    historical = [record for record in accepted if record["type"] in HISTORICAL_TYPES]
-    snapshot = [record for record in accepted if record["type"] not in HISTORICAL_TYPES]
-    if snapshot:
-        snapshots.store(app_id, snapshot, now=received)
-    if historical:
-        rawstore.writer().append_records(app_id, historical)
-    return {"accepted": len(accepted), "rejected": rejected}
 
 
 @arm_endpoint("storage is unavailable; send the whole batch again after Retry-After seconds")

@@ -22,8 +22,8 @@ import requests
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueServiceClient
 
-from shared import storage
-from shared.config import DESTINATION_STORAGE, ConfigError, get_settings
+from shared.platform import storage
+from shared.platform.config import DESTINATION_STORAGE, ConfigError, get_settings
 
 FORWARDED_TABLE = "forwarded"
 log = logging.getLogger(__name__)

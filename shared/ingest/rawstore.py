@@ -22,14 +22,14 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from isal import igzip
 
-from shared import storage
-from shared.errors import TransientError
-from shared.records import encode_line, parse_time, partition_time
+from shared.platform import storage
+from shared.platform.errors import TransientError
+from shared.ingest.records import encode_line, parse_time, partition_time
 
 RAW_CONTAINER = "raw"
 MAX_BLOCKS_PER_BLOB = 49_000
 MAX_BLOCK_BYTES = 4 * 1024 * 1024
-GZIP_LEVEL = 2  # ISA-L level: see shared.exportformats
+GZIP_LEVEL = 2  # ISA-L level: see shared.export.exportformats
 
 
 def hour_prefix(app_id: str, record_type: str, hour: dt.datetime) -> str:

@@ -13,10 +13,14 @@ import threading
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from shared import engine, jobs, monitor, parts, storage
-from shared.config import get_settings
-from shared.errors import Conflict, PermanentJobError
-from shared.fairslots import FairSlots
+from shared.export import engine
+
+from shared.platform import storage
+
+from shared.tasks import jobs, monitor, parts
+from shared.platform.config import get_settings
+from shared.platform.errors import Conflict, PermanentJobError
+from shared.tasks.fairslots import FairSlots
 
 POLL_QUEUE = "export-poll"
 # A job still Queued this long after creation lost its start message (or the host crashed): start it again.
@@ -159,7 +163,7 @@ def _start(job: jobs.ExportJob) -> jobs.ExportJob:
 
 
 def poll(message: PollMessage) -> None:
-    """One look at a job: start it, fail it, finish it, or look again later (the decision: shared.monitor)."""
+    """One look at a job: start it, fail it, finish it, or look again later (the decision: shared.tasks.monitor)."""
     job = jobs.find_job(message.app_id, message.job_id)
     if job is None:
         log.warning("Poll for unknown export task %s of app %s dropped", message.job_id, message.app_id)
@@ -233,7 +237,7 @@ def work(message: WorkMessage, *, last_try: bool) -> None:
 
     At most EXPORT_WORKER_CONCURRENCY items run at once in a process, whatever the host's queue batch size,
     so memory stays flat however many parts an export has; the others wait with their message leased, and a
-    freed slot goes to the app that holds the fewest (shared.fairslots)."""
+    freed slot goes to the app that holds the fewest (shared.tasks.fairslots)."""
     try:
         with _slots().slot(message.app_id):
             last = engine.run_item(message.app_id, message.job_id, message.index, last_try=last_try)

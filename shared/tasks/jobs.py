@@ -21,8 +21,8 @@ from azure.core import MatchConditions
 from azure.data.tables import UpdateMode
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from shared import storage
-from shared.errors import BadRequest, NotFound
+from shared.platform import storage
+from shared.platform.errors import BadRequest, NotFound
 
 JOBS_TABLE = "exportjobs"
 NEWEST_FIRST_TABLE = "exportjobsbydate"

@@ -14,7 +14,7 @@ from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-from shared.config import STORAGE_CONNECTION, ConfigError, get_settings
+from shared.platform.config import STORAGE_CONNECTION, ConfigError, get_settings
 
 _lock = threading.Lock()
 _clients: Dict[str, Any] = {}

@@ -6,7 +6,7 @@ converts each run into one gzip member (a gzip file is any number of members one
 results come back in order, with only a few runs in flight, so memory stays bounded.
 
 The pool starts on first use (never at import) with the `spawn` method, as the worker process runs threads,
-and its processes import only this module and `shared.exportformats`. If one of them dies, the pool is
+and its processes import only this module and `shared.export.exportformats`. If one of them dies, the pool is
 replaced and the part fails with ConversionProcessLost, which the queue retries like any transient error.
 """
 
@@ -22,7 +22,7 @@ from typing import Deque, Iterable, Iterator, List, Optional, Tuple
 
 import orjson
 
-from shared.exportformats import RowEncoder, gzip_member
+from shared.export.exportformats import RowEncoder, gzip_member
 
 
 class ConversionProcessLost(RuntimeError):

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
-from shared import storage
-from shared.errors import BadRequest, Unauthorized
+from shared.platform import storage
+from shared.platform.errors import BadRequest, Unauthorized
 
 APPS_TABLE = "apps"
 _PARTITION = "app"

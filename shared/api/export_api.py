@@ -1,6 +1,6 @@
 """The exportTasks API (api-version 2014-12-01), the HTTP side: list, get, create and cancel an app's tasks.
 
-One entry point, ``handle``, routes what the ExportTasks function receives to shared.service and answers an
+One entry point, ``handle``, routes what the ExportTasks function receives to shared.tasks.service and answers an
 HttpResponse: 202 + Location + Retry-After on creation, the ARM error shape for every refusal.
 """
 
@@ -14,11 +14,15 @@ from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
 
-from shared import apps, jobs, json_input, service, task_query
-from shared.config import get_settings
-from shared.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, UnsupportedMediaType
-from shared.export_request import ROUTES, parse_request
-from shared.http import API_VERSION, arm_endpoint, authorized_app, check_api_version, json_response
+from shared.api import task_query
+
+from shared.platform import apps, json_input
+
+from shared.tasks import jobs, service
+from shared.platform.config import get_settings
+from shared.platform.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, UnsupportedMediaType
+from shared.export.export_request import ROUTES, parse_request
+from shared.api.http import API_VERSION, arm_endpoint, authorized_app, check_api_version, json_response
 
 DEFAULT_PAGE_SIZE = 20  # the 2014-12-01 contract's default
 MAX_PAGE_SIZE = 1000  # the contract's maximum is 40; larger pages are an extension

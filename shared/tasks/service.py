@@ -1,7 +1,7 @@
 """The export service: what the HTTP edge, schedules and tools do with an app's export tasks.
 
 Submit, get, list and cancel, for an app already authenticated: keys and api-version belong to the HTTP edge
-(shared.http), the request's fields to shared.export_request, the job's life to shared.orchestration.
+(shared.api.http), the request's fields to shared.export.export_request, the job's life to shared.tasks.orchestration.
 """
 
 from __future__ import annotations
@@ -9,9 +9,13 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from shared import apps, destination, jobs, orchestration
-from shared.config import get_settings
-from shared.export_request import ExportRequest
+from shared.export import destination
+
+from shared.platform import apps
+
+from shared.tasks import jobs, orchestration
+from shared.platform.config import get_settings
+from shared.export.export_request import ExportRequest
 
 log = logging.getLogger(__name__)
 

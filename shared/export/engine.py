@@ -19,11 +19,17 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Sequence
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, ContentSettings
 
-from shared import convert, destination, jobs, monitor, parts, rawstore, sources, storage
-from shared.config import get_settings
-from shared.errors import PermanentJobError
-from shared.exportformats import GzipSink, RowEncoder, file_name, gzip_member, manifest_name
-from shared.pipeline import Background, Uploads, release_free_memory, tune_allocator
+from shared.export import convert, destination, sources
+
+from shared.ingest import rawstore
+
+from shared.platform import storage
+
+from shared.tasks import jobs, monitor, parts
+from shared.platform.config import get_settings
+from shared.platform.errors import PermanentJobError
+from shared.export.exportformats import GzipSink, RowEncoder, file_name, gzip_member, manifest_name
+from shared.export.pipeline import Background, Uploads, release_free_memory, tune_allocator
 
 PLANS_CONTAINER = "exportplans"
 ROW_BATCH = 2000
@@ -177,7 +183,7 @@ class PartResult:
 def produce(job: jobs.ExportJob, item: WorkItem, stage: Callable[[str, bytes], None]) -> PartResult:
     """Writes the item's file as staged blocks; ``stage(block_id, data)`` stores one block.
 
-    Reading, converting, compressing and uploading overlap (see shared.pipeline), each holding a few
+    Reading, converting, compressing and uploading overlap (see shared.export.pipeline), each holding a few
     blocks at most, so memory stays bounded by the block size whatever the export's size.
     """
     tune_allocator()
@@ -206,7 +212,7 @@ def produce(job: jobs.ExportJob, item: WorkItem, stage: Callable[[str, bytes], N
                 sink.write(gzip_member(b""))  # an empty export is still a valid gzip file
             sink.close()
         elif item.kind == "rows" and get_settings().convert_processes:
-            # The CPU-bound part on every core (shared.convert): each run of rows comes back as a gzip member.
+            # The CPU-bound part on every core (shared.export.convert): each run of rows comes back as a gzip member.
             sink = GzipSink(emit, compress=False)
             header = RowEncoder(job.export_type, job.export_format, export_user_id=job.export_user_id).header()
             sink.write(gzip_member(header))

@@ -13,7 +13,7 @@ import re
 import unicodedata
 from typing import Any, Callable, Dict, Literal, Optional, Tuple, overload
 
-from shared.json_input import Unwritable, check_writable
+from shared.platform.json_input import Unwritable, check_writable
 
 HISTORICAL_TYPES = ("activity", "event", "job", "error", "crash")
 SNAPSHOT_TYPES = ("device", "tag", "token", "push")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shared import storage
-from shared.config import get_settings
+from shared.platform import storage
+from shared.platform.config import get_settings
 
 
 def check() -> dict:

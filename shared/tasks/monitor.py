@@ -1,5 +1,5 @@
 """The monitor's decision, as a pure function: what to do next with a job, from the job, where its parts
-stand and the time. No storage here; shared.orchestration reads the inputs and carries the decision out."""
+stand and the time. No storage here; shared.tasks.orchestration reads the inputs and carries the decision out."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
-from shared import jobs
-from shared.parts import Summary
+from shared.tasks import jobs
+from shared.tasks.parts import Summary
 
 
 class Action(Enum):

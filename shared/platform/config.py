@@ -244,7 +244,8 @@ def get_settings() -> Settings:
 def reset_settings() -> None:
     """Forgets the cached settings (and the clients built from them); for tests and the local host."""
     get_settings.cache_clear()
-    from shared import forwarding, storage  # late import: they depend on this module
+    from shared.export import forwarding
+    from shared.platform import storage  # late import: they depend on this module
 
     storage.reset_clients()
     forwarding.reset()
