@@ -5,8 +5,8 @@ import logging
 import azure.functions as func
 
 from shared.api import health
-from shared.platform.config import ConfigError
 from shared.api.http import json_response
+from shared.platform.config import ConfigError
 
 
 def main(req: func.HttpRequest) -> func.HttpResponse:

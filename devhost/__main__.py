@@ -36,8 +36,8 @@ class StopRequest:
 def serve(arguments) -> int:
     # Imported here, not above: processes the app starts with multiprocessing's spawn method import this
     # module again, and they should not pay for the host.
-    from devhost.azurite import REPO_ROOT, AzuriteError, ensure_running
     from devhost.appmodel import AppLoadError
+    from devhost.azurite import REPO_ROOT, AzuriteError, ensure_running
     from devhost.host import LocalHost, apply_local_settings
     from devhost.http_server import PortInUse
     from shared.platform.config import STORAGE_CONNECTION, expand_connection_string

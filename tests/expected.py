@@ -6,7 +6,7 @@ import datetime as dt
 import json
 from collections import defaultdict
 
-from shared.export.exportformats import COLUMNS
+from shared.export.registry import EXPORT_TYPES
 
 
 def day_of(text: str) -> dt.date:
@@ -91,7 +91,7 @@ def cell(value):
 
 
 def as_csv_rows(rows, export_type, columns=None):
-    columns = columns or COLUMNS[export_type]
+    columns = columns or EXPORT_TYPES[export_type].columns
     return [{c: cell(row.get(c)) for c in columns} for row in rows]
 
 

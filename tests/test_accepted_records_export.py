@@ -16,19 +16,18 @@ import io
 import json
 from collections import defaultdict
 
+import expected
 import pytest
+from helpers import app_path, http_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import Collect
 from shared.export import engine
+from shared.export.registry import ROUTES
+from shared.ingest.records import CAMPAIGN_TYPES, HISTORICAL_TYPES, normalize
 from shared.platform import apps
 from shared.tasks import jobs
-from shared.export.export_request import ROUTES
-from shared.ingest.records import CAMPAIGN_TYPES, HISTORICAL_TYPES, normalize
-
-import expected
-from helpers import app_path, http_request
 
 NOW = dt.datetime.now(dt.timezone.utc)
 TODAY = NOW.date()

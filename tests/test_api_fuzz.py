@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 
-from openapi_schema_validator import OAS30Validator
 import pytest
+from helpers import API_VERSION, app_path, container_sas_url, http_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from openapi_schema_validator import OAS30Validator
 
 import ExportTasks
 from shared.api import openapi
+from shared.export.registry import ROUTES
 from shared.platform import apps
-from shared.export.export_request import ROUTES
-
-from helpers import API_VERSION, app_path, container_sas_url, http_request
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False) | st.text(max_size=40),

@@ -7,14 +7,13 @@ import datetime as dt
 
 import pytest
 import requests
+from conftest import REPO_ROOT
+from helpers import API_VERSION, app_path, container_sas_url
 from openapi_spec_validator import validate
 
 from devhost.host import LocalHost
+from shared.export.registry import ROUTES
 from shared.platform import apps
-from shared.export.export_request import ROUTES
-
-from conftest import REPO_ROOT
-from helpers import API_VERSION, app_path, container_sas_url
 
 
 @pytest.fixture

@@ -9,13 +9,12 @@ import uuid
 
 import pytest
 import schemathesis
+from helpers import local_host
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi import checks
 
-from shared.platform import apps
 from shared.api.openapi import document
-
-from helpers import local_host
+from shared.platform import apps
 
 COLLECTION, APP = f"fuzz-{uuid.uuid4().hex[:8]}", "app"
 EXAMPLES_PER_OPERATION = 60

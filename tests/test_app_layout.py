@@ -6,11 +6,9 @@ import json
 import os
 
 import pytest
-
-from devhost.appmodel import (AppLoadError, load_functions, load_host_config, parse_timespan,
-                              validate_function_json)
-
 from conftest import REPO_ROOT
+
+from devhost.appmodel import AppLoadError, load_functions, load_host_config, parse_timespan, validate_function_json
 
 FUNCTION_JSONS = sorted(
     os.path.join(REPO_ROOT, entry, "function.json") for entry in os.listdir(REPO_ROOT)

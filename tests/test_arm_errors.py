@@ -7,13 +7,12 @@ import json
 
 import pytest
 import requests
+from helpers import API_VERSION, app_path, http_request, local_host
 
 import Collect
 import ExportTasks
 from devhost.azurite import connection_string, free_port
 from shared.platform import config
-
-from helpers import API_VERSION, app_path, http_request, local_host
 
 HTTP_FUNCTIONS = ["ExportTasks", "Collect", "OpenApi", "Health", "NotServed"]
 SUB = "/subscriptions/s1"

@@ -11,12 +11,11 @@ import threading
 import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
+from helpers import app_path, http_request
 
 import Collect
 from shared.ingest import rawstore, snapshots
 from shared.platform import apps
-
-from helpers import app_path, http_request
 
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 T = (NOW - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")

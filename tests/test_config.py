@@ -6,10 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO_ROOT
 
 from shared.platform import config
-
-from conftest import REPO_ROOT
 
 KEY = "dGVzdHMtb25seS1rZXktMzItYnl0ZXMtbG9uZy0hISE="
 

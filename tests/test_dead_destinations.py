@@ -11,15 +11,14 @@ import time
 import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobClient, BlobServiceClient
+from faultproxy import HANG, REDIRECT, FaultProxy
+from test_export_faults import Driver, assert_exact
 
 import PollExport
 from shared.export import destination
-from shared.tasks import jobs, orchestration
 from shared.platform.errors import BadRequest
+from shared.tasks import jobs, orchestration
 from shared.tasks.fairslots import FairSlots
-
-from faultproxy import HANG, REDIRECT, FaultProxy
-from test_export_faults import Driver, assert_exact
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import pytest
 import requests
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
+from helpers import queue_exists, wait_for
 
 from devhost.host import LocalHost
-from helpers import queue_exists, wait_for
 
 APP = os.path.join(os.path.dirname(__file__), "apps", "semantics")
 
@@ -193,6 +193,7 @@ def test_serve_prints_ready_answers_and_stops_cleanly_on_sigterm(app_env):
     import sys
 
     from conftest import REPO_ROOT
+
     from devhost.azurite import free_port
 
     port = free_port()
@@ -246,6 +247,7 @@ def test_serve_refuses_bad_arguments_with_what_was_wrong(app_env, arguments, mes
     import sys
 
     from conftest import REPO_ROOT
+
     from devhost.azurite import free_port
 
     finished = subprocess.run([sys.executable, "-m", "devhost", "serve", "--port", str(free_port()), *arguments],

@@ -12,10 +12,10 @@ import sys
 
 import pytest
 import requests
-
 from conftest import REPO_ROOT
-from devhost.azurite import free_port
 from helpers import local_host
+
+from devhost.azurite import free_port
 
 
 @pytest.fixture

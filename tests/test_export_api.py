@@ -11,13 +11,12 @@ import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+from helpers import API_VERSION, app_path, container_sas_url, http_request
 
 import ExportTasks
+from shared.export.registry import ROUTES
 from shared.platform import apps
 from shared.tasks import jobs, orchestration
-from shared.export.export_request import ROUTES
-
-from helpers import API_VERSION, app_path, container_sas_url, http_request
 
 TODAY = dt.datetime.now(dt.timezone.utc).date()
 YESTERDAY = (TODAY - dt.timedelta(days=1)).isoformat()

@@ -10,19 +10,18 @@ import io
 import json
 import time
 
+import expected
 import pytest
 import requests
 from azure.storage.blob import BlobServiceClient
+from conftest import REPO_ROOT
+from helpers import API_VERSION, app_path, container_sas_url
 
 from devhost.host import LocalHost
 from sampledata import Plan, load, records
+from shared.export.registry import EXPORT_TYPES
 from shared.ingest import collect
 from shared.platform import apps
-from shared.export.exportformats import COLUMNS
-
-import expected
-from conftest import REPO_ROOT
-from helpers import API_VERSION, app_path, container_sas_url
 
 YESTERDAY = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
 FIRST, LAST = YESTERDAY - dt.timedelta(days=1), YESTERDAY  # the generated data spans three days
@@ -147,7 +146,7 @@ def test_export_holds_exactly_the_expected_records(exported, route, export_type,
             part = [json.loads(line) for line in text.splitlines()]
         else:
             reader = csv.DictReader(io.StringIO(text, newline=""))
-            columns = list(COLUMNS[export_type])
+            columns = list(EXPORT_TYPES[export_type].columns)
             assert reader.fieldnames == columns
             part = list(reader)
         assert len(part) == entry["records"]

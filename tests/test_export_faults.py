@@ -11,25 +11,25 @@ import json
 import threading
 import time
 
+import expected
 import pytest
 from azure.core.exceptions import ResourceExistsError
 from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
+from helpers import container_sas_url
 
 import ExportWorker
 import PollExport
 import StartExport
-from azure.functions.timer import TimerRequest
 from sampledata import Plan, load, records
 from shared.export import engine, exportformats
+from shared.export.export_request import parse_request
+from shared.export.registry import ROUTES
 from shared.platform import apps, storage
 from shared.tasks import jobs, orchestration, parts
 from shared.tasks.service import submit_export
-from shared.export.export_request import ROUTES, parse_request
-
-import expected
-from helpers import container_sas_url
 
 DAY = dt.date(2026, 5, 4)
 PLAN = Plan(devices=30, days=1, last_day=DAY, seed=11)
@@ -142,10 +142,10 @@ def test_a_worker_killed_after_staging_half_its_blocks_is_redelivered_and_the_fi
     driver.deliver(orchestration.POLL_QUEUE, PollExport.main, driver.take(orchestration.POLL_QUEUE)[0])
     (work,) = driver.take(orchestration.WORK_QUEUE)
     staged, attempts, lock = [], [], threading.Lock()
-    real_stage = engine._stage_to
+    real_stage = engine.stage_to
 
-    def dying_stage(job_, item):
-        stage = real_stage(job_, item)
+    def dying_stage(job_, item, still_running):
+        stage = real_stage(job_, item, still_running)
 
         def stage_some(identifier, data):
             with lock:
@@ -157,13 +157,13 @@ def test_a_worker_killed_after_staging_half_its_blocks_is_redelivered_and_the_fi
             staged.append(identifier)
         return stage_some
 
-    monkeypatch.setattr(engine, "_stage_to", dying_stage)
+    monkeypatch.setattr(engine, "stage_to", dying_stage)
     with pytest.raises(SystemExit):
         ExportWorker.main(work[0])
     assert len(staged) == 2, "two blocks were staged before the worker died"
     assert parts.list_parts(job.id) == []
     assert not any(name.endswith(".csv.gz") for name in driver.blobs()), "no partial file may be visible"
-    monkeypatch.setattr(engine, "_stage_to", real_stage)
+    monkeypatch.setattr(engine, "stage_to", real_stage)
     redelivered = QueueMessage(id=work[0].id, body=work[0].get_body(), dequeue_count=2)
     ExportWorker.main(redelivered)
     driver.queues[orchestration.WORK_QUEUE].delete_message(work[1])
@@ -298,8 +298,9 @@ def test_an_empty_range_succeeds_with_an_empty_file_and_a_zero_manifest(driver):
 
 
 def test_max_dequeue_count_matches_host_json():
-    from devhost.appmodel import load_host_config
     from conftest import REPO_ROOT
+
+    from devhost.appmodel import load_host_config
     assert load_host_config(REPO_ROOT).queues.max_dequeue_count == orchestration.MAX_DEQUEUE_COUNT
 
 

@@ -8,7 +8,8 @@ import io
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.export.exportformats import COLUMNS, RowEncoder, csv_text
+from shared.export.exportformats import CsvEncoder, csv_text
+from shared.export.registry import EXPORT_TYPES
 
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12) | st.sampled_from(
     ["", ",", '"', "\r", "\n", "\r\n", 'a "quoted", line\nbreak', " spaced ", "ü€😀"])
@@ -16,7 +17,7 @@ NUMBERS = st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False, allow_infi
 SCALARS = st.none() | st.booleans() | NUMBERS | TEXT
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
                       max_leaves=6)
-EVENT = COLUMNS["Event"]
+EVENT = EXPORT_TYPES["Event"].columns
 
 
 def reference(rows, columns) -> bytes:
@@ -30,7 +31,7 @@ def reference(rows, columns) -> bytes:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.fixed_dictionaries({}, optional={column: VALUES for column in EVENT}), max_size=8))
 def test_csv_rows_are_byte_for_byte_what_the_csv_module_writes(rows):
-    encoder = RowEncoder("Event", "CsvBlob")
+    encoder = CsvEncoder(EVENT)
     written = encoder.header() + encoder.encode(rows)
     assert written == reference(rows, EVENT)
     parsed = list(csv.reader(io.StringIO(written.decode("utf-8"), newline="")))
@@ -39,7 +40,7 @@ def test_csv_rows_are_byte_for_byte_what_the_csv_module_writes(rows):
 
 
 def test_nested_values_are_json_booleans_lowercase_and_null_empty():
-    encoder = RowEncoder("Device", "CsvBlob")
+    encoder = CsvEncoder(EXPORT_TYPES["Device"].columns)
     row = {"deviceId": "d1", "firstSeen": "2026-01-01T00:00:00.000Z", "nativePushEnabled": False,
            "info": {"os": "iOS", "model": 'iPhone "15", pro'}, "appInfo": {}}
     assert encoder.encode([row]) == (

@@ -10,15 +10,15 @@ import pytest
 from azure.functions.blob import InputStream
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
+from conftest import REPO_ROOT
+from helpers import container_sas_url, wait_for
 
 import OnBlobCreated
 from devhost.host import LocalHost
+from shared.export.export_request import parse_request
+from shared.export.registry import ROUTES
 from shared.platform import apps, config
 from shared.tasks.service import submit_export
-from shared.export.export_request import ROUTES, parse_request
-
-from conftest import REPO_ROOT
-from helpers import container_sas_url, wait_for
 
 
 def manifest_for(job_id, export_type="Event", files=2):
@@ -108,15 +108,16 @@ def test_an_export_landing_in_the_watched_container_is_forwarded_through_the_loc
 def test_a_message_that_cannot_be_sent_goes_to_the_poison_queue_with_the_reason(app_env, routed, names,
                                                                                monkeypatch):
     from azure.core.exceptions import ServiceRequestError
-    from shared.export import forwarding
 
-    real_queue = forwarding._queue
+    from shared.platform import storage
+
+    real_queue = storage.destination_queue
 
     class Unreachable:
         def send_message(self, body):
             raise ServiceRequestError("connection refused")
 
-    monkeypatch.setattr(forwarding, "_queue",
+    monkeypatch.setattr(storage, "destination_queue",
                         lambda name: Unreachable() if name == routed["events"] else real_queue(name))
     job_id = f"p-{names.token}"
     OnBlobCreated.main(stream(f"Event/{job_id}/manifest.json", manifest_for(job_id, files=1)))

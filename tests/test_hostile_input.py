@@ -10,14 +10,13 @@ import threading
 
 import pytest
 from azure.core.exceptions import HttpResponseError
+from helpers import app_path, container_sas_url, http_request
+from test_collect import NOW, T_END, Device, T
 
 import ExportTasks
 from shared.export import sources
 from shared.ingest import snapshots
 from shared.platform import apps
-
-from helpers import app_path, container_sas_url, http_request
-from test_collect import NOW, T, T_END, Device
 
 FUTURE_YEAR = "9999-06-01T00:00:00Z"
 EVENT = {"type": "event", "deviceId": "d", "name": "e", "timestamp": T}

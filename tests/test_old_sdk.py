@@ -11,12 +11,11 @@ import subprocess
 
 import pytest
 import requests
-
 from conftest import REPO_ROOT
+from helpers import API_VERSION, app_path, container_sas_url, local_host
+
 from shared.platform import apps
 from shared.tasks import orchestration
-
-from helpers import API_VERSION, app_path, container_sas_url, local_host
 
 SCRIPT = os.path.join(REPO_ROOT, "tests", "sdk", "old_client.js")
 

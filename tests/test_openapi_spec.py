@@ -9,11 +9,10 @@ import json
 import os
 
 import pytest
-
-from shared.api.openapi import document
-
 from helpers import API_VERSION
 from test_export_api import TODAY, Api
+
+from shared.api.openapi import document
 
 SPEC = json.load(open(os.path.join(os.path.dirname(__file__), "spec", "exporttasks-2014-12-01.json")))
 DOC = document()

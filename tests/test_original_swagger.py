@@ -10,12 +10,11 @@ import uuid
 
 import pytest
 import schemathesis
+from helpers import local_host
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi import checks
 
 from shared.platform import apps
-
-from helpers import local_host
 
 FACTS = json.load(open(os.path.join(os.path.dirname(__file__), "spec", "exporttasks-2014-12-01.json")))
 COLLECTION, APP = f"orig-{uuid.uuid4().hex[:8]}", "app"

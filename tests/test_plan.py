@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.export.engine import split_evenly
+from shared.export.planning import split_evenly
 
 
 def blobs(*sizes):

@@ -15,15 +15,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
+from conftest import REPO_ROOT
+from helpers import queue_exists, wait_for
 
 import StartExport
 from devhost.host import LocalHost
 from sampledata import Plan, load
 from shared.platform import apps, config
 from shared.tasks import jobs, schedules
-
-from conftest import REPO_ROOT
-from helpers import queue_exists, wait_for
 
 UTC = dt.timezone.utc
 

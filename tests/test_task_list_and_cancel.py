@@ -7,16 +7,15 @@ import threading
 import time
 
 import pytest
-
-import PollExport
-from shared.export import engine, exportformats
-from shared.tasks import jobs, orchestration, parts
-from shared.platform.errors import Conflict, PermanentJobError
-
 from helpers import API_VERSION
 from test_dead_destinations import every_blob
 from test_export_api import api, follow  # noqa: F401 - the fixture
 from test_export_faults import Driver, assert_exact
+
+import PollExport
+from shared.export import committer, engine, exportformats
+from shared.platform.errors import Conflict, PermanentJobError
+from shared.tasks import jobs, orchestration, parts
 
 ORDERS = ("taskId", "errorDetails", "dateCreated", "taskStatus")
 
@@ -119,10 +118,10 @@ def test_a_started_task_cancelled_mid_part_stops_at_its_next_block_and_commits_n
     monkeypatch.setattr(engine, "CANCEL_CHECK_SECONDS", 0)
     staged, refused, cancelled_at = [], [], []
     lock = threading.Lock()
-    real_stage = engine._stage_to
+    real_stage = engine.stage_to
 
-    def watched_stage(job_, item):
-        stage = real_stage(job_, item)
+    def watched_stage(job_, item, still_running):
+        stage = real_stage(job_, item, still_running)
 
         def stage_one(identifier, data):
             began = time.monotonic()
@@ -140,7 +139,7 @@ def test_a_started_task_cancelled_mid_part_stops_at_its_next_block_and_commits_n
 
         return stage_one
 
-    monkeypatch.setattr(engine, "_stage_to", watched_stage)
+    monkeypatch.setattr(engine, "stage_to", watched_stage)
     job = driver.create()
     final = driver.run(job)
     assert final.state == jobs.FAILED and final.error_details.startswith("cancelled at ")
@@ -169,7 +168,7 @@ def test_a_cancel_that_arrives_before_the_commit_wins_and_nothing_is_committed(d
 def test_a_cancel_that_arrives_during_the_commit_is_refused_and_the_export_succeeds(driver, monkeypatch):
     job = driver.create()
     refused = []
-    real_commit = engine.commit
+    real_commit = committer.commit
 
     def commit_with_a_cancel_arriving(job_, done):
         with pytest.raises(Conflict) as conflict:
@@ -177,7 +176,7 @@ def test_a_cancel_that_arrives_during_the_commit_is_refused_and_the_export_succe
         refused.append(conflict.value)
         return real_commit(job_, done)
 
-    monkeypatch.setattr(engine, "commit", commit_with_a_cancel_arriving)
+    monkeypatch.setattr(committer, "commit", commit_with_a_cancel_arriving)
     final = driver.run(job)
     assert [error.code for error in refused] == ["ExportTaskCommitting"]
     assert_exact(driver, final)

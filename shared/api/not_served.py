@@ -11,8 +11,8 @@ import re
 
 import azure.functions as func
 
-from shared.platform.errors import ApiError, MethodNotAllowed, NotFound
 from shared.api.http import arm_endpoint
+from shared.platform.errors import ApiError, MethodNotAllowed, NotFound
 
 _PROVIDER = r"^/?subscriptions/[^/]+/(?:resourcegroups/[^/]+/)?providers/microsoft\.mobileengagement/"
 _APP = _PROVIDER + r"appcollections/[^/]+/apps/[^/]+/"

@@ -13,8 +13,8 @@ from shared.api.collect_api import MAX_RECORDS
 from shared.api.export_api import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from shared.api.http import API_VERSION, STORAGE_RETRY_AFTER_SECONDS
 from shared.api.task_query import EXPORT_TYPES, ORDER_PROPERTIES
-from shared.export.export_request import (CAMPAIGN_TYPES, EXPORT_FORMATS, FEEDBACK_BY_CAMPAIGN, FEEDBACK_BY_DATE,
-                                   HISTORICAL, MAX_CAMPAIGN_IDS, MAX_DESCRIPTION, ROUTES)
+from shared.export.export_request import CAMPAIGN_TYPES, EXPORT_FORMATS, MAX_CAMPAIGN_IDS, MAX_DESCRIPTION
+from shared.export.registry import FEEDBACK_BY_CAMPAIGN, FEEDBACK_BY_DATE, HISTORICAL, ROUTES
 from shared.tasks.jobs import STATES
 
 APP_PATH = ("/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/"

@@ -12,13 +12,14 @@ import datetime as dt
 import re
 from typing import List, Optional
 
+from shared.export.export_request import utc_datetime
+from shared.export.registry import EXPORT_TYPES as TYPES
 from shared.platform.errors import BadRequest
-from shared.export.export_request import ROUTES, utc_datetime
 from shared.tasks.jobs import STATES, JobQuery
 
 ORDER_PROPERTIES = {"taskid": "taskId", "errordetails": "errorDetails", "datecreated": "dateCreated",
                     "taskstatus": "taskStatus"}
-EXPORT_TYPES = tuple(dict.fromkeys(route.export_type for route in ROUTES.values()))
+EXPORT_TYPES = tuple(TYPES)
 FILTER_FIELDS = ("state", "exportType", "dateCreated")
 _COMPARISONS = ("eq", "ge", "gt", "le", "lt")
 _CLAUSE = re.compile(r"\s*([A-Za-z]+)\s+([A-Za-z]+)\s+('(?:[^']|'')*'|\S+)\s*")

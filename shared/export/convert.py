@@ -18,11 +18,11 @@ import multiprocessing
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Deque, Iterable, Iterator, List, Optional, Tuple
+from typing import Callable, Deque, Iterable, Iterator, List, Optional, Tuple
 
 import orjson
 
-from shared.export.exportformats import RowEncoder, gzip_member
+from shared.export.exportformats import TextEncoder, gzip_member
 
 
 class ConversionProcessLost(RuntimeError):
@@ -44,23 +44,26 @@ def parse_lines(text: bytes) -> List[dict]:
     return [loads(line) for line in text.splitlines() if line]
 
 
-def convert_lines(text: bytes, export_type: str, export_format: str, export_user_id: bool) -> Tuple[int, bytes]:
-    """How many rows a run of JSON Lines holds, and their encoding as one gzip member. Runs in the pool."""
+Encoder = Callable[[Tuple[str, ...]], TextEncoder]
+
+
+def convert_lines(text: bytes, encoder: Encoder, columns: Tuple[str, ...]) -> Tuple[int, bytes]:
+    """How many rows a run of JSON Lines holds, and their encoding as one gzip member. Runs in the pool (an
+    encoder class is sent by name, so the processes import only its module)."""
     rows = parse_lines(text)
-    encoder = RowEncoder(export_type, export_format, export_user_id=export_user_id)
-    return len(rows), gzip_member(encoder.encode(rows))
+    return len(rows), gzip_member(encoder(columns).encode(rows))
 
 
 _calls = 0
 
 
-def _converting(text: bytes, export_type: str, export_format: str, export_user_id: bool) -> Tuple[int, bytes]:
+def _converting(text: bytes, encoder: Encoder, columns: Tuple[str, ...]) -> Tuple[int, bytes]:
     """convert_lines in a pool process, where the cyclic garbage collector is off (see _start_process)."""
     global _calls
     _calls += 1
     if _calls % 64 == 0:
         gc.collect()  # what an error's traceback may have left in a cycle
-    return convert_lines(text, export_type, export_format, export_user_id)
+    return convert_lines(text, encoder, columns)
 
 
 def _start_process() -> None:
@@ -94,7 +97,7 @@ def _discard(executor: ProcessPoolExecutor) -> None:
     executor.shutdown(wait=False, cancel_futures=True)
 
 
-def converted(texts: Iterable[bytes], export_type: str, export_format: str, *, export_user_id: bool = True,
+def converted(texts: Iterable[bytes], encoder: Encoder, columns: Tuple[str, ...], *,
               processes: int) -> Iterator[Tuple[int, bytes]]:
     """(rows, gzip member) of each run of ``texts``, in order, converted by ``processes`` processes with
     twice that many runs in flight at most."""
@@ -102,7 +105,7 @@ def converted(texts: Iterable[bytes], export_type: str, export_format: str, *, e
     pending: Deque[Future] = collections.deque()
     try:
         for text in texts:
-            pending.append(executor.submit(_converting, text, export_type, export_format, export_user_id))
+            pending.append(executor.submit(_converting, text, encoder, columns))
             if len(pending) > 2 * processes:
                 yield pending.popleft().result()
         while pending:

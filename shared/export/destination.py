@@ -3,7 +3,9 @@
 Checked before any job exists: `https` on an Azure blob endpoint (public and sovereign clouds; `http` on a
 loopback host only when development allows it, for Azurite), a SAS that grants write and create and has
 not expired. The SAS signature is a secret: the job keeps the container URL without its query, and the
-query encrypted (Fernet) for the workers; neither a response, a log line nor an error ever holds it.
+query encrypted (Fernet) for the workers (a SealedDestination); neither a response, a log line nor an error
+ever holds it. Every failed call to a destination is classified here, once: permanent (the job fails with a
+reason a person can act on) or transient (raised again, so the host retries).
 """
 
 from __future__ import annotations
@@ -15,14 +17,27 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import parse_qs, urlsplit
 
-from azure.core.exceptions import (AzureError, ClientAuthenticationError, ResourceExistsError,
-                                   ResourceNotFoundError, ServiceRequestError, ServiceResponseError)
-from azure.storage.blob import (BlobClient, BlobServiceClient, ContainerClient, ContainerSasPermissions,
-                                ExponentialRetry, generate_container_sas)
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import (
+    BlobClient,
+    BlobServiceClient,
+    ContainerClient,
+    ContainerSasPermissions,
+    ExponentialRetry,
+    generate_container_sas,
+)
 from cryptography.fernet import Fernet, InvalidToken
 
 from shared.platform.config import get_settings
 from shared.platform.errors import BadRequest, PermanentJobError
+from shared.platform.times import iso, utcnow
 
 BLOB_HOST_SUFFIXES = (
     ".blob.core.windows.net",  # Azure public cloud
@@ -48,6 +63,36 @@ class Destination:
 
     def blob_client(self, name: str, **kwargs) -> BlobClient:
         return self.container_client(**kwargs).get_blob_client(name)
+
+    def seal(self) -> "SealedDestination":
+        """The destination as a job stores it: the SAS encrypted."""
+        return SealedDestination(url=self.url, sealed_sas=seal(self.sas), expires=self.expires)
+
+    def failure(self, error: Exception) -> Exception:
+        """The error to raise for a failed call of a job's write to this destination: PermanentJobError with the
+        reason when no retry can succeed (the SAS expired, the container is gone, ...), else ``error``."""
+        if utcnow() >= self.expires:
+            return PermanentJobError(expired_reason(self.expires))
+        reason = failure_reason(error, self.url)
+        return PermanentJobError(reason) if reason else error
+
+
+@dataclass(frozen=True)
+class SealedDestination:
+    """A destination as a job row keeps it: the URL, the SAS encrypted, and when it expires."""
+
+    url: str
+    sealed_sas: str
+    expires: dt.datetime
+
+    def open(self) -> Destination:
+        """The destination, its SAS decrypted; PermanentJobError when the key that sealed it is gone."""
+        return Destination(url=self.url, sas=unseal(self.sealed_sas), expires=self.expires)
+
+
+def expired_reason(expires: dt.datetime) -> str:
+    return (f"the SAS token of the destination container expired at {iso(expires)} before the export "
+            f"finished; create the export again with a SAS valid long enough")
 
 
 # The check at creation runs inside an API request: it waits less than a job's writes do.

@@ -11,42 +11,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from shared.export import registry
+from shared.export.registry import FEEDBACK_BY_CAMPAIGN, FEEDBACK_BY_DATE, HISTORICAL, ExportRoute
 from shared.platform.errors import BadRequest
 
-HISTORICAL, SNAPSHOT, FEEDBACK_BY_DATE, FEEDBACK_BY_CAMPAIGN = "historical", "snapshot", "byDate", "byCampaign"
-
-
-@dataclass(frozen=True)
-class ExportRoute:
-    route: str
-    export_type: str
-    kind: str
-
-    @property
-    def fields(self) -> Tuple[str, ...]:
-        common = ("containerUrl", "description", "exportFormat")
-        return common + {
-            HISTORICAL: ("startDate", "endDate"),
-            SNAPSHOT: ("exportOptions",) if self.route == "tokens" else (),
-            FEEDBACK_BY_DATE: ("campaignType", "campaignWindowStart", "campaignWindowEnd"),
-            FEEDBACK_BY_CAMPAIGN: ("campaignType", "campaignIds"),
-        }[self.kind]
-
-
-ROUTES: Dict[str, ExportRoute] = {route.route: route for route in (
-    ExportRoute("activities", "Activity", HISTORICAL),
-    ExportRoute("sessions", "Session", HISTORICAL),
-    ExportRoute("events", "Event", HISTORICAL),
-    ExportRoute("jobs", "Job", HISTORICAL),
-    ExportRoute("errors", "Error", HISTORICAL),
-    ExportRoute("crashes", "Crash", HISTORICAL),
-    ExportRoute("tags", "Tag", SNAPSHOT),
-    ExportRoute("devices", "Device", SNAPSHOT),
-    ExportRoute("tokens", "Token", SNAPSHOT),
-    ExportRoute("feedbackByDate", "Push", FEEDBACK_BY_DATE),
-    ExportRoute("feedbackByCampaign", "Push", FEEDBACK_BY_CAMPAIGN),
-)}
-EXPORT_FORMATS = ("JsonBlob", "CsvBlob")
+EXPORT_FORMATS = tuple(registry.EXPORT_FORMATS)
 CAMPAIGN_TYPES = ("Announcement", "DataPush", "NativePush", "Poll")
 MAX_DESCRIPTION = 1024
 MAX_CAMPAIGN_IDS = 1000
@@ -59,7 +28,7 @@ class ExportRequest:
     route: ExportRoute
     container_url: str
     description: str = ""
-    export_format: str = "JsonBlob"
+    export_format: str = registry.DEFAULT_FORMAT
     start_date: Optional[dt.date] = None
     end_date: Optional[dt.date] = None
     campaign_type: Optional[str] = None
@@ -171,7 +140,7 @@ def parse_request(route: ExportRoute, body: Any, *, max_range_days: int,
     if len(description) > MAX_DESCRIPTION:
         raise _invalid("description", f"is {len(description)} characters long; at most {MAX_DESCRIPTION}")
     values["description"] = description
-    values["export_format"] = _choice(body, "exportFormat", EXPORT_FORMATS, "JsonBlob")
+    values["export_format"] = _choice(body, "exportFormat", EXPORT_FORMATS, registry.DEFAULT_FORMAT)
     if route.kind == HISTORICAL:
         start, end = parse_date(body, "startDate"), parse_date(body, "endDate")
         if end > today:
@@ -203,9 +172,10 @@ def parse_request(route: ExportRoute, body: Any, *, max_range_days: int,
     if options is not None:
         if not isinstance(options, dict):
             raise _invalid("exportOptions", f"must be an object, not {_type_name(options)}")
-        unknown = sorted(set(options) - {"exportUserId"})
+        unknown = sorted(set(options) - set(route.options))
         if unknown:
-            raise _invalid(f"exportOptions.{unknown[0]}", "is not an export option (expected: exportUserId)")
+            raise _invalid(f"exportOptions.{unknown[0]}",
+                           f"is not an export option (expected: {', '.join(route.options)})")
         flag = options.get("exportUserId", False)
         if flag is not None and not isinstance(flag, bool):
             raise _invalid("exportOptions.exportUserId", f"must be true or false, not {_type_name(flag)}")

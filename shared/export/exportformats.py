@@ -1,4 +1,5 @@
-"""Result file formats: JSON Lines (`JsonBlob`) and RFC 4180 CSV with a header (`CsvBlob`), both gzip.
+"""The encoders of the text result formats, JSON Lines (`JsonBlob`) and RFC 4180 CSV with a header (`CsvBlob`),
+and their gzip compression (shared.export.registry says which format uses which).
 
 Columns per export type are fixed, so every CSV file of a type has the same header; nested values
 (extras, info, location, appInfo) are JSON in one column. `GzipSink` compresses a stream of bytes into
@@ -8,44 +9,15 @@ one gzip member and hands out blocks of bounded size, so memory never grows with
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Protocol, Tuple
 
 import orjson
 from isal import isal_zlib
 
-COLUMNS: Dict[str, Tuple[str, ...]] = {
-    "Activity": ("deviceId", "userId", "sessionId", "name", "start", "end", "extras"),
-    "Event": ("deviceId", "userId", "sessionId", "jobId", "name", "timestamp", "extras"),
-    "Error": ("deviceId", "userId", "sessionId", "jobId", "name", "timestamp", "extras"),
-    "Job": ("deviceId", "userId", "name", "start", "end", "extras"),
-    "Crash": ("deviceId", "userId", "timestamp", "crashType", "message", "stack"),
-    "Session": ("deviceId", "userId", "sessionId", "start", "end", "duration", "activityCount", "firstActivity",
-                "lastActivity"),
-    "Device": ("deviceId", "firstSeen", "lastSeen", "nativePushEnabled", "info", "location", "appInfo"),
-    "Tag": ("deviceId", "name", "value"),
-    "Token": ("deviceId", "userId", "token", "platform", "updated"),
-    "Push": ("deviceId", "campaignId", "campaignType", "action", "timestamp"),
-}
-EXTENSIONS = {"JsonBlob": "jsonl", "CsvBlob": "csv"}
 BLOCK_BYTES = 4 * 1024 * 1024
 # ISA-L's deflate (isal) at level 2 compresses about 10x faster than zlib at 6, for files about 5% larger:
 # on CSV exports, compression was a third of the CPU time.
 GZIP_LEVEL = 2
-
-
-def columns(export_type: str, *, export_user_id: bool = True) -> Tuple[str, ...]:
-    cols = COLUMNS[export_type]
-    if export_type == "Token" and not export_user_id:
-        cols = tuple(c for c in cols if c != "userId")
-    return cols
-
-
-def file_name(export_type: str, job_id: str, index: int, export_format: str) -> str:
-    return f"{export_type}/{job_id}/part-{index:05d}.{EXTENSIONS[export_format]}.gz"
-
-
-def manifest_name(export_type: str, job_id: str) -> str:
-    return f"{export_type}/{job_id}/manifest.json"
 
 
 def csv_text(value) -> str:
@@ -92,26 +64,46 @@ def csv_column(values: List) -> List[str]:
     return [_quoted(text) for text in texts]
 
 
-class RowEncoder:
-    """Turns row dicts into the bytes of one format; CSV starts with its header row."""
+class TextEncoder(Protocol):
+    """Turns batches of row dicts into the text of one format, column by column in ``columns``' order."""
 
-    def __init__(self, export_type: str, export_format: str, *, export_user_id: bool = True) -> None:
-        self.columns = columns(export_type, export_user_id=export_user_id)
-        self.csv = export_format == "CsvBlob"
+    columns: Tuple[str, ...]
+
+    def __init__(self, columns: Tuple[str, ...]) -> None: ...
+
+    def header(self) -> bytes: ...
+
+    def encode(self, rows: List[dict]) -> bytes: ...
+
+
+class JsonLinesEncoder:
+    """One JSON object per line; a null or missing value is left out of its row."""
+
+    def __init__(self, columns: Tuple[str, ...]) -> None:
+        self.columns = columns
 
     def header(self) -> bytes:
-        if not self.csv:
-            return b""
-        return (",".join(csv_column(list(self.columns))) + "\r\n").encode("utf-8")
+        return b""
 
     def encode(self, rows: List[dict]) -> bytes:
         cols = self.columns
+        return b"".join(orjson.dumps({c: row[c] for c in cols if row.get(c) is not None}) + b"\n" for row in rows)
+
+
+class CsvEncoder:
+    """RFC 4180 with CRLF rows, starting with a header row of the column names."""
+
+    def __init__(self, columns: Tuple[str, ...]) -> None:
+        self.columns = columns
+
+    def header(self) -> bytes:
+        return (",".join(csv_column(list(self.columns))) + "\r\n").encode("utf-8")
+
+    def encode(self, rows: List[dict]) -> bytes:
         if not rows:
             return b""
-        if self.csv:
-            fields = [csv_column([row.get(column, "") for row in rows]) for column in cols]
-            return ("\r\n".join(map(",".join, zip(*fields))) + "\r\n").encode("utf-8")
-        return b"".join(orjson.dumps({c: row[c] for c in cols if row.get(c) is not None}) + b"\n" for row in rows)
+        fields = [csv_column([row.get(column, "") for row in rows]) for column in self.columns]
+        return ("\r\n".join(map(",".join, zip(*fields))) + "\r\n").encode("utf-8")
 
 
 def gzip_member(data: bytes) -> bytes:

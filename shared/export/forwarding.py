@@ -14,60 +14,23 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 import time
 from typing import List, Optional, Tuple
 
 import requests
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
-from azure.storage.queue import QueueServiceClient
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from shared.platform import storage
-from shared.platform.config import DESTINATION_STORAGE, ConfigError, get_settings
+from shared.platform.config import get_settings
 
 FORWARDED_TABLE = "forwarded"
 log = logging.getLogger(__name__)
-_lock = threading.Lock()
-_service: Optional[QueueServiceClient] = None
-_created: set = set()
 
 
 class ManifestError(ValueError):
     """The blob is not a manifest this service wrote."""
 
 
-def _queues() -> QueueServiceClient:
-    global _service
-    with _lock:
-        if _service is None:
-            connection = get_settings().destination_connection
-            if not connection:
-                raise ConfigError(f"{DESTINATION_STORAGE} is not set: the connection string of the destination "
-                                  f"storage that OnBlobCreated watches")
-            _service = QueueServiceClient.from_connection_string(connection)
-        return _service
-
-
-def reset() -> None:
-    global _service
-    with _lock:
-        _service = None
-        _created.clear()
-
-
-def _queue(name: str):
-    """A downstream queue of the destination storage, created on first use in this process."""
-    client = storage.base64_queue(_queues(), name)
-    with _lock:
-        known = name in _created
-    if not known:
-        try:
-            client.create_queue()
-        except ResourceExistsError:
-            pass
-        with _lock:
-            _created.add(name)
-    return client
 
 
 def parse_manifest(data: bytes) -> dict:
@@ -116,12 +79,12 @@ def _already_sent(job_id: str, key: str) -> bool:
 
 def _send(queue_name: str, body: str) -> None:
     try:
-        _queue(queue_name).send_message(body)
+        storage.destination_queue(queue_name).send_message(body)
     except AzureError as error:
         log.error("Forwarding to %s failed after retries (%r); the message goes to %s-poison",
                   queue_name, error, queue_name)
-        _queue(f"{queue_name}-poison").send_message(json.dumps({"reason": f"{type(error).__name__}: {error}",
-                                                                "message": json.loads(body)}))
+        storage.destination_queue(f"{queue_name}-poison").send_message(json.dumps(
+            {"reason": f"{type(error).__name__}: {error}", "message": json.loads(body)}))
 
 
 WEBHOOK_SIGNATURE_HEADER = "X-Engagement-Export-Signature"
@@ -159,7 +122,7 @@ def _post_webhook(body: str) -> None:
         if response.status_code < 500 and response.status_code != 429:
             break  # the webhook refused the message itself: retrying cannot help
     log.error("Webhook did not take a message (%s); it goes to %s-poison", reason, settings.forward_default_queue)
-    _queue(f"{settings.forward_default_queue}-poison").send_message(json.dumps(
+    storage.destination_queue(f"{settings.forward_default_queue}-poison").send_message(json.dumps(
         {"reason": f"webhook: {reason}", "message": json.loads(body)}))
 
 
@@ -170,7 +133,8 @@ def forward(blob_name: str, data: bytes) -> int:
     except ManifestError as error:
         queue = f"{get_settings().forward_default_queue}-poison"
         log.error("Manifest %s is malformed (%s); nothing forwarded, reported on %s", blob_name, error, queue)
-        _queue(queue).send_message(json.dumps({"reason": f"malformed manifest: {error}", "blob": blob_name}))
+        storage.destination_queue(queue).send_message(
+            json.dumps({"reason": f"malformed manifest: {error}", "blob": blob_name}))
         return 0
     sent = 0
     webhook = get_settings().webhook_url

@@ -11,20 +11,20 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tupl
 
 from isal import isal_zlib
 
-from shared.ingest import rawstore, snapshots
-
-from shared.platform import storage
 from shared.export.convert import parse_lines
 from shared.export.pipeline import prefetch
+from shared.export.planning import RawSource
+from shared.ingest import rawstore, snapshots
 from shared.ingest.records import format_time, parse_time
+from shared.platform import storage
 
 CHUNK_BYTES = 4 * 1024 * 1024
+# Rows computed one at a time (sessions) are encoded in batches of this many.
+ROW_BATCH = 2000
 # Rows are parsed from at most this much decompressed text at a time, which bounds a batch's objects.
 ROW_TEXT_BYTES = 1024 * 1024
 
 
-# A raw blob as a plan saw it: its name and its size then.
-RawSource = Tuple[str, int]
 
 
 def raw_chunks(blobs: Iterable[RawSource]) -> Iterator[bytes]:
@@ -138,6 +138,17 @@ def sessions(day_before: Sequence[RawSource], day: Sequence[RawSource],
         session = found[key]
         session["duration"] = round((parse_time(session["end"]) - parse_time(session["start"])).total_seconds(), 3)
         yield session
+
+
+def batched(rows: Iterable[dict]) -> Iterator[List[dict]]:
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= ROW_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _integer(value) -> int:

@@ -22,9 +22,9 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from isal import igzip
 
+from shared.ingest.records import encode_line, parse_time, partition_time
 from shared.platform import storage
 from shared.platform.errors import TransientError
-from shared.ingest.records import encode_line, parse_time, partition_time
 
 RAW_CONTAINER = "raw"
 MAX_BLOCKS_PER_BLOB = 49_000

@@ -20,9 +20,9 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import EdmType, EntityProperty, UpdateMode
 
+from shared.ingest.records import format_time
 from shared.platform import storage
 from shared.platform.errors import TransientError
-from shared.ingest.records import format_time
 
 BUCKETS = 16
 DEVICES_TABLE, TAGS_TABLE, TOKENS_TABLE, FEEDBACK_TABLE = "devices", "tags", "tokens", "pushfeedback"

@@ -242,10 +242,6 @@ def get_settings() -> Settings:
 
 
 def reset_settings() -> None:
-    """Forgets the cached settings (and the clients built from them); for tests and the local host."""
+    """Forgets the cached settings, and so the clients built from them (shared.platform.storage); for tests and
+    the local host."""
     get_settings.cache_clear()
-    from shared.export import forwarding
-    from shared.platform import storage  # late import: they depend on this module
-
-    storage.reset_clients()
-    forwarding.reset()

@@ -1,7 +1,9 @@
 """Clients of the app's own storage account, created on first use and then shared by the process.
 
 Nothing here touches the network or the settings at import time. Queue clients encode messages as base64,
-which is what the Functions host's queue trigger expects by default.
+which is what the Functions host's queue trigger expects by default. The clients belong to the settings they
+were built from: once the settings are read again (shared.platform.config.reset_settings), the next call
+builds new ones.
 """
 
 from __future__ import annotations
@@ -14,11 +16,23 @@ from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-from shared.platform.config import STORAGE_CONNECTION, ConfigError, get_settings
+from shared.platform.config import DESTINATION_STORAGE, STORAGE_CONNECTION, ConfigError, Settings, get_settings
 
 _lock = threading.Lock()
 _clients: Dict[str, Any] = {}
 _created: set = set()
+_built_from: Optional[Settings] = None
+
+
+def _settings() -> Settings:
+    """The settings in force; the clients built from earlier settings are dropped. Called under _lock."""
+    global _built_from
+    settings = get_settings()
+    if settings is not _built_from:
+        _clients.clear()
+        _created.clear()
+        _built_from = settings
+    return settings
 
 
 def _credential():
@@ -35,16 +49,22 @@ def _url(value: Optional[str]) -> str:
 
 def _service(kind: str):
     with _lock:
+        settings = _settings()
         client = _clients.get(kind)
         if client is not None:
             return client
-        storage = get_settings().storage
+        storage = settings.storage
         if kind == "blob":
             # Downloads in 4 MiB pieces (the SDK's first GET is 32 MiB by default): memory stays per block.
             sizes: Dict[str, Any] = {"max_single_get_size": 4 * 1024 * 1024, "max_chunk_get_size": 4 * 1024 * 1024}
             client = (BlobServiceClient.from_connection_string(storage.connection_string, **sizes)
                       if storage.connection_string
                       else BlobServiceClient(_url(storage.blob_url), credential=_credential(), **sizes))
+        elif kind == "destination-queue":
+            if not settings.destination_connection:
+                raise ConfigError(f"{DESTINATION_STORAGE} is not set: the connection string of the destination "
+                                  f"storage that OnBlobCreated watches")
+            client = QueueServiceClient.from_connection_string(settings.destination_connection)
         elif kind == "queue":
             client = (QueueServiceClient.from_connection_string(storage.connection_string) if storage.connection_string
                       else QueueServiceClient(_url(storage.queue_url), credential=_credential()))
@@ -67,14 +87,23 @@ def table_service() -> TableServiceClient:
     return _service("table")
 
 
+def destination_queue_service() -> QueueServiceClient:
+    """The queues of the destination storage of scheduled exports (EXPORT_DESTINATION_STORAGE), where
+    forwarding sends its messages."""
+    return _service("destination-queue")
+
+
 def _ensure_once(key: str, create) -> None:
-    if key in _created:
-        return
+    with _lock:
+        _settings()
+        if key in _created:
+            return
     try:
         create()
     except ResourceExistsError:
         pass
-    _created.add(key)
+    with _lock:
+        _created.add(key)
 
 
 def container(name: str, *, create: bool = True) -> ContainerClient:
@@ -94,14 +123,24 @@ def base64_queue(service: QueueServiceClient, name: str) -> QueueClient:
 
 def queue(name: str, *, create: bool = True) -> QueueClient:
     """A queue of the app's storage (base64 messages); created on first use in this process when ``create``."""
+    return _queue_of(queue_service, "queue:", name, create)
+
+
+def destination_queue(name: str) -> QueueClient:
+    """A queue of the destination storage (base64 messages); created on first use in this process."""
+    return _queue_of(destination_queue_service, "destination-queue:", name, True)
+
+
+def _queue_of(service: Callable[[], QueueServiceClient], prefix: str, name: str, create: bool) -> QueueClient:
     with _lock:
-        client = _clients.get("queue:" + name)
+        _settings()
+        client = _clients.get(prefix + name)
     if client is None:
-        client = base64_queue(queue_service(), name)
+        client = base64_queue(service(), name)
         with _lock:
-            client = _clients.setdefault("queue:" + name, client)
+            client = _clients.setdefault(prefix + name, client)
     if create:
-        _ensure_once("queue:" + name, client.create_queue)
+        _ensure_once(prefix + name, client.create_queue)
     return client
 
 
@@ -135,7 +174,3 @@ def table(name: str, *, create: bool = True) -> TableClient:
     return client
 
 
-def reset_clients() -> None:
-    with _lock:
-        _clients.clear()
-        _created.clear()

@@ -18,11 +18,13 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from azure.core import MatchConditions
-from azure.data.tables import UpdateMode
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
 
+from shared.export.destination import SealedDestination
 from shared.platform import storage
 from shared.platform.errors import BadRequest, NotFound
+from shared.platform.times import iso, utcnow
 
 JOBS_TABLE = "exportjobs"
 NEWEST_FIRST_TABLE = "exportjobsbydate"
@@ -41,17 +43,6 @@ class JobChanged(Exception):
 
 class InvalidTransition(Exception):
     """A state change that would move a job backwards."""
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def iso(moment: Optional[dt.datetime]) -> Optional[str]:
-    """UTC ISO 8601 with `Z` and milliseconds, the form every time in the API has."""
-    if moment is None:
-        return None
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _parse_iso(text: Optional[str]) -> Optional[dt.datetime]:
@@ -125,6 +116,10 @@ class ExportJob:
     @property
     def finished(self) -> bool:
         return self.state in (SUCCEEDED, FAILED)
+
+    @property
+    def destination(self) -> SealedDestination:
+        return SealedDestination(url=self.container_url, sealed_sas=self.sealed_sas, expires=self.sas_expires)
 
     def to_result(self) -> dict:
         """The exportTaskResult of the API, with the extra fields clients may ignore."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
+from shared.export.destination import expired_reason
 from shared.tasks import jobs
 from shared.tasks.parts import Summary
 
@@ -26,17 +27,12 @@ class Decision:
     reason: Optional[str] = None
 
 
-def sas_expired(job: jobs.ExportJob) -> str:
-    return (f"the SAS token of the destination container expired at {jobs.iso(job.sas_expires)} before the export "
-            f"finished; create the export again with a SAS valid long enough")
-
-
 def decide(job: jobs.ExportJob, parts: Optional[Summary], now: dt.datetime, *, deadline_hours: int) -> Decision:
     """The next step for ``job`` at ``now``; ``parts`` may be None while the job is Queued (not planned)."""
     if job.finished:
         return Decision(Action.NOTHING)
     if now >= job.sas_expires:
-        return Decision(Action.FAIL, sas_expired(job))
+        return Decision(Action.FAIL, expired_reason(job.sas_expires))
     if job.state == jobs.QUEUED:
         return Decision(Action.START)
     if now >= (job.date_started or now) + dt.timedelta(hours=deadline_hours):

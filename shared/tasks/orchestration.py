@@ -13,13 +13,11 @@ import threading
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from shared.export import engine
-
+from shared.export import committer, engine, planning
 from shared.platform import storage
-
-from shared.tasks import jobs, monitor, parts
 from shared.platform.config import get_settings
 from shared.platform.errors import Conflict, PermanentJobError
+from shared.tasks import jobs, monitor, parts
 from shared.tasks.fairslots import FairSlots
 
 POLL_QUEUE = "export-poll"
@@ -211,13 +209,47 @@ def _commit(job: jobs.ExportJob, done: Sequence[parts.Part]) -> None:
             if job.finished:
                 return
     try:
-        files = engine.commit(job, done)
+        files = committer.commit(job, done)
     except PermanentJobError as error:
         _finish(job, jobs.FAILED, error=str(error))
         return
     _finish(job, jobs.SUCCEEDED, parts_done=len(done), record_count=sum(f["records"] for f in files),
             bytes=sum(f["bytes"] for f in files), files=[{k: f[k] for k in ("name", "records", "bytes", "md5")}
                                                          for f in files])
+
+
+def _still_running(job: jobs.ExportJob) -> bool:
+    current = jobs.find_job(job.app_id, job.id)
+    return current is not None and not current.finished
+
+
+def run_item(app_id: str, job_id: str, index: int, *, last_try: bool) -> bool:
+    """The worker's activity: produce one file's blocks (shared.export.engine) and record the part. Idempotent.
+    Returns True when this call recorded the job's last outstanding part (so the monitor can finish the job
+    now)."""
+    job = jobs.find_job(app_id, job_id)
+    if job is None or job.finished:
+        return False
+    existing = parts.find_part(job.id, index)
+    if existing is not None and existing.done:
+        return False
+    plan = planning.read_plan(app_id, job_id)
+    item = plan[index]
+    try:
+        result = engine.produce(job, item, engine.stage_to(job, item, lambda: _still_running(job)))
+    except PermanentJobError as error:
+        parts.record(parts.failed(job.id, index, item.file, str(error)))
+        return True  # a failed part decides the job: no need to wait for the others
+    except Exception as error:
+        if last_try:
+            parts.record(parts.failed(job.id, index, item.file, (
+                f"part {index} failed on every try ({type(error).__name__}); the export service could not read "
+                f"the data or write the file")))
+        raise
+    parts.record(parts.done(job.id, index, item.file, records=result.records, size=result.bytes, md5=result.md5,
+                            blocks=result.blocks))
+    log.info("Export %s part %d: %d records, %d bytes", job.id, index, result.records, result.bytes)
+    return parts.all_recorded(job.id, len(plan))
 
 
 _work_slots: Optional[FairSlots] = None
@@ -240,7 +272,7 @@ def work(message: WorkMessage, *, last_try: bool) -> None:
     freed slot goes to the app that holds the fewest (shared.tasks.fairslots)."""
     try:
         with _slots().slot(message.app_id):
-            last = engine.run_item(message.app_id, message.job_id, message.index, last_try=last_try)
+            last = run_item(message.app_id, message.job_id, message.index, last_try=last_try)
     except Exception:
         if last_try:
             send_poll(PollMessage(message.app_id, message.job_id))  # the part was recorded as failed

@@ -21,15 +21,17 @@ from dataclasses import dataclass
 from typing import Any, Dict, List
 
 from shared.export import destination
-
+from shared.export.export_request import EXPORT_FORMATS, ExportRequest
+from shared.export.registry import DEFAULT_FORMAT, EXPORT_TYPES, HISTORICAL, ROUTES, SNAPSHOT
 from shared.platform import apps
-
-from shared.tasks import jobs, service
 from shared.platform.config import DESTINATION_STORAGE, SCHEDULES, ConfigError, get_settings
 from shared.platform.errors import ApiError
-from shared.export.export_request import EXPORT_FORMATS, HISTORICAL, ROUTES, ExportRequest
+from shared.tasks import jobs, service
 
 CADENCES = {"daily": dt.timedelta(days=1), "hourly": dt.timedelta(hours=1)}
+# Feedback exports need a campaign or a window, so no schedule can give them.
+SCHEDULED_ROUTES = tuple(route for route, spec in ROUTES.items() if spec.kind in (HISTORICAL, SNAPSHOT))
+HOURLY_ROUTES = tuple(route for route in SCHEDULED_ROUTES if EXPORT_TYPES[ROUTES[route].export_type].hourly)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}\Z")
 log = logging.getLogger(__name__)
 
@@ -82,17 +84,16 @@ def _schedule(doc: object, index: int, default_container: str) -> Schedule:
     except ApiError as error:
         raise ConfigError(f"{where}.app: {error.message}") from None
     route = doc.get("route")
-    if route not in ROUTES or ROUTES[route].kind not in (HISTORICAL, "snapshot"):
-        choices = [r for r, spec in ROUTES.items() if spec.kind in (HISTORICAL, "snapshot")]
-        raise ConfigError(f"{where}.route must be one of {', '.join(choices)}")
-    export_format = doc.get("exportFormat", "JsonBlob")
+    if route not in SCHEDULED_ROUTES:
+        raise ConfigError(f"{where}.route must be one of {', '.join(SCHEDULED_ROUTES)}")
+    export_format = doc.get("exportFormat", DEFAULT_FORMAT)
     if export_format not in EXPORT_FORMATS:
-        raise ConfigError(f"{where}.exportFormat must be JsonBlob or CsvBlob")
+        raise ConfigError(f"{where}.exportFormat must be one of {', '.join(EXPORT_FORMATS)}")
     cadence = doc.get("cadence", "daily")
     if cadence not in CADENCES:
         raise ConfigError(f"{where}.cadence must be daily or hourly")
-    if cadence == "hourly" and (ROUTES[route].kind != HISTORICAL or route == "sessions"):
-        raise ConfigError(f"{where}: hourly schedules are for activities, events, jobs, errors and crashes")
+    if cadence == "hourly" and route not in HOURLY_ROUTES:
+        raise ConfigError(f"{where}: hourly schedules are for {', '.join(HOURLY_ROUTES)}")
     settle = doc.get("settleMinutes", 60)
     if isinstance(settle, bool) or not isinstance(settle, int) or not 0 <= settle <= 7 * 24 * 60:
         raise ConfigError(f"{where}.settleMinutes must be a whole number of minutes from 0 to 10080")

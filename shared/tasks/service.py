@@ -10,12 +10,10 @@ import logging
 from typing import Optional
 
 from shared.export import destination
-
-from shared.platform import apps
-
-from shared.tasks import jobs, orchestration
-from shared.platform.config import get_settings
 from shared.export.export_request import ExportRequest
+from shared.platform import apps
+from shared.platform.config import get_settings
+from shared.tasks import jobs, orchestration
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +23,12 @@ def submit_export(app: apps.AppRef, request: ExportRequest, *, schedule: Optiona
     """Checks the destination (live, unless disabled), stores the job Queued and puts it on its way.
     Raises BadRequest for a destination that cannot be used, JobChanged when ``job_id`` exists already."""
     target = destination.parse_destination(request.container_url)
+    sealed = target.seal()
     now = jobs.utcnow()
     job = jobs.ExportJob(
         app_id=app.id, id=job_id or jobs.new_job_id(now), route=request.route.route,
-        export_type=request.route.export_type, container_url=target.url, sealed_sas=destination.seal(target.sas),
-        sas_expires=target.expires, date_created=now, description=request.description,
+        export_type=request.route.export_type, container_url=sealed.url, sealed_sas=sealed.sealed_sas,
+        sas_expires=sealed.expires, date_created=now, description=request.description,
         export_format=request.export_format, start_date=request.start_date, end_date=request.end_date,
         campaign_type=request.campaign_type,
         campaign_ids=list(request.campaign_ids) if request.campaign_ids is not None else None,

@@ -1,5 +1,4 @@
 import azure.functions as func
-
 import semantics_recorder
 
 

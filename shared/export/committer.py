@@ -1,0 +1,97 @@
+"""The commit: every file of a job whose parts are all done is made visible, then the manifest is written.
+
+Each file's staged blocks are committed in order, and the manifest is written last and only created, so a
+reader sees a file complete, exactly once, or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence
+
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import BlobBlock, ContentSettings
+
+from shared.export import registry
+from shared.platform.errors import PermanentJobError
+from shared.platform.times import iso
+
+if TYPE_CHECKING:
+    from shared.tasks.jobs import ExportJob
+    from shared.tasks.parts import Part
+
+log = logging.getLogger(__name__)
+
+
+def manifest(job: "ExportJob", files: List[dict]) -> dict:
+    collection, _, name = job.app_id.partition("~")
+    document: Dict[str, Any] = {"jobId": job.id, "app": {"appCollection": collection, "appName": name},
+                "exportType": job.export_type, "exportFormat": job.export_format,
+                "compression": registry.export_format(job.export_format).compression,
+                "readAt": iso(job.date_started), "dateCreated": iso(job.date_created)}
+    if job.start_date is not None and job.end_date is not None:
+        document["range"] = {"startDate": job.start_date.isoformat(), "endDate": job.end_date.isoformat()}
+        if job.hour is not None:
+            document["range"]["hour"] = job.hour
+    if job.campaign_type is not None:
+        document["campaignType"] = job.campaign_type
+    if job.campaign_ids is not None:
+        document["campaignIds"] = job.campaign_ids
+    if job.campaign_window_start is not None:
+        document["campaignWindow"] = {"start": iso(job.campaign_window_start),
+                                      "end": iso(job.campaign_window_end)}
+    if job.schedule:
+        document["schedule"] = job.schedule
+    document["recordCount"] = sum(f["records"] for f in files)
+    document["bytes"] = sum(f["bytes"] for f in files)
+    document["files"] = files
+    return document
+
+
+def commit(job: "ExportJob", done: Sequence["Part"]) -> List[dict]:
+    """Commits every file's staged blocks in order, then writes the manifest; returns the files' entries.
+    Safe to run twice: the same block lists commit to the same bytes, and the manifest is only created.
+
+    A file is visible once its block list is committed, so a commit that fails for good part-way removes
+    the files it committed: a failed export leaves no file that a reader could take for a finished one."""
+    target = job.destination.open()
+    container = target.container_client()
+    files = []
+    metadata = {"jobId": job.id, "exportType": job.export_type}
+    ordered = sorted(done, key=lambda part: part.index)
+    content_type = registry.export_format(job.export_format).content_type
+    try:
+        for part in ordered:
+            blob = container.get_blob_client(part.file)
+            blob.commit_block_list([BlobBlock(block_id=b) for b in part.blocks],
+                                   content_settings=ContentSettings(content_type=content_type),
+                                   metadata=dict(metadata, records=str(part.records)))
+            files.append({"name": part.file, "url": f"{target.url}/{part.file}", "records": part.records,
+                          "bytes": part.bytes, "md5": part.md5})
+        body = json.dumps(manifest(job, files), indent=2).encode()
+        try:
+            container.get_blob_client(registry.manifest_name(job)).upload_blob(
+                body, overwrite=False, metadata=metadata,
+                content_settings=ContentSettings(content_type="application/json"))
+        except ResourceExistsError:
+            pass
+    except AzureError as error:
+        failure = target.failure(error)
+        if isinstance(failure, PermanentJobError):
+            _remove_files(container, [part.file for part in ordered])
+        raise failure from None
+    return files
+
+
+def _remove_files(container, names: List[str]) -> None:
+    """Best effort: a destination that refuses this too keeps files without a manifest, which the README
+    tells readers never to take for a finished export."""
+    for name in names:
+        try:
+            container.delete_blob(name)
+        except ResourceNotFoundError:
+            pass
+        except AzureError as error:
+            log.warning("Could not remove %s after a failed commit (%s)", name, type(error).__name__)
+            return

@@ -1,0 +1,121 @@
+"""Planning: a job cut into work items, each of which writes one result file.
+
+A plan is read from what the raw store holds when the job starts, and saved before any item runs: the first
+planner's plan wins and a racing second planner adopts it, so every try of an item writes the same file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Dict, List, Tuple
+
+from azure.core.exceptions import ResourceExistsError
+
+from shared.ingest import rawstore
+from shared.platform import storage
+from shared.platform.config import get_settings
+
+if TYPE_CHECKING:
+    from shared.tasks.jobs import ExportJob
+
+PLANS_CONTAINER = "exportplans"
+# A raw blob as a plan saw it: its name and its size then.
+RawSource = Tuple[str, int]
+FileNames = Callable[[int], str]
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    index: int
+    file: str
+    sources: Tuple[RawSource, ...] = ()  # the raw blobs the item reads, as the plan saw them
+    # sessions only: the activity blobs of the day before and the day after
+    before: Tuple[RawSource, ...] = ()
+    after: Tuple[RawSource, ...] = ()
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "file": self.file,
+                **{key: [list(s) for s in getattr(self, key)] for key in ("sources", "before", "after")}}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "WorkItem":
+        return cls(index=doc["index"], file=doc["file"],
+                   **{key: tuple(tuple(s) for s in doc.get(key, ())) for key in ("sources", "before", "after")})
+
+
+def _days(job: "ExportJob") -> List[dt.date]:
+    first, last = job.start_date, job.end_date
+    if first is None or last is None:
+        return []
+    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def single_item(job: "ExportJob", file_name: FileNames) -> List[WorkItem]:
+    """One file: a snapshot table read whole."""
+    return [WorkItem(0, file_name(0))]
+
+
+def raw_partitions(job: "ExportJob", file_name: FileNames) -> List[WorkItem]:
+    """The raw blobs of the job's days (or hour) of its record type, in order, cut into even files."""
+    record_type = job.export_type.lower()
+    blobs = [(blob.name, blob.size) for day in _days(job)
+             for blob in rawstore.list_day(job.app_id, record_type, day, hour=job.hour)]
+    return [WorkItem(i, file_name(i), tuple(group)) for i, group in enumerate(split_evenly(blobs))]
+
+
+def session_days(job: "ExportJob", file_name: FileNames) -> List[WorkItem]:
+    """A file per day that has activities: its sessions, read with the activities of the days beside it."""
+    listed: Dict[dt.date, Tuple[RawSource, ...]] = {}
+
+    def activities(day: dt.date) -> Tuple[RawSource, ...]:
+        if day not in listed:
+            listed[day] = tuple((b.name, b.size) for b in rawstore.list_day(job.app_id, "activity", day))
+        return listed[day]
+
+    def beside(day: dt.date, days: int) -> Tuple[RawSource, ...]:
+        try:
+            return activities(day + dt.timedelta(days=days))
+        except OverflowError:  # the first or last day a date can name has nothing beside it
+            return ()
+
+    days = [day for day in _days(job) if activities(day)]
+    return [WorkItem(i, file_name(i), activities(day), before=beside(day, -1), after=beside(day, 1))
+            for i, day in enumerate(days)] or [WorkItem(0, file_name(0))]
+
+
+def split_evenly(blobs: List[RawSource]) -> List[List[RawSource]]:
+    """(name, size) blobs in order, cut into as few groups as keep each under EXPORT_PART_MAX_BYTES (a
+    larger blob is a group of its own), of about equal size: parts that run side by side end together."""
+    cap = get_settings().part_max_bytes
+    total = sum(size for _, size in blobs)
+    target = total / max(1, -(-total // cap))
+    groups: List[List[RawSource]] = [[]]
+    size = 0
+    for name, blob_size in blobs:
+        if groups[-1] and (size + blob_size > cap or (size >= target and blob_size > 0)):
+            groups.append([])
+            size = 0
+        groups[-1].append((name, blob_size))
+        size += blob_size
+    return groups
+
+
+def _plan_blob(app_id: str, job_id: str):
+    return storage.container(PLANS_CONTAINER).get_blob_client(f"{app_id}/{job_id}.json")
+
+
+def save_or_adopt(job: "ExportJob", items: List[WorkItem]) -> List[WorkItem]:
+    """The job's plan: ``items`` when this call saves it first, else the plan saved before."""
+    try:
+        _plan_blob(job.app_id, job.id).upload_blob(json.dumps({"items": [item.to_json() for item in items]}),
+                                                   overwrite=False)
+        return items
+    except ResourceExistsError:
+        return read_plan(job.app_id, job.id)
+
+
+def read_plan(app_id: str, job_id: str) -> List[WorkItem]:
+    document = json.loads(_plan_blob(app_id, job_id).download_blob().readall())
+    return [WorkItem.from_json(doc) for doc in document["items"]]

@@ -1,0 +1,17 @@
+"""Time as the service writes it: UTC, and ISO 8601 with `Z` and milliseconds in every answer and file."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Optional
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def iso(moment: Optional[dt.datetime]) -> Optional[str]:
+    """UTC ISO 8601 with `Z` and milliseconds, the form every time in the API has."""
+    if moment is None:
+        return None
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
