@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from collections import defaultdict
 
@@ -95,6 +96,12 @@ def as_csv_rows(rows, export_type, columns=None):
     return [{c: cell(row.get(c)) for c in columns} for row in rows]
 
 
+def as_columns(rows, export_type):
+    """Rows as a typed file holds them: the type's columns only, nulls left out."""
+    columns = EXPORT_TYPES[export_type].columns
+    return [{c: row[c] for c in columns if row.get(c) is not None} for row in rows]
+
+
 def canonical(rows):
     return sorted(json.dumps(row, sort_keys=True, ensure_ascii=False) for row in rows)
 
@@ -104,3 +111,40 @@ NESTED = ("extras", "info", "location", "appInfo")
 
 def parse_nested(rows):
     return [{k: (json.loads(v) if k in NESTED and v else v) for k, v in row.items()} for row in rows]
+
+
+def parquet_rows(data: bytes, export_type: str, path) -> list:
+    """The rows of a ParquetBlob file as JSON Lines would hold them, read by two readers that must agree:
+    pyarrow (whose schema must be the published one, typed) and DuckDB's read_parquet."""
+    import datetime as dt
+
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from shared.export import schemas
+    from shared.export.registry import EXPORT_TYPES
+
+    columns = EXPORT_TYPES[export_type].schema
+    table = pq.read_table(io.BytesIO(data))
+    by_name = {column.name: column for column in columns}
+    assert table.schema.names == [name for name in EXPORT_TYPES[export_type].columns if name in table.schema.names]
+    assert table.schema.equals(schemas.arrow_schema([by_name[name] for name in table.schema.names]))
+
+    def as_json(name, value):
+        if value is None:
+            return None
+        if by_name[name].kind == schemas.JSON:
+            return json.loads(value)
+        if isinstance(value, dt.datetime):
+            return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return value
+
+    rows = [{k: as_json(k, v) for k, v in row.items() if v is not None} for row in table.to_pylist()]
+    path.write_bytes(data)
+    connection = duckdb.connect()
+    connection.execute("SET TimeZone = 'UTC'")
+    # Fetched as Arrow: DuckDB's Python rows would need pytz for its zoned timestamps.
+    fetched = connection.sql(f"SELECT * FROM read_parquet('{path}')").to_arrow_table().to_pylist()
+    read_by_duckdb = [{k: as_json(k, v) for k, v in row.items() if v is not None} for row in fetched]
+    assert canonical(read_by_duckdb) == canonical(rows)
+    return rows

@@ -13,7 +13,15 @@ from shared.api.collect_api import MAX_RECORDS
 from shared.api.export_api import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from shared.api.http import API_VERSION, STORAGE_RETRY_AFTER_SECONDS
 from shared.api.task_query import EXPORT_TYPES, ORDER_PROPERTIES
-from shared.export.export_request import CAMPAIGN_TYPES, EXPORT_FORMATS, MAX_CAMPAIGN_IDS, MAX_DESCRIPTION
+from shared.export import registry
+from shared.export.export_request import (
+    CAMPAIGN_TYPES,
+    EXPORT_FORMATS,
+    MAX_CAMPAIGN_IDS,
+    MAX_DESCRIPTION,
+    MAX_NAME_LENGTH,
+    MAX_NAMES,
+)
 from shared.export.registry import FEEDBACK_BY_CAMPAIGN, FEEDBACK_BY_DATE, HISTORICAL, ROUTES
 from shared.tasks.jobs import STATES
 
@@ -74,8 +82,20 @@ def _request_schema(route) -> dict:
         required += ["campaignType", "campaignWindowStart", "campaignWindowEnd"]
     elif route.kind == FEEDBACK_BY_CAMPAIGN:
         required += ["campaignType", "campaignIds"]
+    extensions = {
+        "fields": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": list(
+            registry.export_type(route.export_type).columns)}, **_EXTENSION,
+            "description": "Only these columns, in the schema's order (GET /schemas/{exportType})"},
+        "names": {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
+                  **_EXTENSION, "description": "Only the rows with these names (include), or all but them (exclude)",
+                  "properties": {key: {"type": "array", "minItems": 1, "maxItems": MAX_NAMES, "items": {
+                      "type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}}
+                      for key in ("include", "exclude")}},
+        "layout": {"type": "string", "enum": list(registry.LAYOUTS), "default": registry.LAYOUTS[0], **_EXTENSION,
+                   "description": "hive: files under date=YYYY-MM-DD/ folders, and a _SUCCESS marker last"},
+    }
     return {"type": "object", "additionalProperties": False, "required": required,
-            "properties": {name: _FIELD_SCHEMAS[name] for name in route.fields}}
+            "properties": {name: {**_FIELD_SCHEMAS, **extensions}[name] for name in route.fields}}
 
 
 def _task_result(description: str) -> dict:
@@ -146,6 +166,17 @@ def document() -> dict:
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExportTaskResult"}}}}},
             requestBody={"required": True, "content": {"application/json": {"schema": _request_schema(route)}}},
             **extension)}
+    schema_answer = {"description": "The published schema(s): columns in file order, JSON Schema of a JSON Lines or "
+                                    "CSV row, Arrow schema of a Parquet file",
+                     "content": {"application/json": {"schema": {"type": "object"}}}}
+    paths["/schemas"] = {"get": {"operationId": "Schemas_List", "summary": "Every export type's published schema",
+                                 "security": [], "parameters": [], "responses": {"200": schema_answer},
+                                 **_EXTENSION}}
+    paths["/schemas/{exportType}"] = {"get": {
+        "operationId": "Schemas_Get", "summary": "One export type's published schema", "security": [],
+        "parameters": [{"name": "exportType", "in": "path", "required": True,
+                        "schema": {"type": "string", "enum": list(EXPORT_TYPES)}}],
+        "responses": {"200": schema_answer, "404": _ERRORS["404"]}, **_EXTENSION}}
     return {
         "openapi": "3.0.3",
         "info": {"title": "Engagement Export", "version": API_VERSION,
@@ -171,7 +202,10 @@ def document() -> dict:
                     "progress": {"type": "object", **_EXTENSION, "properties": {
                         "partsDone": {"type": "integer"}, "partsTotal": {"type": "integer"}}},
                     "recordCount": {"type": "integer", **_EXTENSION}, "bytes": {"type": "integer", **_EXTENSION},
-                    "files": {"type": "array", "items": {"type": "object"}, **_EXTENSION}}},
+                    "files": {"type": "array", "items": {"type": "object"}, **_EXTENSION},
+                    "layout": {"type": "string", "enum": list(registry.LAYOUTS), **_EXTENSION},
+                    "fields": {"type": "array", "items": {"type": "string"}, **_EXTENSION},
+                    "names": {"type": "object", **_EXTENSION}}},
                 "ExportTaskListResult": {"type": "object", "required": ["value"], "properties": {
                     "value": {"type": "array", "items": {"$ref": "#/components/schemas/ExportTaskResult"}},
                     "nextLink": {"type": "string", "format": "uri"}}},

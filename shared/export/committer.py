@@ -14,6 +14,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFo
 from azure.storage.blob import BlobBlock, ContentSettings
 
 from shared.export import registry
+from shared.export.planning import HIVE
 from shared.platform.errors import PermanentJobError
 from shared.platform.times import iso
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def manifest(job: "ExportJob", files: List[dict]) -> dict:
+def manifest(job: "ExportJob", files: List[dict], schema_url: str) -> dict:
     collection, _, name = job.app_id.partition("~")
     document: Dict[str, Any] = {"jobId": job.id, "app": {"appCollection": collection, "appName": name},
                 "exportType": job.export_type, "exportFormat": job.export_format,
@@ -43,6 +44,13 @@ def manifest(job: "ExportJob", files: List[dict]) -> dict:
                                       "end": iso(job.campaign_window_end)}
     if job.schedule:
         document["schedule"] = job.schedule
+    if job.layout != "flat":
+        document["layout"] = job.layout
+    if job.projection is not None:
+        document["fields"] = job.projection
+    if job.name_filter is not None:
+        document["names"] = job.name_filter
+    document["schema"] = {"name": registry.schema_name(job), "url": schema_url}
     document["recordCount"] = sum(f["records"] for f in files)
     document["bytes"] = sum(f["bytes"] for f in files)
     document["files"] = files
@@ -69,17 +77,23 @@ def commit(job: "ExportJob", done: Sequence["Part"]) -> List[dict]:
                                    metadata=dict(metadata, records=str(part.records)))
             files.append({"name": part.file, "url": f"{target.url}/{part.file}", "records": part.records,
                           "bytes": part.bytes, "md5": part.md5})
-        body = json.dumps(manifest(job, files), indent=2).encode()
+        schema = registry.published_schema(job)
+        container.get_blob_client(registry.schema_name(job)).upload_blob(
+            json.dumps(schema, indent=2).encode(), overwrite=True, metadata=metadata,
+            content_settings=ContentSettings(content_type="application/schema+json"))
+        body = json.dumps(manifest(job, files, f"{target.url}/{registry.schema_name(job)}"), indent=2).encode()
         try:
             container.get_blob_client(registry.manifest_name(job)).upload_blob(
                 body, overwrite=False, metadata=metadata,
                 content_settings=ContentSettings(content_type="application/json"))
         except ResourceExistsError:
             pass
+        if job.layout == HIVE:
+            container.get_blob_client(registry.success_name(job)).upload_blob(b"", overwrite=True, metadata=metadata)
     except AzureError as error:
         failure = target.failure(error)
         if isinstance(failure, PermanentJobError):
-            _remove_files(container, [part.file for part in ordered])
+            _remove_files(container, [part.file for part in ordered] + [registry.schema_name(job)])
         raise failure from None
     return files
 

@@ -2,11 +2,13 @@
 
 Parsing, encoding and compressing rows is Python work, and a process runs Python on one core at a time
 whatever its threads. So the worker cuts the raw text into runs of whole lines and a pool of processes
-converts each run into one gzip member (a gzip file is any number of members one after another); the
-results come back in order, with only a few runs in flight, so memory stays bounded.
+converts each run with its format's converter (into one gzip member for the text formats, as a gzip file is
+any number of members one after another; into an Arrow record batch for Parquet); the results come back in
+order, with only a few runs in flight, so memory stays bounded.
 
 The pool starts on first use (never at import) with the `spawn` method, as the worker process runs threads,
-and its processes import only this module and `shared.export.exportformats`. If one of them dies, the pool is
+and its processes import only this module and the converter's (`shared.export.exportformats`, or
+`shared.export.parquet`). If one of them dies, the pool is
 replaced and the part fails with ConversionProcessLost, which the queue retries like any transient error.
 """
 
@@ -18,52 +20,26 @@ import multiprocessing
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Deque, Iterable, Iterator, List, Optional, Tuple
+from typing import Deque, Iterable, Iterator, Optional, Tuple
 
-import orjson
-
-from shared.export.exportformats import TextEncoder, gzip_member
+from shared.export.exportformats import RowSpec, RunConverter
 
 
 class ConversionProcessLost(RuntimeError):
     """A conversion process died (killed, or out of memory) while converting rows of a part."""
 
 
-def parse_lines(text: bytes) -> List[dict]:
-    """The rows of a run of JSON Lines (blank lines skipped)."""
-    loads = orjson.loads
-    body = text.rstrip(b"\n")
-    try:
-        # One call for the whole run as a JSON array: a fifth faster than a call per line.
-        rows = loads(b"[" + body.replace(b"\n", b",") + b"]")
-        if len(rows) == body.count(b"\n") + 1:
-            return rows
-    except orjson.JSONDecodeError:
-        pass
-    # Blank lines, or a line that is not one JSON value: line by line, so a bad line raises its own error.
-    return [loads(line) for line in text.splitlines() if line]
-
-
-Encoder = Callable[[Tuple[str, ...]], TextEncoder]
-
-
-def convert_lines(text: bytes, encoder: Encoder, columns: Tuple[str, ...]) -> Tuple[int, bytes]:
-    """How many rows a run of JSON Lines holds, and their encoding as one gzip member. Runs in the pool (an
-    encoder class is sent by name, so the processes import only its module)."""
-    rows = parse_lines(text)
-    return len(rows), gzip_member(encoder(columns).encode(rows))
-
-
 _calls = 0
 
 
-def _converting(text: bytes, encoder: Encoder, columns: Tuple[str, ...]) -> Tuple[int, bytes]:
-    """convert_lines in a pool process, where the cyclic garbage collector is off (see _start_process)."""
+def _converting(convert_run: RunConverter, text: bytes, spec: RowSpec) -> Tuple[int, bytes]:
+    """A format's conversion of a run in a pool process, where the cyclic garbage collector is off (see
+    _start_process). The converter is sent by name, so the processes import only its module."""
     global _calls
     _calls += 1
     if _calls % 64 == 0:
         gc.collect()  # what an error's traceback may have left in a cycle
-    return convert_lines(text, encoder, columns)
+    return convert_run(text, spec)
 
 
 def _start_process() -> None:
@@ -97,15 +73,15 @@ def _discard(executor: ProcessPoolExecutor) -> None:
     executor.shutdown(wait=False, cancel_futures=True)
 
 
-def converted(texts: Iterable[bytes], encoder: Encoder, columns: Tuple[str, ...], *,
+def converted(texts: Iterable[bytes], convert_run: RunConverter, spec: RowSpec, *,
               processes: int) -> Iterator[Tuple[int, bytes]]:
-    """(rows, gzip member) of each run of ``texts``, in order, converted by ``processes`` processes with
-    twice that many runs in flight at most."""
+    """(rows kept, converted payload) of each run of ``texts``, in order, converted by ``processes`` processes
+    with twice that many runs in flight at most."""
     executor = _executor(processes)
     pending: Deque[Future] = collections.deque()
     try:
         for text in texts:
-            pending.append(executor.submit(_converting, text, encoder, columns))
+            pending.append(executor.submit(_converting, convert_run, text, spec))
             if len(pending) > 2 * processes:
                 yield pending.popleft().result()
         while pending:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 def plan_items(job: "ExportJob") -> List[WorkItem]:
     """The work items of a job, from what the raw store holds now."""
-    return registry.export_type(job.export_type).plan(job, lambda index: registry.file_name(job, index))
+    return registry.export_type(job.export_type).plan(job, lambda index, day: registry.file_name(job, index, day))
 
 
 def load_or_create_plan(job: "ExportJob") -> List[WorkItem]:
@@ -78,11 +78,12 @@ def produce(job: "ExportJob", item: WorkItem, stage: Callable[[str, bytes], None
         uploads.submit(identifier, data)
 
     export_type, export_format = registry.export_type(job.export_type), registry.export_format(job.export_format)
-    columns = export_type.columns_for(export_user_id=job.export_user_id)
+    spec = registry.row_spec(job)
     reads_raw = export_type.raw_record_type is not None
+    processes = get_settings().convert_processes
     records = 0
     try:
-        if reads_raw and export_format.copies_raw:
+        if reads_raw and export_format.copies_raw and spec.columns == export_type.schema and not spec.filters:
             # Whole raw partitions are already gzip JSON Lines in the export schema: pass the bytes on, and
             # count the rows by decompressing them (no JSON parsing) on a thread of its own.
             sink = GzipSink(emit, compress=False)
@@ -96,26 +97,22 @@ def produce(job: "ExportJob", item: WorkItem, stage: Callable[[str, bytes], None
             if sink.bytes == 0 and not sink.has_pending:
                 sink.write(gzip_member(b""))  # an empty export is still a valid gzip file
             sink.close()
-        elif reads_raw and get_settings().convert_processes:
-            # The CPU-bound part on every core (shared.export.convert): each run of rows comes back as a gzip
-            # member.
-            sink = GzipSink(emit, compress=False)
-            sink.write(gzip_member(export_format.encoder(columns).header()))
-            for count, member in convert.converted(sources.line_text(item.sources), export_format.encoder, columns,
-                                                   processes=get_settings().convert_processes):
-                records += count
-                sink.write(member)
-            sink.close()
         else:
-            sink = GzipSink(emit)
-            compressor = Background(sink.write)
-            encoder = export_format.encoder(columns)
-            compressor.put(encoder.header())
-            for batch in export_type.rows(job, item):
-                records += len(batch)
-                compressor.put(encoder.encode(batch))
-            compressor.close()
-            sink.close()
+            converted = reads_raw and processes > 0
+            file = export_format.open_file(emit, spec, converted=converted)
+            if converted:
+                # The CPU-bound part on every core (shared.export.convert).
+                for count, payload in convert.converted(sources.line_text(item.sources), export_format.convert_run,
+                                                        spec, processes=processes):
+                    records += count
+                    file.write_converted(payload)
+            else:
+                for batch in export_type.rows(job, item):
+                    batch = spec.select(batch)
+                    records += len(batch)
+                    file.write_rows(batch)
+            file.close()
+            sink = file.sink
     finally:
         uploads.wait()
         release_free_memory()

@@ -13,12 +13,15 @@ from typing import Any, Dict, Optional, Tuple
 
 from shared.export import registry
 from shared.export.registry import FEEDBACK_BY_CAMPAIGN, FEEDBACK_BY_DATE, HISTORICAL, ExportRoute
+from shared.ingest.records import MAX_NAME
 from shared.platform.errors import BadRequest
 
 EXPORT_FORMATS = tuple(registry.EXPORT_FORMATS)
 CAMPAIGN_TYPES = ("Announcement", "DataPush", "NativePush", "Poll")
 MAX_DESCRIPTION = 1024
 MAX_CAMPAIGN_IDS = 1000
+MAX_NAMES = 1000
+MAX_NAME_LENGTH = MAX_NAME
 _FULL_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 _MIDNIGHT = re.compile(r"^(\d{4}-\d{2}-\d{2})T00:00:00(?:\.0+)?(?:Z|[+-]00:00)\Z")
 
@@ -37,6 +40,9 @@ class ExportRequest:
     campaign_window_end: Optional[dt.datetime] = None
     export_user_id: bool = False
     hour: Optional[int] = None  # scheduled hourly exports only: the UTC hour of start_date
+    layout: str = registry.LAYOUTS[0]
+    projection: Optional[Tuple[str, ...]] = None  # fields: the columns to write, when not all
+    name_filter: Optional[Dict[str, Tuple[str, ...]]] = None  # names: {"include": (...)} or {"exclude": (...)}
 
 
 def _invalid(field: str, problem: str) -> BadRequest:
@@ -180,4 +186,43 @@ def parse_request(route: ExportRoute, body: Any, *, max_range_days: int,
         if flag is not None and not isinstance(flag, bool):
             raise _invalid("exportOptions.exportUserId", f"must be true or false, not {_type_name(flag)}")
         values["export_user_id"] = bool(flag)
+    if "layout" in route.fields:
+        values["layout"] = _choice(body, "layout", registry.LAYOUTS, registry.LAYOUTS[0])
+    if body.get("fields") is not None:
+        values["projection"] = _projection(route, body["fields"], bool(values.get("export_user_id")))
+    if body.get("names") is not None:
+        values["name_filter"] = _name_filter(route, body["names"])
     return ExportRequest(**values)
+
+
+def _projection(route: ExportRoute, fields: Any, export_user_id: bool) -> Tuple[str, ...]:
+    export_type = registry.export_type(route.export_type)
+    if not isinstance(fields, list) or not fields:
+        raise _invalid("fields", f"must be a non-empty array of column names of {export_type.name} exports "
+                                 f"({', '.join(export_type.columns)}), not "
+                                 f"{_type_name(fields) if not isinstance(fields, list) else 'an empty array'}")
+    for index, name in enumerate(fields):
+        if not isinstance(name, str):
+            raise _invalid(f"fields[{index}]", f"must be a column name (a string), not {_type_name(name)}")
+        if name not in export_type.columns:
+            raise _invalid(f"fields[{index}]", f"({name!r}) is not a column of {export_type.name} exports; columns "
+                                               f"are {', '.join(export_type.columns)}")
+        if name == export_type.user_id_column and not export_user_id:
+            raise _invalid(f"fields[{index}]", f"({name!r}) is only exported with exportOptions.exportUserId true")
+    return tuple(column for column in export_type.columns if column in fields)
+
+
+def _name_filter(route: ExportRoute, names: Any) -> Dict[str, Tuple[str, ...]]:
+    if not isinstance(names, dict) or len(names) != 1 or next(iter(names)) not in ("include", "exclude"):
+        raise _invalid("names", 'must be an object with one key, "include" or "exclude", whose value is an array of '
+                                'names, such as {"include": ["purchase"]}')
+    (key, listed), = names.items()
+    if not isinstance(listed, list) or not listed:
+        raise _invalid(f"names.{key}", "must be a non-empty array of names")
+    if len(listed) > MAX_NAMES:
+        raise _invalid(f"names.{key}", f"has {len(listed)} names; at most {MAX_NAMES}")
+    for index, name in enumerate(listed):
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
+            raise _invalid(f"names.{key}[{index}]", f"must be a name of 1 to {MAX_NAME_LENGTH} characters, not "
+                                                    f"{name!r}")
+    return {key: tuple(sorted(set(listed)))}

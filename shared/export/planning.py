@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, List, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 from azure.core.exceptions import ResourceExistsError
 
@@ -21,9 +21,12 @@ if TYPE_CHECKING:
     from shared.tasks.jobs import ExportJob
 
 PLANS_CONTAINER = "exportplans"
+# The layouts of a historical export's files: all in the job's folder, or a folder per day (date=YYYY-MM-DD).
+FLAT, HIVE = "flat", "hive"
 # A raw blob as a plan saw it: its name and its size then.
 RawSource = Tuple[str, int]
-FileNames = Callable[[int], str]
+# A file's name from its index and, for a historical export, its day.
+FileNames = Callable[[int, Optional[dt.date]], str]
 
 
 @dataclass(frozen=True)
@@ -54,15 +57,24 @@ def _days(job: "ExportJob") -> List[dt.date]:
 
 def single_item(job: "ExportJob", file_name: FileNames) -> List[WorkItem]:
     """One file: a snapshot table read whole."""
-    return [WorkItem(0, file_name(0))]
+    return [WorkItem(0, file_name(0, None))]
 
 
 def raw_partitions(job: "ExportJob", file_name: FileNames) -> List[WorkItem]:
-    """The raw blobs of the job's days (or hour) of its record type, in order, cut into even files."""
+    """The raw blobs of the job's days (or hour) of its record type, in order, cut into even files; in the hive
+    layout, each day's files apart (a day without records has none)."""
     record_type = job.export_type.lower()
-    blobs = [(blob.name, blob.size) for day in _days(job)
-             for blob in rawstore.list_day(job.app_id, record_type, day, hour=job.hour)]
-    return [WorkItem(i, file_name(i), tuple(group)) for i, group in enumerate(split_evenly(blobs))]
+
+    def blobs(day: dt.date) -> List[RawSource]:
+        return [(blob.name, blob.size) for blob in rawstore.list_day(job.app_id, record_type, day, hour=job.hour)]
+
+    groups: List[Tuple[Optional[dt.date], List[RawSource]]]
+    if job.layout == HIVE:
+        groups = [(day, group) for day in _days(job) for group in split_evenly(blobs(day)) if group]
+    else:
+        groups = [(None, group) for group in split_evenly([blob for day in _days(job) for blob in blobs(day)])]
+    items = [WorkItem(i, file_name(i, day), tuple(group)) for i, (day, group) in enumerate(groups)]
+    return items or [WorkItem(0, file_name(0, job.start_date))]  # an empty export is one file without rows
 
 
 def session_days(job: "ExportJob", file_name: FileNames) -> List[WorkItem]:
@@ -81,8 +93,8 @@ def session_days(job: "ExportJob", file_name: FileNames) -> List[WorkItem]:
             return ()
 
     days = [day for day in _days(job) if activities(day)]
-    return [WorkItem(i, file_name(i), activities(day), before=beside(day, -1), after=beside(day, 1))
-            for i, day in enumerate(days)] or [WorkItem(0, file_name(0))]
+    return [WorkItem(i, file_name(i, day), activities(day), before=beside(day, -1), after=beside(day, 1))
+            for i, day in enumerate(days)] or [WorkItem(0, file_name(0, job.start_date))]
 
 
 def split_evenly(blobs: List[RawSource]) -> List[List[RawSource]]:

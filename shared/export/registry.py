@@ -7,11 +7,15 @@ OpenAPI document all read these tables, so adding a type or a format is one entr
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from shared.export import exportformats, planning, sources
+from shared.export import exportformats, parquet, planning, schemas, sources
+from shared.export.exportformats import RowFile, RowSpec, RunConverter
 from shared.export.planning import WorkItem
+from shared.export.schemas import BOOLEAN, INTEGER, JSON, NUMBER, TIME, Column
 
 if TYPE_CHECKING:
     from shared.tasks.jobs import ExportJob
@@ -38,7 +42,13 @@ class ExportRoute:
 
     @property
     def fields(self) -> Tuple[str, ...]:
-        return COMMON_FIELDS + _KIND_FIELDS[self.kind] + (("exportOptions",) if self.options else ())
+        return COMMON_FIELDS + _KIND_FIELDS[self.kind] + (("exportOptions",) if self.options else ()) + self.extensions
+
+    @property
+    def extensions(self) -> Tuple[str, ...]:
+        """The fields this service adds to the contract for this route (old clients never send them)."""
+        return (("fields",) + (("names",) if EXPORT_TYPES[self.export_type].filters_names else ())
+                + (("layout",) if self.kind == HISTORICAL else ()))
 
 
 RowSource = Callable[["ExportJob", WorkItem], Iterator[List[dict]]]
@@ -50,7 +60,7 @@ class ExportType:
     """One kind of data an app can export."""
 
     name: str  # the contract's exportType
-    columns: Tuple[str, ...]  # in file order; a column added later goes at the end
+    schema: Tuple[Column, ...]  # in file order; a column added later goes at the end
     routes: Tuple[ExportRoute, ...]
     plan: Planner  # the job's work items (each writes one file)
     rows: RowSource  # batches of one item's rows, in file order
@@ -60,10 +70,24 @@ class ExportType:
     user_id_column: Optional[str] = None
     hourly: bool = False  # schedules may export it hour by hour
 
-    def columns_for(self, *, export_user_id: bool = True) -> Tuple[str, ...]:
-        if self.user_id_column and not export_user_id:
-            return tuple(column for column in self.columns if column != self.user_id_column)
-        return self.columns
+    @property
+    def columns(self) -> Tuple[str, ...]:
+        return tuple(column.name for column in self.schema)
+
+    @property
+    def filters_names(self) -> bool:
+        """Its rows have a name that an export may include or exclude (activities, events, errors, jobs)."""
+        return self.raw_record_type is not None and "name" in self.columns
+
+    def columns_for(self, *, export_user_id: bool = True,
+                    fields: Optional[Tuple[str, ...]] = None) -> Tuple[Column, ...]:
+        """The columns an export writes: the schema's, less the userId of tokens unless asked for, and only
+        ``fields`` when the request projects; always in the schema's order."""
+        chosen = [column for column in self.schema
+                  if not (column.name == self.user_id_column and not export_user_id)]
+        if fields is not None:
+            chosen = [column for column in chosen if column.name in fields]
+        return tuple(chosen)
 
 
 def _raw_rows(job: "ExportJob", item: WorkItem) -> Iterator[List[dict]]:
@@ -76,33 +100,52 @@ def _feedback_rows(job: "ExportJob", item: WorkItem) -> Iterator[List[dict]]:
                             window=(start, end) if start is not None and end is not None else None)
 
 
-def _historical(name: str, route: str, columns: Tuple[str, ...]) -> ExportType:
-    return ExportType(name, columns, (ExportRoute(route, name, HISTORICAL),), planning.raw_partitions, _raw_rows,
+def _historical(name: str, route: str, schema: Tuple[Column, ...]) -> ExportType:
+    return ExportType(name, schema, (ExportRoute(route, name, HISTORICAL),), planning.raw_partitions, _raw_rows,
                       raw_record_type=name.lower(), hourly=True)
 
 
-def _snapshot(name: str, route: str, columns: Tuple[str, ...], rows: RowSource, **options) -> ExportType:
+def _snapshot(name: str, route: str, schema: Tuple[Column, ...], rows: RowSource, **options) -> ExportType:
     route_options = ("exportUserId",) if options.get("user_id_column") else ()
-    return ExportType(name, columns, (ExportRoute(route, name, SNAPSHOT, route_options),), planning.single_item,
+    return ExportType(name, schema, (ExportRoute(route, name, SNAPSHOT, route_options),), planning.single_item,
                       rows, **options)
 
 
+DEVICE_ID = Column("deviceId", required=True, description="the app's id of the device")
+USER_ID = Column("userId", description="the app's id of the user, when it gave one")
+SESSION_ID = Column("sessionId", description="the session the record belongs to")
+JOB_ID = Column("jobId", description="the job the record belongs to")
+NAME = Column("name", required=True)
+START, END = Column("start", TIME, required=True), Column("end", TIME, required=True)
+TIMESTAMP = Column("timestamp", TIME, required=True)
+EXTRAS = Column("extras", JSON, description="the record's extra keys and values (a JSON object)")
+
 EXPORT_TYPES: Dict[str, ExportType] = {export_type.name: export_type for export_type in (
-    _historical("Activity", "activities", ("deviceId", "userId", "sessionId", "name", "start", "end", "extras")),
-    ExportType("Session", ("deviceId", "userId", "sessionId", "start", "end", "duration", "activityCount",
-                           "firstActivity", "lastActivity"),
+    _historical("Activity", "activities", (DEVICE_ID, USER_ID, SESSION_ID, NAME, START, END, EXTRAS)),
+    ExportType("Session", (DEVICE_ID, USER_ID, Column("sessionId", required=True), START, END,
+                           Column("duration", NUMBER, required=True, description="seconds from start to end"),
+                           Column("activityCount", INTEGER, required=True),
+                           Column("firstActivity", required=True), Column("lastActivity", required=True)),
                (ExportRoute("sessions", "Session", HISTORICAL),), planning.session_days,
                lambda job, item: sources.batched(sources.sessions(item.before, item.sources, item.after))),
-    _historical("Event", "events", ("deviceId", "userId", "sessionId", "jobId", "name", "timestamp", "extras")),
-    _historical("Job", "jobs", ("deviceId", "userId", "name", "start", "end", "extras")),
-    _historical("Error", "errors", ("deviceId", "userId", "sessionId", "jobId", "name", "timestamp", "extras")),
-    _historical("Crash", "crashes", ("deviceId", "userId", "timestamp", "crashType", "message", "stack")),
-    _snapshot("Tag", "tags", ("deviceId", "name", "value"), lambda job, item: sources.tags(job.app_id)),
-    _snapshot("Device", "devices", ("deviceId", "firstSeen", "lastSeen", "nativePushEnabled", "info", "location",
-                                    "appInfo"), lambda job, item: sources.devices(job.app_id)),
-    _snapshot("Token", "tokens", ("deviceId", "userId", "token", "platform", "updated"),
+    _historical("Event", "events", (DEVICE_ID, USER_ID, SESSION_ID, JOB_ID, NAME, TIMESTAMP, EXTRAS)),
+    _historical("Job", "jobs", (DEVICE_ID, USER_ID, NAME, START, END, EXTRAS)),
+    _historical("Error", "errors", (DEVICE_ID, USER_ID, SESSION_ID, JOB_ID, NAME, TIMESTAMP, EXTRAS)),
+    _historical("Crash", "crashes", (DEVICE_ID, USER_ID, TIMESTAMP, Column("crashType", required=True),
+                                     Column("message"), Column("stack"))),
+    _snapshot("Tag", "tags", (DEVICE_ID, NAME, Column("value", JSON, description="a string, integer, date or "
+                                                                                "boolean")),
+              lambda job, item: sources.tags(job.app_id)),
+    _snapshot("Device", "devices", (DEVICE_ID, Column("firstSeen", TIME), Column("lastSeen", TIME),
+                                    Column("nativePushEnabled", BOOLEAN), Column("info", JSON),
+                                    Column("location", JSON),
+                                    Column("appInfo", JSON, description="the device's tags, name to value")),
+              lambda job, item: sources.devices(job.app_id)),
+    _snapshot("Token", "tokens", (DEVICE_ID, USER_ID, Column("token", required=True), Column("platform"),
+                                  Column("updated", TIME)),
               lambda job, item: sources.tokens(job.app_id), user_id_column="userId"),
-    ExportType("Push", ("deviceId", "campaignId", "campaignType", "action", "timestamp"),
+    ExportType("Push", (DEVICE_ID, Column("campaignId", INTEGER, required=True),
+                        Column("campaignType", required=True), Column("action", required=True), TIMESTAMP),
                (ExportRoute("feedbackByDate", "Push", FEEDBACK_BY_DATE),
                 ExportRoute("feedbackByCampaign", "Push", FEEDBACK_BY_CAMPAIGN)),
                planning.single_item, _feedback_rows),
@@ -120,16 +163,34 @@ class ExportFormat:
     extension: str  # of each result file
     content_type: str  # of each result file
     compression: str  # as the manifest names it
-    encoder: Callable[[Tuple[str, ...]], exportformats.TextEncoder]
+    open_file: Callable[..., RowFile]  # (emit, spec, converted=) -> the file being written
+    convert_run: RunConverter  # a run of raw JSON Lines, converted in a pool process
+    schema: Callable[[str, Tuple[Column, ...]], Dict[str, Any]]  # the schema published with its files
     # raw partitions are already files of this format (gzip JSON Lines): a historical export copies their bytes
     copies_raw: bool = False
 
 
+def _text_format(name: str, extension: str, encoder, **options) -> ExportFormat:
+    return ExportFormat(name, extension, "application/gzip", "gzip", exportformats.text_file(encoder),
+                        functools.partial(exportformats.gzip_text_run, encoder), _json_schema, **options)
+
+
+def _json_schema(export_type: str, columns: Tuple[Column, ...]) -> Dict[str, Any]:
+    return {"jsonSchema": schemas.json_schema(export_type, columns)}
+
+
+def _arrow_schema(export_type: str, columns: Tuple[Column, ...]) -> Dict[str, Any]:
+    return {"arrowSchema": schemas.arrow_schema_document(columns)}
+
+
 EXPORT_FORMATS: Dict[str, ExportFormat] = {export_format.name: export_format for export_format in (
-    ExportFormat("JsonBlob", "jsonl.gz", "application/gzip", "gzip", exportformats.JsonLinesEncoder, copies_raw=True),
-    ExportFormat("CsvBlob", "csv.gz", "application/gzip", "gzip", exportformats.CsvEncoder),
+    _text_format("JsonBlob", "jsonl.gz", exportformats.JsonLinesEncoder, copies_raw=True),
+    _text_format("CsvBlob", "csv.gz", exportformats.CsvEncoder),
+    ExportFormat("ParquetBlob", "parquet", "application/vnd.apache.parquet", parquet.COMPRESSION,
+                 parquet.ParquetFile, parquet.arrow_run, _arrow_schema),
 )}
 DEFAULT_FORMAT = "JsonBlob"
+LAYOUTS = (planning.FLAT, planning.HIVE)
 
 
 def export_type(name: str) -> ExportType:
@@ -140,8 +201,46 @@ def export_format(name: str) -> ExportFormat:
     return EXPORT_FORMATS[name]
 
 
-def file_name(job: "ExportJob", index: int) -> str:
-    return f"{job.export_type}/{job.id}/part-{index:05d}.{EXPORT_FORMATS[job.export_format].extension}"
+def file_name(job: "ExportJob", index: int, day: Optional[dt.date] = None) -> str:
+    """A result file's name: under a date=YYYY-MM-DD folder for the hive layout, so readers get the day as a
+    column."""
+    folder = f"date={day.isoformat()}/" if day is not None and job.layout == planning.HIVE else ""
+    return f"{job.export_type}/{job.id}/{folder}part-{index:05d}.{EXPORT_FORMATS[job.export_format].extension}"
+
+
+def schema_name(job: "ExportJob") -> str:
+    return f"{job.export_type}/{job.id}/schema.json"
+
+
+def success_name(job: "ExportJob") -> str:
+    """The hive layout's marker, written after the manifest, that Spark and Hadoop tools wait for."""
+    return f"{job.export_type}/{job.id}/_SUCCESS"
+
+
+def published_schema(job: "ExportJob") -> Dict[str, Any]:
+    """The schema written beside a job's files, of its format and with its projection applied."""
+    columns = row_spec(job).columns
+    return {"exportType": job.export_type, "exportFormat": job.export_format,
+            "columns": [column.name for column in columns],
+            **EXPORT_FORMATS[job.export_format].schema(job.export_type, columns)}
+
+
+def type_schemas(export_type: ExportType) -> Dict[str, Any]:
+    """An export type's published schemas, as the schema endpoint serves them: every format's."""
+    document: Dict[str, Any] = {"exportType": export_type.name, "columns": list(export_type.columns),
+                                "formats": list(EXPORT_FORMATS)}
+    for export_format in EXPORT_FORMATS.values():
+        document.update(export_format.schema(export_type.name, export_type.schema))
+    return document
+
+
+def row_spec(job: "ExportJob") -> RowSpec:
+    """What of each row the job's files hold: its columns, and the names it includes or excludes."""
+    projection = tuple(job.projection) if job.projection is not None else None
+    columns = EXPORT_TYPES[job.export_type].columns_for(export_user_id=job.export_user_id, fields=projection)
+    names = job.name_filter or {}
+    return RowSpec(columns, frozenset(names["include"]) if "include" in names else None,
+                   frozenset(names["exclude"]) if "exclude" in names else None)
 
 
 def manifest_name(job: "ExportJob") -> str:

@@ -11,7 +11,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tupl
 
 from isal import isal_zlib
 
-from shared.export.convert import parse_lines
+from shared.export.exportformats import parse_lines
 from shared.export.pipeline import prefetch
 from shared.export.planning import RawSource
 from shared.ingest import rawstore, snapshots

@@ -98,6 +98,9 @@ class ExportJob:
     bytes: Optional[int] = None
     files: List[dict] = field(default_factory=list)
     schedule: Optional[str] = None
+    layout: str = "flat"  # or "hive": historical files under date=YYYY-MM-DD/ folders, and a _SUCCESS marker
+    projection: Optional[List[str]] = None  # the request's fields: the columns written, when not all
+    name_filter: Optional[Dict[str, List[str]]] = None  # the request's names: {"include": [...]} or {"exclude": [...]}
     committing: bool = False  # set by the monitor before it commits: from then on the job can only succeed or fail
     etag: Optional[str] = field(default=None, compare=False)
 
@@ -148,6 +151,12 @@ class ExportJob:
             result["campaignWindowEnd"] = iso(self.campaign_window_end)
         if self.route == "tokens":
             result["exportOptions"] = {"exportUserId": self.export_user_id}
+        if self.layout != "flat":
+            result["layout"] = self.layout
+        if self.projection is not None:
+            result["fields"] = list(self.projection)
+        if self.name_filter is not None:
+            result["names"] = dict(self.name_filter)
         result["progress"] = {"partsDone": self.parts_done}
         if self.parts_total is not None:
             result["progress"]["partsTotal"] = self.parts_total
@@ -162,7 +171,7 @@ class ExportJob:
 _DATETIMES = {"sas_expires", "date_created", "date_started", "date_completed", "campaign_window_start",
               "campaign_window_end"}
 _DATES = {"start_date", "end_date"}
-_JSON = {"campaign_ids", "files"}
+_JSON = {"campaign_ids", "files", "projection", "name_filter"}
 
 
 def _to_entity(job: ExportJob) -> dict:

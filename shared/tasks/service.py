@@ -33,7 +33,9 @@ def submit_export(app: apps.AppRef, request: ExportRequest, *, schedule: Optiona
         campaign_type=request.campaign_type,
         campaign_ids=list(request.campaign_ids) if request.campaign_ids is not None else None,
         campaign_window_start=request.campaign_window_start, campaign_window_end=request.campaign_window_end,
-        export_user_id=request.export_user_id, hour=request.hour, schedule=schedule)
+        export_user_id=request.export_user_id, hour=request.hour, schedule=schedule, layout=request.layout,
+        projection=list(request.projection) if request.projection is not None else None,
+        name_filter={key: list(names) for key, names in request.name_filter.items()} if request.name_filter else None)
     if get_settings().probe_destination:
         destination.probe(target, f"{job.export_type}/{job.id}/.write-check")
     jobs.create_job(job)
