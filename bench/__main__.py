@@ -130,9 +130,8 @@ def raw_copy(app_id: str, destination) -> dict:
     return {"seconds": time.perf_counter() - started, "bytes": sum(b.size for b in blobs)}
 
 
-def duckdb_baseline(app_id: str, workdir: str) -> dict:
-    import duckdb
-
+def raw_files(app_id: str, workdir: str) -> List[str]:
+    """The day's raw partitions on local disk, for the peers that read files (no storage I/O for them)."""
     source = storage.container(rawstore.RAW_CONTAINER)
     files = []
     for index, blob in enumerate(rawstore.list_day(app_id, "event", DAY)):
@@ -140,6 +139,48 @@ def duckdb_baseline(app_id: str, workdir: str) -> dict:
         with open(path, "wb") as handle:
             source.get_blob_client(blob.name).download_blob().readinto(handle)
         files.append(path)
+    return files
+
+
+def duckdb_parquet_baseline(files: List[str], workdir: str) -> dict:
+    import duckdb
+
+    output = os.path.join(workdir, "out.parquet")
+    started = time.perf_counter()
+    connection = duckdb.connect()
+    connection.execute("SET threads = 2")
+    connection.execute(f"COPY (SELECT * FROM read_json({files!r}, format='newline_delimited')) "
+                       f"TO '{output}' (FORMAT parquet, COMPRESSION zstd)")
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "records": _one(connection, f"SELECT count(*) FROM read_parquet('{output}')")}
+
+
+def polars_baseline(files: List[str], workdir: str, target: str) -> dict:
+    """polars on the machine's 2 threads: read_ndjson of each gzip file (decompressed in memory, as polars
+    reads plain NDJSON), then write_parquet (zstd) or write_csv (uncompressed, as the issue's figures were
+    measured)."""
+    code = (
+        "import gzip, io, sys, time, polars as pl\n"
+        "files, target, out = sys.argv[1:-2], sys.argv[-2], sys.argv[-1]\n"
+        "started = time.perf_counter()\n"
+        "frame = pl.concat([pl.read_ndjson(io.BytesIO(gzip.decompress(open(f, 'rb').read()))) for f in files],"
+        " how='diagonal_relaxed')\n"
+        "if target == 'parquet':\n"
+        "    frame.write_parquet(out, compression='zstd')\n"
+        "else:  # nested values as JSON text, as CsvBlob writes them\n"
+        "    frame.with_columns([pl.col(n).struct.json_encode() for n, t in frame.schema.items()"
+        " if isinstance(t, pl.Struct)]).write_csv(out)\n"
+        "print(time.perf_counter() - started, frame.height)\n")
+    output = os.path.join(workdir, f"polars.{target}")
+    # Its own process, so POLARS_MAX_THREADS holds from its start.
+    answer = subprocess.run([sys.executable, "-c", code, *files, target, output], check=True, capture_output=True,
+                            text=True, env=dict(os.environ, POLARS_MAX_THREADS="2")).stdout.split()
+    return {"seconds": float(answer[0]), "records": int(answer[1])}
+
+
+def duckdb_baseline(files: List[str], workdir: str) -> dict:
+    import duckdb
+
     output = os.path.join(workdir, "out.csv.gz")
     started = time.perf_counter()
     connection = duckdb.connect()
@@ -188,8 +229,14 @@ def main(argv=None) -> int:
 
         log("raw copy baseline ...")
         results["rawcopy"] = dict(raw_copy("bench~full", destination), records=records)
+        files = raw_files("bench~full", workdir)
         log("duckdb baseline ...")
-        results["duckdb"] = duckdb_baseline("bench~full", workdir)
+        results["duckdb"] = duckdb_baseline(files, workdir)
+        log("duckdb parquet baseline ...")
+        results["duckdb_parquet"] = duckdb_parquet_baseline(files, workdir)
+        log("polars baselines ...")
+        results["polars_parquet"] = polars_baseline(files, workdir, "parquet")
+        results["polars_csv"] = polars_baseline(files, workdir, "csv")
 
         host = HostProcess(env)
         try:
@@ -199,12 +246,13 @@ def main(argv=None) -> int:
             results["latency"] = export(host, "bench", "small", keys["small"].export_key, container_url, "JsonBlob")
         finally:
             host.stop()
-        for size, label in (("half", "csv_half"), ("full", "csv")):
+        for size, label, export_format in (("half", "csv_half", "CsvBlob"), ("full", "csv", "CsvBlob"),
+                                           ("full", "parquet", "ParquetBlob")):
             host = HostProcess(env)
             try:
-                log(f"CsvBlob export of {sizes[size]:,} records ...")
+                log(f"{export_format} export of {sizes[size]:,} records ...")
                 sampler = host.sample()
-                results[label] = export(host, "bench", size, keys[size].export_key, container_url, "CsvBlob")
+                results[label] = export(host, "bench", size, keys[size].export_key, container_url, export_format)
                 results[label]["peak_rss_mib"] = host.stop_sampling(sampler)
             finally:
                 host.stop()
@@ -213,6 +261,10 @@ def main(argv=None) -> int:
     print(f"{'measure':<22}{'records':>12}{'seconds':>10}{'records/s':>14}{'MB/s (raw in)':>15}{'peak RSS MiB':>14}")
     for label, key, count in (("raw copy", "rawcopy", records), ("JsonBlob export", "json", records),
                               ("CsvBlob export", "csv", records), ("DuckDB json->csv", "duckdb", records),
+                              ("polars json->csv", "polars_csv", records),
+                              ("ParquetBlob export", "parquet", records),
+                              ("DuckDB json->parquet", "duckdb_parquet", records),
+                              ("polars json->parquet", "polars_parquet", records),
                               ("CsvBlob export (1/2)", "csv_half", sizes["half"]),
                               ("small export latency", "latency", sizes["small"])):
         figures = results[key]
@@ -223,12 +275,18 @@ def main(argv=None) -> int:
     ratios = {
         "json_over_rawcopy": results["rawcopy"]["seconds"] / results["json"]["seconds"],
         "csv_over_duckdb": results["duckdb"]["seconds"] / results["csv"]["seconds"],
+        "parquet_over_duckdb": results["duckdb_parquet"]["seconds"] / results["parquet"]["seconds"],
+        "parquet_over_polars": results["polars_parquet"]["seconds"] / results["parquet"]["seconds"],
+        "csv_over_polars": results["polars_csv"]["seconds"] / results["csv"]["seconds"],
         "small_export_s": results["latency"]["seconds"],
         "peak_mib_1": results["csv_half"]["peak_rss_mib"],
         "peak_mib_2": results["csv"]["peak_rss_mib"],
     }
     print(f"ratio json/rawcopy={ratios['json_over_rawcopy']:.2f}")
     print(f"ratio csv/duckdb={ratios['csv_over_duckdb']:.2f}")
+    print(f"ratio csv/polars={ratios['csv_over_polars']:.2f}")
+    print(f"ratio parquet/duckdb={ratios['parquet_over_duckdb']:.2f}")
+    print(f"ratio parquet/polars={ratios['parquet_over_polars']:.2f}")
     print(f"latency small_export_s={ratios['small_export_s']:.2f}")
     print(f"memory peak_mib_1={ratios['peak_mib_1']:.0f} peak_mib_2={ratios['peak_mib_2']:.0f}")
     os.makedirs(os.path.dirname(arguments.output), exist_ok=True)
