@@ -203,7 +203,8 @@ def test_two_poll_messages_for_one_job_at_once_finish_it_once(driver):
     assert errors == []
     final = jobs.get_job(job.app_id, job.id)
     assert_exact(driver, final)
-    assert sorted(driver.blobs()) == [f"Event/{job.id}/manifest.json", f"Event/{job.id}/part-00000.csv.gz"]
+    assert sorted(driver.blobs()) == [f"Event/{job.id}/manifest.json", f"Event/{job.id}/part-00000.csv.gz",
+                                      f"Event/{job.id}/schema.json"]
 
 
 def test_start_export_racing_the_api_start_changes_nothing(driver):
