@@ -3,13 +3,13 @@
 Parsing, encoding and compressing rows is Python work, and a process runs Python on one core at a time
 whatever its threads. So the worker cuts the raw text into runs of whole lines and a pool of processes
 converts each run with its format's converter (into one gzip member for the text formats, as a gzip file is
-any number of members one after another; into an Arrow record batch for Parquet); the results come back in
-order, with only a few runs in flight, so memory stays bounded.
+any number of members one after another; into the buffers of Arrow arrays for Parquet); the results come back
+in order, with only a few runs in flight, so memory stays bounded.
 
 The pool starts on first use (never at import) with the `spawn` method, as the worker process runs threads,
 and its processes import only this module and the converter's (`shared.export.exportformats`, or
-`shared.export.parquet`). If one of them dies, the pool is
-replaced and the part fails with ConversionProcessLost, which the queue retries like any transient error.
+`shared.export.arrowbuffers`, neither of which imports pyarrow). If one of them dies, the pool is replaced
+and the part fails with ConversionProcessLost, which the queue retries like any transient error.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import multiprocessing
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Deque, Iterable, Iterator, Optional, Tuple
+from typing import Any, Deque, Iterable, Iterator, Optional, Tuple
 
-from shared.export.exportformats import RowSpec, RunConverter
+from shared.export.exportformats import RunConverter
+from shared.export.rows import RowSpec
 
 
 class ConversionProcessLost(RuntimeError):
@@ -32,7 +33,7 @@ class ConversionProcessLost(RuntimeError):
 _calls = 0
 
 
-def _converting(convert_run: RunConverter, text: bytes, spec: RowSpec) -> Tuple[int, bytes]:
+def _converting(convert_run: RunConverter, text: bytes, spec: RowSpec) -> Tuple[int, Any]:
     """A format's conversion of a run in a pool process, where the cyclic garbage collector is off (see
     _start_process). The converter is sent by name, so the processes import only its module."""
     global _calls
@@ -74,7 +75,7 @@ def _discard(executor: ProcessPoolExecutor) -> None:
 
 
 def converted(texts: Iterable[bytes], convert_run: RunConverter, spec: RowSpec, *,
-              processes: int) -> Iterator[Tuple[int, bytes]]:
+              processes: int) -> Iterator[Tuple[int, Any]]:
     """(rows kept, converted payload) of each run of ``texts``, in order, converted by ``processes`` processes
     with twice that many runs in flight at most."""
     executor = _executor(processes)

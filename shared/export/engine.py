@@ -105,7 +105,7 @@ def produce(job: "ExportJob", item: WorkItem, stage: Callable[[str, bytes], None
                 for count, payload in convert.converted(sources.line_text(item.sources), export_format.convert_run,
                                                         spec, processes=processes):
                     records += count
-                    file.write_converted(payload)
+                    file.write_converted(count, payload)
             else:
                 for batch in export_type.rows(job, item):
                     batch = spec.select(batch)

@@ -9,14 +9,14 @@ one gzip member and hands out blocks of bounded size, so memory never grows with
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Callable, FrozenSet, List, Optional, Protocol, Tuple
+from typing import Any, Callable, List, Optional, Protocol, Tuple
 
 import orjson
 from isal import isal_zlib
 
 from shared.export.pipeline import Background
-from shared.export.schemas import Column
+from shared.export.rows import RowSpec, decode_columns, nested_texts, parse_lines, row_columns
+from shared.export.schemas import JSON, Column
 
 BLOCK_BYTES = 4 * 1024 * 1024
 # ISA-L's deflate (isal) at level 2 compresses about 10x faster than zlib at 6, for files about 5% larger:
@@ -63,6 +63,18 @@ def csv_column(values: List) -> List[str]:
         dumps = orjson.dumps
         texts = [dumps(value).decode("utf-8") if value.__class__ is dict else csv_text(value) for value in values]
         joined = "".join(texts)
+    return _quoted_where_needed(texts, joined)
+
+
+def csv_nested_column(values: List) -> List[str]:
+    """The CSV fields of a column of nested values (see shared.export.rows.nested_texts): objects and arrays as
+    their JSON text; a bare string, number or boolean as csv_text writes it; null as an empty field."""
+    texts = [text if text is not None and text[0] in "{[" else "" if text is None else csv_text(orjson.loads(text))
+             for text in nested_texts(values)]
+    return _quoted_where_needed(texts, "".join(texts))
+
+
+def _quoted_where_needed(texts: List[str], joined: str) -> List[str]:
     if not _needs_quotes(joined):
         return texts
     return [_quoted(text) for text in texts]
@@ -71,20 +83,21 @@ def csv_column(values: List) -> List[str]:
 class TextEncoder(Protocol):
     """Turns batches of row dicts into the text of one format, column by column in ``columns``' order."""
 
-    columns: Tuple[str, ...]
-
-    def __init__(self, columns: Tuple[str, ...]) -> None: ...
+    def __init__(self, columns: Tuple[Column, ...]) -> None: ...
 
     def header(self) -> bytes: ...
 
     def encode(self, rows: List[dict]) -> bytes: ...
 
+    def encode_run(self, text: bytes, spec: RowSpec) -> Tuple[int, bytes]:
+        """The rows ``spec`` keeps of a run of raw JSON Lines, encoded: (how many, text)."""
+
 
 class JsonLinesEncoder:
     """One JSON object per line; a null or missing value is left out of its row."""
 
-    def __init__(self, columns: Tuple[str, ...]) -> None:
-        self.columns = columns
+    def __init__(self, columns: Tuple[Column, ...]) -> None:
+        self.columns = tuple(column.name for column in columns)
 
     def header(self) -> bytes:
         return b""
@@ -93,20 +106,33 @@ class JsonLinesEncoder:
         cols = self.columns
         return b"".join(orjson.dumps({c: row[c] for c in cols if row.get(c) is not None}) + b"\n" for row in rows)
 
+    def encode_run(self, text: bytes, spec: RowSpec) -> Tuple[int, bytes]:
+        rows = spec.select(parse_lines(text))
+        return len(rows), self.encode(rows)
+
 
 class CsvEncoder:
     """RFC 4180 with CRLF rows, starting with a header row of the column names."""
 
-    def __init__(self, columns: Tuple[str, ...]) -> None:
-        self.columns = columns
+    def __init__(self, columns: Tuple[Column, ...]) -> None:
+        self.columns = tuple(column.name for column in columns)
+        self._field_writers = [csv_nested_column if column.kind == JSON else csv_column for column in columns]
 
     def header(self) -> bytes:
         return (",".join(csv_column(list(self.columns))) + "\r\n").encode("utf-8")
 
     def encode(self, rows: List[dict]) -> bytes:
-        if not rows:
+        return self.encode_columns(row_columns(rows, self.columns, ""))
+
+    def encode_run(self, text: bytes, spec: RowSpec) -> Tuple[int, bytes]:
+        count, columns = decode_columns(text, spec, "")
+        return count, self.encode_columns(columns)
+
+    def encode_columns(self, columns: List[list]) -> bytes:
+        """Rows given as one list of values per column ("" or None where a row has no value)."""
+        if not columns or not columns[0]:
             return b""
-        fields = [csv_column([row.get(column, "") for row in rows]) for column in self.columns]
+        fields = [fields_of(values) for fields_of, values in zip(self._field_writers, columns)]
         return ("\r\n".join(map(",".join, zip(*fields))) + "\r\n").encode("utf-8")
 
 
@@ -155,31 +181,6 @@ class GzipSink:
         self._flush_block()
 
 
-@dataclass(frozen=True)
-class RowSpec:
-    """What of each row goes into a file: its columns (a type's schema, or the request's projection of it) and,
-    when the request names some, which event, activity, error or job names are kept or left out."""
-
-    columns: Tuple[Column, ...]
-    include_names: Optional[FrozenSet[str]] = None
-    exclude_names: Optional[FrozenSet[str]] = None
-
-    @property
-    def names(self) -> Tuple[str, ...]:
-        return tuple(column.name for column in self.columns)
-
-    @property
-    def filters(self) -> bool:
-        return self.include_names is not None or self.exclude_names is not None
-
-    def select(self, rows: List[dict]) -> List[dict]:
-        if self.include_names is not None:
-            return [row for row in rows if row.get("name") in self.include_names]
-        if self.exclude_names is not None:
-            return [row for row in rows if row.get("name") not in self.exclude_names]
-        return rows
-
-
 class RowFile(Protocol):
     """One result file being written: rows go in, blocks come out through ``emit``; ``sink`` counts them."""
 
@@ -187,13 +188,14 @@ class RowFile(Protocol):
 
     def write_rows(self, rows: List[dict]) -> None: ...
 
-    def write_converted(self, payload: bytes) -> None: ...
+    def write_converted(self, rows: int, payload: Any) -> None: ...
 
     def close(self) -> None: ...
 
 
-# A pool process's work on a run of JSON Lines rows: how many rows it kept, and what write_converted takes.
-RunConverter = Callable[[bytes, RowSpec], Tuple[int, bytes]]
+# A pool process's work on a run of JSON Lines rows: how many rows it kept, and what write_converted takes
+# (picklable, and made without the format's libraries where they are heavy: see shared.export.arrowbuffers).
+RunConverter = Callable[[bytes, RowSpec], Tuple[int, Any]]
 
 
 class GzipTextFile:
@@ -215,7 +217,7 @@ class GzipTextFile:
         else:
             self._compressor.put(self._encoder.encode(rows))
 
-    def write_converted(self, payload: bytes) -> None:
+    def write_converted(self, rows: int, payload: bytes) -> None:
         self.sink.write(payload)
 
     def close(self) -> None:
@@ -224,28 +226,17 @@ class GzipTextFile:
         self.sink.close()
 
 
-def text_file(encoder: Callable[[Tuple[str, ...]], TextEncoder]) -> Callable[..., GzipTextFile]:
+# A text format's encoder class, made for the columns of a file.
+EncoderClass = Callable[[Tuple[Column, ...]], TextEncoder]
+
+
+def text_file(encoder: EncoderClass) -> Callable[..., GzipTextFile]:
     def open_file(emit: Callable[[bytes], None], spec: RowSpec, *, converted: bool) -> GzipTextFile:
-        return GzipTextFile(encoder(spec.names), emit, converted=converted)
+        return GzipTextFile(encoder(spec.columns), emit, converted=converted)
     return open_file
 
 
-def gzip_text_run(encoder: Callable[[Tuple[str, ...]], TextEncoder], text: bytes, spec: RowSpec) -> Tuple[int, bytes]:
+def gzip_text_run(encoder: EncoderClass, text: bytes, spec: RowSpec) -> Tuple[int, bytes]:
     """A pool process's conversion of a run of JSON Lines rows into one gzip member of a text format."""
-    rows = spec.select(parse_lines(text))
-    return len(rows), gzip_member(encoder(spec.names).encode(rows))
-
-
-def parse_lines(text: bytes) -> List[dict]:
-    """The rows of a run of JSON Lines (blank lines skipped)."""
-    loads = orjson.loads
-    body = text.rstrip(b"\n")
-    try:
-        # One call for the whole run as a JSON array: a fifth faster than a call per line.
-        rows = loads(b"[" + body.replace(b"\n", b",") + b"]")
-        if len(rows) == body.count(b"\n") + 1:
-            return rows
-    except orjson.JSONDecodeError:
-        pass
-    # Blank lines, or a line that is not one JSON value: line by line, so a bad line raises its own error.
-    return [loads(line) for line in text.splitlines() if line]
+    count, data = encoder(spec.columns).encode_run(text, spec)
+    return count, gzip_member(data)

@@ -2,51 +2,59 @@
 (shared.export.schemas): UTC times as timestamp[ms, tz=UTC], integers as int64, booleans as bool, nested values
 as JSON text. Pages are zstd-compressed; row groups hold ROW_GROUP_ROWS rows, the size DuckDB and Spark read
 in parallel well, so a reader's memory per row group stays a few tens of MiB.
+
+pyarrow (about 40 MiB per process) is imported on first use, so a host or pool process that never writes
+Parquet does not carry it.
 """
 
 from __future__ import annotations
 
-from typing import Callable, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
-import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
+from shared.export.arrowbuffers import ColumnBuffers, batch_buffers
+from shared.export.exportformats import GzipSink
+from shared.export.rows import RowSpec, row_columns
+from shared.export.schemas import BOOLEAN, INTEGER, NUMBER, TIME, Column, arrow_schema
 
-from shared.export.exportformats import GzipSink, RowSpec, parse_lines
-from shared.export.schemas import BOOLEAN, INTEGER, JSON, NUMBER, TIME, Column, arrow_schema
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 ROW_GROUP_ROWS = 122_880
 COMPRESSION = "zstd"
 
 
-def _column_array(column: Column, values: list, arrow_type) -> pa.Array:
-    if column.kind == JSON:
-        dumps = orjson.dumps
-        return pa.array([None if value is None else dumps(value).decode("utf-8") for value in values], pa.string())
-    if column.kind == TIME:
-        # ISO 8601 text with Z, as every stored time is: Arrow parses it in C++.
-        return pa.array(values, pa.string()).cast(arrow_type)
-    if column.kind in (INTEGER, NUMBER, BOOLEAN):
-        return pa.array(values, arrow_type)
-    return pa.array(values, pa.string())
+def _validity(present: Optional[bytes], rows: int) -> "Optional[pa.Buffer]":
+    if present is None:
+        return None
+    import pyarrow as pa
+
+    flags = pa.Array.from_buffers(pa.uint8(), rows, [None, pa.py_buffer(present)])
+    return flags.cast(pa.bool_()).buffers()[1]  # a bool array's values are the validity bitmap Arrow wants
 
 
-def record_batch(rows: List[dict], columns: Sequence[Column]) -> pa.RecordBatch:
-    """Rows as an Arrow record batch of the columns' types."""
-    schema = arrow_schema(columns)
-    arrays = [_column_array(column, [row.get(column.name) for row in rows], field.type)
-              for column, field in zip(columns, schema)]
+def _array(column: Column, buffers: ColumnBuffers, rows: int, arrow_type) -> "pa.Array":
+    import pyarrow as pa
+
+    present, values = buffers
+    validity = _validity(present, rows)
+    if column.kind == BOOLEAN:
+        flags = pa.Array.from_buffers(pa.uint8(), rows, [None, pa.py_buffer(values[0])]).cast(pa.bool_())
+        return pa.Array.from_buffers(pa.bool_(), rows, [validity, flags.buffers()[1]])
+    if column.kind in (INTEGER, NUMBER):
+        return pa.Array.from_buffers(arrow_type, rows, [validity, pa.py_buffer(values[0])])
+    text = pa.Array.from_buffers(pa.string(), rows, [validity] + [pa.py_buffer(buffer) for buffer in values])
+    # Times are ISO 8601 text with Z, as every stored time is: Arrow parses them in C++.
+    return text.cast(arrow_type) if column.kind == TIME else text
+
+
+def record_batch(buffers: List[ColumnBuffers], rows: int, schema: "pa.Schema",
+                 columns: Sequence[Column]) -> "pa.RecordBatch":
+    """A batch of ``rows`` rows given as each column's buffers (shared.export.arrowbuffers), without copying."""
+    import pyarrow as pa
+
+    arrays = [_array(column, column_buffers, rows, field.type)
+              for column, column_buffers, field in zip(columns, buffers, schema)]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
-def arrow_run(text: bytes, spec: RowSpec) -> Tuple[int, bytes]:
-    """A pool process's conversion of a run of JSON Lines rows: an Arrow record batch, as IPC stream bytes."""
-    rows = spec.select(parse_lines(text))
-    batch = record_batch(rows, spec.columns)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    return len(rows), sink.getvalue().to_pybytes()
 
 
 class _BlockStream:
@@ -77,24 +85,25 @@ class ParquetFile:
     """One Parquet file being written; whole row groups are written as rows arrive."""
 
     def __init__(self, emit: Callable[[bytes], None], spec: RowSpec, *, converted: bool = False) -> None:
+        import pyarrow.parquet as pq
+
         self.sink = GzipSink(emit, compress=False)
         self._columns = spec.columns
         self._schema = arrow_schema(spec.columns)
         self._writer = pq.ParquetWriter(_BlockStream(self.sink), self._schema, compression=COMPRESSION,
                                         write_statistics=True)
-        self._pending: List[pa.RecordBatch] = []
+        self._pending: List["pa.RecordBatch"] = []
         self._pending_rows = 0
 
     def write_rows(self, rows: List[dict]) -> None:
         if rows:
-            self._add(record_batch(rows, self._columns))
+            values = row_columns(rows, [column.name for column in self._columns])
+            self._add(record_batch(batch_buffers(values, self._columns), len(rows), self._schema, self._columns))
 
-    def write_converted(self, payload: bytes) -> None:
-        with pa.ipc.open_stream(payload) as reader:
-            for batch in reader:
-                self._add(batch)
+    def write_converted(self, rows: int, payload: List[ColumnBuffers]) -> None:
+        self._add(record_batch(payload, rows, self._schema, self._columns))
 
-    def _add(self, batch: pa.RecordBatch) -> None:
+    def _add(self, batch: "pa.RecordBatch") -> None:
         if batch.num_rows:
             self._pending.append(batch)
             self._pending_rows += batch.num_rows
@@ -102,6 +111,8 @@ class ParquetFile:
             self._write_group(ROW_GROUP_ROWS)
 
     def _write_group(self, rows: int) -> None:
+        import pyarrow as pa
+
         table = pa.Table.from_batches(self._pending, schema=self._schema)
         self._writer.write_table(table.slice(0, rows), row_group_size=rows)
         rest = table.slice(rows)

@@ -12,9 +12,10 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from shared.export import exportformats, parquet, planning, schemas, sources
-from shared.export.exportformats import RowFile, RowSpec, RunConverter
+from shared.export import arrowbuffers, exportformats, parquet, planning, schemas, sources
+from shared.export.exportformats import RowFile, RunConverter
 from shared.export.planning import WorkItem
+from shared.export.rows import RowSpec
 from shared.export.schemas import BOOLEAN, INTEGER, JSON, NUMBER, TIME, Column
 
 if TYPE_CHECKING:
@@ -187,7 +188,7 @@ EXPORT_FORMATS: Dict[str, ExportFormat] = {export_format.name: export_format for
     _text_format("JsonBlob", "jsonl.gz", exportformats.JsonLinesEncoder, copies_raw=True),
     _text_format("CsvBlob", "csv.gz", exportformats.CsvEncoder),
     ExportFormat("ParquetBlob", "parquet", "application/vnd.apache.parquet", parquet.COMPRESSION,
-                 parquet.ParquetFile, parquet.arrow_run, _arrow_schema),
+                 parquet.ParquetFile, arrowbuffers.buffers_run, _arrow_schema),
 )}
 DEFAULT_FORMAT = "JsonBlob"
 LAYOUTS = (planning.FLAT, planning.HIVE)

@@ -11,9 +11,9 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tupl
 
 from isal import isal_zlib
 
-from shared.export.exportformats import parse_lines
 from shared.export.pipeline import prefetch
 from shared.export.planning import RawSource
+from shared.export.rows import parse_lines
 from shared.ingest import rawstore, snapshots
 from shared.ingest.records import format_time, parse_time
 from shared.platform import storage

@@ -1,0 +1,58 @@
+"""Rows as the memory of Arrow arrays, built in plain Python: what a pool process sends back for ParquetBlob.
+
+The pool processes never import pyarrow (about 45 MiB each): they decode a run (shared.export.rows) and lay
+each column out as Arrow lays it out (a string column as int32 offsets and UTF-8 bytes; an integer or number
+column as 8-byte values; a boolean column as a byte per row), with a byte per row saying which values are
+present when some are null. The writer's process wraps those bytes as arrays without copying them
+(shared.export.parquet). Text columns are joined and encoded once per column, not per value.
+"""
+
+from __future__ import annotations
+
+import itertools
+from array import array
+from typing import List, Optional, Sequence, Tuple
+
+from shared.export.rows import RowSpec, decode_columns, nested_texts
+from shared.export.schemas import BOOLEAN, INTEGER, JSON, NUMBER, Column
+
+# (present: a byte per row, 1 where the value is not null, or None when none is null; the value buffers)
+ColumnBuffers = Tuple[Optional[bytes], Tuple[bytes, ...]]
+
+
+def _present(values: list) -> Optional[bytes]:
+    return bytes(value is not None for value in values) if None in values else None
+
+
+def _text_buffers(values: list) -> Tuple[bytes, ...]:
+    """int32 offsets and UTF-8 data of a column of strings (None taken as "")."""
+    if None in values:
+        values = ["" if value is None else value for value in values]
+    text = "".join(values)  # a value that is not a string is refused here, as pyarrow would refuse it
+    data = text.encode("utf-8")
+    # All ASCII (the usual case): a character is a byte, so lengths are the strings' lengths.
+    lengths = map(len, values) if len(data) == len(text) else (len(value.encode("utf-8")) for value in values)
+    return array("i", itertools.accumulate(lengths, initial=0)).tobytes(), data
+
+
+def column_buffers(column: Column, values: list) -> ColumnBuffers:
+    if column.kind == JSON:
+        values = nested_texts(values)
+    if column.kind == INTEGER:
+        return _present(values), (array("q", [0 if value is None else value for value in values]).tobytes(),)
+    if column.kind == NUMBER:
+        return _present(values), (array("d", [0.0 if value is None else value for value in values]).tobytes(),)
+    if column.kind == BOOLEAN:
+        return _present(values), (bytes(value is True for value in values),)
+    return _present(values), _text_buffers(values)  # strings, JSON text, and times as text
+
+
+def batch_buffers(values: List[list], columns: Sequence[Column]) -> List[ColumnBuffers]:
+    """Rows, given as one list of values per column, as each column's buffers."""
+    return [column_buffers(column, column_values) for column, column_values in zip(columns, values)]
+
+
+def buffers_run(text: bytes, spec: RowSpec) -> Tuple[int, List[ColumnBuffers]]:
+    """A pool process's conversion of a run of JSON Lines rows for a Parquet file: each column's buffers."""
+    count, values = decode_columns(text, spec)
+    return count, batch_buffers(values, spec.columns)

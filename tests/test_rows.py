@@ -1,0 +1,112 @@
+"""Runs of stored rows decoded straight into columns (shared.export.rows, msgspec) give the files that parsing
+each row into a dict gives: the same CSV bytes, the same Parquet values, the same rows kept by a names filter,
+and the same error for a bad row."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.export.arrowbuffers import buffers_run
+from shared.export.exportformats import CsvEncoder, JsonLinesEncoder
+from shared.export.parquet import record_batch
+from shared.export.registry import EXPORT_TYPES
+from shared.export.rows import RowSpec, decode_columns, nested_texts, parse_lines
+from shared.export.schemas import BOOLEAN, INTEGER, JSON, NUMBER, STRING, TIME, Column, arrow_schema
+from shared.ingest.records import encode_line, format_time
+
+TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12) | st.sampled_from(
+    ["", ",", '"', "\r\n", 'a "quoted", line\nbreak', "ü€😀", "\u2028", "e+5", "1e-05"])
+FLOATS = st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from([1e16, 1e-05, 1.5e300, -0.0, 0.1])
+NESTED = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | FLOATS | TEXT,
+                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+                      max_leaves=6)
+TIMES = st.datetimes(timezones=st.just(__import__("datetime").timezone.utc)).map(format_time)
+COLUMNS = (Column("s"), Column("t", TIME), Column("i", INTEGER), Column("n", NUMBER), Column("b", BOOLEAN),
+           Column("j", JSON))
+KIND_VALUES = {STRING: TEXT, TIME: TIMES, INTEGER: st.integers(-2**63, 2**63 - 1), NUMBER: FLOATS,
+               BOOLEAN: st.booleans(), JSON: NESTED}
+ROWS = st.lists(st.fixed_dictionaries(
+    {"type": st.just("event")},
+    optional={"name": st.sampled_from(["open", "buy", "quit"]),
+              **{column.name: st.none() | KIND_VALUES[column.kind] for column in COLUMNS}}), max_size=12)
+
+
+def stored(rows) -> bytes:
+    """Rows as the raw store holds them."""
+    return b"".join(encode_line(row) for row in rows)
+
+
+def _reference_array(column: Column, values: list, arrow_type) -> pa.Array:
+    """What a row-by-row writer makes of a column: nested values as orjson's JSON text."""
+    if column.kind == JSON:
+        return pa.array([None if value is None else orjson.dumps(value).decode() for value in values], pa.string())
+    if column.kind == TIME:
+        return pa.array(values, pa.string()).cast(arrow_type)
+    return pa.array(values, arrow_type)
+
+
+SPECS = st.sampled_from([RowSpec(COLUMNS), RowSpec(COLUMNS[::2]), RowSpec(COLUMNS, frozenset({"buy"})),
+                         RowSpec(COLUMNS[3:], None, frozenset({"open", "quit"}))])
+
+
+@settings(max_examples=300, deadline=None)
+@given(ROWS, SPECS)
+def test_csv_from_columns_is_byte_for_byte_csv_from_dicts(rows, spec):
+    text = stored(rows)
+    encoder = CsvEncoder(spec.columns)
+    kept = spec.select(parse_lines(text))
+    assert encoder.encode_run(text, spec) == (len(kept), encoder.encode(kept))
+
+
+@settings(max_examples=300, deadline=None)
+@given(ROWS, SPECS)
+def test_parquet_batches_hold_what_each_row_holds(rows, spec):
+    text = stored(rows)
+    count, buffers = buffers_run(text, spec)
+    schema = arrow_schema(spec.columns)
+    batch = record_batch(buffers, count, schema, spec.columns)
+    kept = spec.select(parse_lines(text))
+    expected = pa.RecordBatch.from_arrays(
+        [_reference_array(column, [row.get(column.name) for row in kept], field.type)
+         for column, field in zip(spec.columns, schema)], schema=schema)
+    assert count == len(kept)
+    assert batch.to_pylist() == expected.to_pylist()
+    batch.validate(full=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(NESTED, max_size=10))
+def test_nested_values_keep_the_json_text_orjson_writes(values):
+    text = b"".join(encode_line({"j": value}) for value in values)
+    _, (column,) = decode_columns(text, RowSpec((Column("j", JSON),)))
+    assert nested_texts(column) == [None if value is None else orjson.dumps(value).decode() for value in values]
+
+
+def test_floats_in_exponent_form_are_written_as_orjson_writes_them():
+    rows = [{"j": {"big": 1e20, "small": 1e-05, "label": "one-2e+3"}}, {"j": [1.5e300]}, {"j": "e+1"}]
+    _, (column,) = decode_columns(stored(rows), RowSpec((Column("j", JSON),)))
+    assert json.dumps(rows[0]["j"]) != orjson.dumps(rows[0]["j"]).decode()  # the texts the stores differ in
+    assert nested_texts(column) == [orjson.dumps(row["j"]).decode() for row in rows]
+
+
+def test_a_bad_row_raises_what_parsing_it_alone_raises():
+    text = stored([{"name": "open"}]) + b'{"name": "broken\n'
+    with pytest.raises(orjson.JSONDecodeError):
+        decode_columns(text, RowSpec(COLUMNS))
+
+
+def test_blank_lines_are_skipped_and_unknown_fields_ignored():
+    text = b'\n{"type":"event","s":"a","extra":{"deep":[1,2]}}\n\n{"s":"b"}\n'
+    assert decode_columns(text, RowSpec((Column("s"),))) == (2, [["a", "b"]])
+
+
+def test_json_lines_runs_still_leave_out_what_is_null():
+    spec = RowSpec(EXPORT_TYPES["Event"].schema[:2])
+    text = stored([{"deviceId": "d", "userId": None, "timestamp": "2026-01-01T00:00:00.000Z"}])
+    assert JsonLinesEncoder(spec.columns).encode_run(text, spec) == (1, b'{"deviceId":"d"}\n')
