@@ -9,7 +9,7 @@ Parquet does not carry it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, List, Sequence
 
 from shared.export.arrowbuffers import ColumnBuffers, batch_buffers
 from shared.export.exportformats import GzipSink
@@ -23,23 +23,20 @@ ROW_GROUP_ROWS = 122_880
 COMPRESSION = "zstd"
 
 
-def _validity(present: Optional[bytes], rows: int) -> "Optional[pa.Buffer]":
-    if present is None:
-        return None
+def _bitmap(flags: bytes, rows: int) -> "pa.Buffer":
+    """A byte per row (0 or 1) as the bitmap Arrow keeps booleans and validity in."""
     import pyarrow as pa
 
-    flags = pa.Array.from_buffers(pa.uint8(), rows, [None, pa.py_buffer(present)])
-    return flags.cast(pa.bool_()).buffers()[1]  # a bool array's values are the validity bitmap Arrow wants
+    return pa.Array.from_buffers(pa.uint8(), rows, [None, pa.py_buffer(flags)]).cast(pa.bool_()).buffers()[1]
 
 
 def _array(column: Column, buffers: ColumnBuffers, rows: int, arrow_type) -> "pa.Array":
     import pyarrow as pa
 
     present, values = buffers
-    validity = _validity(present, rows)
+    validity = None if present is None else _bitmap(present, rows)
     if column.kind == BOOLEAN:
-        flags = pa.Array.from_buffers(pa.uint8(), rows, [None, pa.py_buffer(values[0])]).cast(pa.bool_())
-        return pa.Array.from_buffers(pa.bool_(), rows, [validity, flags.buffers()[1]])
+        return pa.Array.from_buffers(pa.bool_(), rows, [validity, _bitmap(values[0], rows)])
     if column.kind in (INTEGER, NUMBER):
         return pa.Array.from_buffers(arrow_type, rows, [validity, pa.py_buffer(values[0])])
     text = pa.Array.from_buffers(pa.string(), rows, [validity] + [pa.py_buffer(buffer) for buffer in values])

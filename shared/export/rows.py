@@ -94,7 +94,7 @@ def _is_nested(spec: RowSpec, name: str) -> bool:
 
 def decode_columns(text: bytes, spec: RowSpec, missing: Any = None) -> Tuple[int, List[list]]:
     """The rows ``spec`` keeps of a run of JSON Lines, as (how many, one list of values per column): ``missing``
-    where a row lacks the field, nested values as `Raw` JSON text (see `json_text` and `verbatim`)."""
+    where a row lacks the field, nested values as `Raw` JSON text (see `nested_texts`)."""
     decoder, getters, name = _decoder(spec, missing)
     try:
         rows = decoder.decode_lines(text)
@@ -107,8 +107,9 @@ def decode_columns(text: bytes, spec: RowSpec, missing: Any = None) -> Tuple[int
 
 
 # Stored rows are written by json.dumps and files by orjson: their texts of one value differ only in how a
-# float in exponent form is written (json.dumps: 1e+20, 1e-05; orjson: 1e20, 1e-5). Such a float is found by
-# its "e+" or "e-" (a quick search), then by this (a text like "one-2" is a false alarm that costs a re-encode).
+# float in exponent form is written (json.dumps: 1e+20, 1e-05; orjson: 1e20, 1e-5). A quick search for "e+"
+# or "e-" finds the runs that may hold one, then this finds the values (text such as "v2e-1" inside a string
+# is a false alarm that costs a re-encode, never a wrong text).
 _EXPONENT = re.compile(rb"[0-9]e[+-]")
 
 
