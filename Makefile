@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 7071
 
-.PHONY: setup serve demo test bench app data clean
+.PHONY: setup serve demo test bench bench-ingest app data clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: setup
 
 bench: setup
 	$(PY) -m bench $(if $(RECORDS),--records $(RECORDS),)
+
+# The ingestion section alone: CLIENTS concurrent clients (16) for SECONDS (15) each, Collect then plain appends.
+bench-ingest: setup
+	$(PY) -m bench.ingest $(if $(CLIENTS),--clients $(CLIENTS),) $(if $(SECONDS),--seconds $(SECONDS),)
 
 app: setup
 	@test -n "$(COLLECTION)" -a -n "$(APP)" || { echo "usage: make app COLLECTION=<collection> APP=<app>"; exit 2; }

@@ -4,8 +4,9 @@ On a fresh Azurite (free loopback ports, temporary data), with one day of events
 generator, it measures: a raw copy of the raw partitions' bytes blob to blob (no parsing); a JsonBlob and a
 CsvBlob and a ParquetBlob export through the real API and engine (POST to Succeeded) on the local host, run
 as its own process; DuckDB and polars converting the same gzip JSON Lines files (downloaded first, not
-timed) to gzip CSV and to Parquet; the latency of a 10k-record export; and the peak memory of the host
-process with its conversion processes during CSV exports at two sizes and the Parquet export.
+timed) to gzip CSV and to Parquet; the latency of a 10k-record export; the peak memory of the host
+process with its conversion processes during CSV exports at two sizes and the Parquet export; and then
+ingestion, Collect against plain appends to the same storage (bench/ingest.py, also runnable alone).
 
 Memory is the peak of the processes' summed PSS (each shared page counted once, split between the processes
 that map it, as a container's memory limit counts it); the summed RSS, which counts the libraries every
@@ -22,90 +23,24 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from typing import Dict, List
 
-import psutil
 import requests
 
-from devhost.azurite import REPO_ROOT, Azurite, free_port, port_open
+from bench import ingest
+from bench.hostprocess import MIB, HostProcess
+from devhost.azurite import REPO_ROOT, Azurite
 from shared.ingest import rawstore
 from shared.platform import apps, config, storage
 
 API_VERSION = "2014-12-01"
 DAY = dt.date(2026, 1, 15)
 BENCH_KEY = "YmVuY2htYXJrLW9ubHkta2V5LW5vdC1hLXNlY3JldCE="
-MIB = 1024 * 1024
 
 
 def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-class HostProcess:
-    """The local host in a process of its own, so its memory is measured alone."""
-
-    def __init__(self, env: Dict[str, str]) -> None:
-        self.port = free_port()
-        self.process = subprocess.Popen([sys.executable, "-m", "devhost", "serve", "--port", str(self.port)],
-                                        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                                        stderr=open(os.path.join(tempfile.gettempdir(), "ee-bench-host.log"), "ab"))
-        deadline = time.monotonic() + 60
-        while not port_open("127.0.0.1", self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the local host did not start")
-            time.sleep(0.1)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.peak_rss = self.peak_pss = 0
-        self._sampling = False
-
-    def _processes(self) -> List[psutil.Process]:
-        process = psutil.Process(self.process.pid)
-        return [process] + process.children(recursive=True)
-
-    def sample(self):
-        """Samples the summed RSS every 20 ms and the summed PSS every 200 ms (reading a process's PSS takes
-        about a millisecond of CPU, which a faster sampling would take from the export it measures)."""
-        self._sampling = True
-        self.peak_rss = self.peak_pss = 0
-
-        def loop():
-            ticks = 0
-            while self._sampling:
-                try:
-                    processes = self._processes()
-                    self.peak_rss = max(self.peak_rss, sum(p.memory_info().rss for p in processes))
-                    if ticks % 10 == 0:
-                        self.peak_pss = max(self.peak_pss, sum(_pss(p.pid) for p in processes))
-                except (psutil.Error, OSError):
-                    return
-                ticks += 1
-                time.sleep(0.02)
-
-        thread = threading.Thread(target=loop, daemon=True)
-        thread.start()
-        return thread
-
-    def stop_sampling(self, thread) -> Dict[str, float]:
-        self._sampling = False
-        thread.join()
-        return {"peak_pss_mib": self.peak_pss / MIB, "peak_rss_mib": self.peak_rss / MIB}
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
-def _pss(pid: int) -> int:
-    with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
-        for line in rollup:
-            if line.startswith(b"Pss:"):
-                return int(line.split()[1]) * 1024
-    raise OSError(f"no Pss in /proc/{pid}/smaps_rollup")
 
 
 def export(host: HostProcess, collection: str, app: str, key: str, container_url: str, export_format: str) -> dict:
@@ -224,6 +159,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--records", type=int, default=int(os.environ.get("RECORDS") or 2_000_000))
     parser.add_argument("--output", default=os.path.join(REPO_ROOT, "bench", "results", "latest.json"))
+    parser.add_argument("--clients", type=int, default=16, help="concurrent Collect clients (ingestion section)")
+    parser.add_argument("--ingest-seconds", type=float, default=15.0, help="how long each ingestion run sends")
     arguments = parser.parse_args(argv)
     records = arguments.records
     from sampledata import load_events
@@ -277,6 +214,7 @@ def main(argv=None) -> int:
                 results[label].update(host.stop_sampling(sampler))
             finally:
                 host.stop()
+        ingestion = ingest.run(env, clients=arguments.clients, seconds=arguments.ingest_seconds, batch_size=50)
 
     print(f"{'measure':<22}{'records':>12}{'seconds':>10}{'records/s':>14}{'MB/s (raw in)':>15}{'peak MiB':>10}"
           f"{'(RSS sum)':>11}")
@@ -313,10 +251,12 @@ def main(argv=None) -> int:
     print(f"latency small_export_s={ratios['small_export_s']:.2f}")
     print(f"memory peak_mib_1={ratios['peak_mib_1']:.0f} peak_mib_2={ratios['peak_mib_2']:.0f}")
     print(f"memory parquet_peak_mib={ratios['parquet_peak_mib']:.0f}")
+    ingest.report(ingestion)
     os.makedirs(os.path.dirname(arguments.output), exist_ok=True)
     with open(arguments.output, "w", encoding="utf-8") as handle:
         json.dump({"records": records, "raw_bytes": raw_bytes, "cpus": os.cpu_count(), "results": results,
-                   "ratios": ratios, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat()}, handle, indent=2)
+                   "ratios": ratios, "ingestion": ingestion,
+                   "measured_at": dt.datetime.now(dt.timezone.utc).isoformat()}, handle, indent=2)
     log(f"figures written to {arguments.output}")
     return 0
 

@@ -1,6 +1,7 @@
 """A reverse proxy on a free loopback port in front of one of Azurite's services, whose behaviour a test
-switches: forward every request, answer every request with a redirect to the real service, or take requests
-and never answer (a destination that stopped answering). Every request it saw is listed with its answer."""
+switches: forward every request, answer every request with a redirect to the real service, take requests
+and never answer (a destination that stopped answering), or answer some with 503 ServerBusy (throttling).
+Every request it saw is listed with its answer."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import List, Tuple
 from urllib.parse import urlsplit
 
-FORWARD, REDIRECT, HANG = "forward", "redirect", "hang"
+FORWARD, REDIRECT, HANG, BUSY = "forward", "redirect", "hang", "busy"
+BUSY_BODY = (b'<?xml version="1.0" encoding="utf-8"?><Error><Code>ServerBusy</Code><Message>The server is busy.'
+             b'</Message></Error>')
 
 
 class FaultProxy:
@@ -18,6 +21,8 @@ class FaultProxy:
         target = urlsplit(target_url)
         self.target_host, self.target_port = target.hostname, target.port
         self.mode = FORWARD
+        # In BUSY mode, the requests whose path holds this text are answered 503 ServerBusy; others pass.
+        self.busy_when = ""
         self.seen: List[Tuple[str, str, object]] = []  # (method, path, status or mode)
         self._released = threading.Event()
         proxy = self
@@ -35,6 +40,15 @@ class FaultProxy:
                     proxy.seen.append((self.command, self.path, HANG))
                     proxy._released.wait(120)
                     self.close_connection = True
+                    return
+                if mode == BUSY and proxy.busy_when in self.path:
+                    proxy.seen.append((self.command, self.path, 503))
+                    self.send_response(503)
+                    self.send_header("x-ms-error-code", "ServerBusy")
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(BUSY_BODY)))
+                    self.end_headers()
+                    self.wfile.write(BUSY_BODY)
                     return
                 if mode == REDIRECT:
                     proxy.seen.append((self.command, self.path, 307))

@@ -110,4 +110,8 @@ def test_openapi_document_is_served_valid_and_true(host, names):
 def test_health_reports_storage(host):
     response = requests.get(f"{host.base_url}/health", timeout=10)
     assert response.status_code == 200
-    assert response.json() == {"status": "healthy", "storage": "connection string"}
+    first = response.json()
+    assert {key: first[key] for key in ("status", "storage")} == {"status": "healthy", "storage": "connection string"}
+    # Each check reaches storage once, and the instance counts every request it made.
+    second = requests.get(f"{host.base_url}/health", timeout=10).json()
+    assert second["storageRequests"] >= first["storageRequests"] + 1 >= 2

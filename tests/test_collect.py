@@ -225,3 +225,43 @@ def test_malformed_batches_are_refused_whole(device):
     bomb = gzip.compress(b" " * (17 * 1024 * 1024))
     status, result = device.post(raw=bomb, headers={"Content-Encoding": "gzip"})
     assert status == 413 and "decompressed" in result["error"]["message"]
+
+
+def test_an_app_past_its_rate_is_answered_429_with_retry_after_and_others_are_not(device, names,
+                                                                                  settings_override):
+    settings_override(COLLECT_RATE_LIMIT_RECORDS_PER_SECOND=50)
+    events = [{"type": "event", "deviceId": "d", "name": "e", "timestamp": T, "extras": {"n": i}} for i in range(60)]
+    assert device.post(events)[0] == 200  # within the two seconds' burst
+    status, answer = device.post(events)
+    assert status == 429 and answer["error"]["code"] == "TooManyRequests" and "50 records a second" in \
+        answer["error"]["message"]
+    assert sum(len(rows) for rows in device.raw_rows().values()) == 60  # the refused batch wrote nothing
+    class OtherNames:
+        token = f"other-{names.token}"
+
+    assert Device(device.azurite, OtherNames()).post(events)[0] == 200
+
+
+def test_storage_throttling_is_a_503_with_retry_after_and_nothing_acknowledged(device, settings_override):
+    from faultproxy import BUSY, FaultProxy
+
+    azurite = device.azurite
+    with FaultProxy(f"http://127.0.0.1:{azurite.ports['blob']}") as proxy:
+        settings_override(AzureWebJobsStorage=azurite.connection_string.replace(
+            f"http://127.0.0.1:{azurite.ports['blob']}", proxy.url))
+        proxy.mode, proxy.busy_when = BUSY, "comp=appendblock"
+        status, answer = device.post(ONE_OF_EACH)
+        assert status == 503 and answer["error"]["code"] == "ServiceUnavailable"
+        # Each of the batch's five raw partitions was tried a few times, briefly, then the batch refused whole.
+        assert [s for _, path, s in proxy.seen if "comp=appendblock" in path] == [503] * 5 * rawstore.APPEND_TRIES
+        assert [row for rows in device.raw_rows().values() for row in rows] == []
+        proxy.mode = "forward"  # storage recovers: the batch sent again is stored once
+        assert device.post(ONE_OF_EACH) == (200, {"accepted": len(ONE_OF_EACH), "rejected": []})
+    assert sum(len(rows) for rows in device.raw_rows().values()) == 5
+
+
+@pytest.mark.parametrize("year", [1, 9, 99, 999, 1000, 2026, 9999])
+def test_rows_are_filed_under_the_hour_partition_exports_read(year):
+    moment = dt.datetime(year, 3, 4, 5, 6, tzinfo=dt.timezone.utc)
+    record = {"type": "event", "deviceId": "d", "name": "e", "timestamp": f"{year:04d}-03-04T05:06:00.000Z"}
+    assert list(rawstore.partition_lines("a~b", [record])) == [rawstore.hour_prefix("a~b", "event", moment)]

@@ -1,6 +1,7 @@
 """The HTTP side of ingestion: `POST .../devices/collect` with {"records": [...]}, authorised by the app's
-collect key. The body is read here (size, gzip, JSON); each record is checked and stored by shared.ingest.collect.
-A body that cannot be read at all is refused whole.
+collect key. The body is read here (size, gzip, JSON); each record is checked and stored by shared.ingest.collect,
+once per `Idempotency-Key` when the batch has one (shared.ingest.idempotency), within the app's quota
+(shared.ingest.quota). A body that cannot be read at all is refused whole.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import zlib
 import azure.functions as func
 
 from shared.api.http import arm_endpoint, authorized_app, check_api_version, json_response
-from shared.ingest.collect import ingest
+from shared.ingest import collect, idempotency, quota
 from shared.platform import json_input
 from shared.platform.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -62,4 +63,18 @@ def _records(body: bytes) -> list:
 def handle(req: func.HttpRequest) -> func.HttpResponse:
     app = authorized_app(req, purpose="collect")
     check_api_version(req.params)
-    return json_response(ingest(app.id, _records(_decoded_body(req))))
+    key = req.headers.get(idempotency.HEADER)
+    key = None if key is None else idempotency.check_key(key.strip())
+    body = _decoded_body(req)
+    records = _records(body)
+
+    def admit(batch: collect.CheckedBatch) -> None:
+        quota.admit(app.id, batch.accepted)
+
+    if key is None:
+        batch = collect.check(app.id, records)
+        admit(batch)
+        collect.write(app.id, batch)
+        return json_response(batch.answer)
+    outcome = idempotency.ingest_once(app.id, key, body, records, admit)
+    return json_response(outcome.answer, headers={idempotency.REPLAYED_HEADER: "true"} if outcome.replayed else None)

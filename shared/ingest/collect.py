@@ -1,23 +1,36 @@
 """Ingestion: each record of a batch is checked on its own; the valid ones are written (historical records to
 the raw store, snapshot records to their tables) before the answer says 200, and each refused record is listed
-with its index, the field and the reason. The HTTP side is shared.api.collect_api.
+with its index, the field and the reason. The HTTP side is shared.api.collect_api; a batch sent with an
+Idempotency-Key goes through shared.ingest.idempotency, which calls ``check`` and ``write`` itself.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
+from typing import Dict, List, Optional
 
 from shared.ingest import rawstore, snapshots
 from shared.ingest.records import HISTORICAL_TYPES, RecordError, normalize
 
 
-def ingest(app_id: str, raw_records: list) -> dict:
-    """Checks and stores a batch; returns the answer body {"accepted": n, "rejected": [...]}.
+@dataclass(frozen=True)
+class CheckedBatch:
+    """A batch once checked: its answer, and what it writes."""
 
-    Every record is checked before anything is written, so no record can fail a write half-way through a
-    batch. Snapshot state is written first because its writes are upserts: a batch sent again after a
-    failure rewrites the same rows. The raw appends, which a retry would repeat, come last."""
-    received = dt.datetime.now(dt.timezone.utc)
+    answer: dict
+    received: dt.datetime
+    rows: Dict[str, List[bytes]]  # raw partition prefix -> stored rows, in the batch's order
+    snapshot: List[dict]
+
+    @property
+    def accepted(self) -> int:
+        return self.answer["accepted"]
+
+
+def check(app_id: str, raw_records: list, *, received: Optional[dt.datetime] = None) -> CheckedBatch:
+    """Checks every record; the answer body is {"accepted": n, "rejected": [{index, field, reason}]}."""
+    received = received or dt.datetime.now(dt.timezone.utc)
     accepted, rejected = [], []
     for index, raw in enumerate(raw_records):
         try:
@@ -26,8 +39,25 @@ def ingest(app_id: str, raw_records: list) -> dict:
             rejected.append({"index": index, "field": error.field, "reason": error.reason})
     historical = [record for record in accepted if record["type"] in HISTORICAL_TYPES]
     snapshot = [record for record in accepted if record["type"] not in HISTORICAL_TYPES]
-    if snapshot:
-        snapshots.store(app_id, snapshot, now=received)
-    if historical:
-        rawstore.writer().append_records(app_id, historical)
-    return {"accepted": len(accepted), "rejected": rejected}
+    return CheckedBatch({"accepted": len(accepted), "rejected": rejected}, received,
+                        rawstore.partition_lines(app_id, historical), snapshot)
+
+
+def write(app_id: str, batch: CheckedBatch, *, partitions: Optional[List[str]] = None,
+          deadline: Optional[float] = None) -> None:
+    """Stores the batch (only the raw ``partitions`` named, when given); returns once it is all durable.
+
+    Every record was checked before anything is written, so no record can fail a write half-way through a
+    batch. Snapshot state is written first because its writes are upserts: a batch sent again after a
+    failure rewrites the same rows. The raw appends, which a retry would repeat, come last."""
+    if batch.snapshot:
+        snapshots.store(app_id, batch.snapshot, now=batch.received)
+    rawstore.writer().append_rows({prefix: lines for prefix, lines in batch.rows.items()
+                                   if partitions is None or prefix in partitions}, deadline=deadline)
+
+
+def ingest(app_id: str, raw_records: list) -> dict:
+    """Checks and stores a batch; returns the answer body."""
+    batch = check(app_id, raw_records)
+    write(app_id, batch)
+    return batch.answer

@@ -14,12 +14,13 @@ import datetime as dt
 import os
 import socket
 import threading
+import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ServiceRequestError, ServiceResponseError
 from isal import igzip
 
 from shared.ingest.records import encode_line, parse_time, partition_time
@@ -48,16 +49,57 @@ def hour_of(record: dict) -> dt.datetime:
 class _OpenBlob:
     name: str
     blocks: int = 0
+    length: int = 0  # this process is the blob's only writer, so it knows the length without asking
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the next rows of a partition go: ``blob`` (None before the partition's first append) at or after
+    ``offset``, or a later blob of the same writer under the same prefix."""
+
+    prefix: str
+    blob: Optional[str]
+    offset: int
+
+
+@dataclass
+class _Waiting:
+    """One caller's rows for one partition, waiting for a group commit."""
+
+    lines: List[bytes]
+    deadline: Optional[float]
+    done: bool = False
+    error: Optional[BaseException] = None
+
+
+@dataclass
+class _Partition:
+    pending: List[_Waiting] = field(default_factory=list)
+    blob: Optional[_OpenBlob] = None
+    committing: threading.Lock = field(default_factory=threading.Lock)
+
+
+# Storage that is throttling or slow is retried here, briefly, instead of with the SDK's backoff of 15 s and
+# more: a caller waiting on Collect gets a 503 with Retry-After within a second or two, not a minute later.
+APPEND_TRIES = 3
+APPEND_PAUSE_SECONDS = 0.1
+_RETRYABLE_CODES = frozenset({"ServerBusy", "OperationTimedOut", "InternalError"})
 
 
 class RawWriter:
-    """Appends rows to this process's blobs, one open blob per partition."""
+    """Appends rows to this process's blobs, one open blob per partition.
+
+    Group commit: callers appending to one partition at once share its appends. A caller queues its rows; the
+    first one to find no append running takes everything queued and appends it as one gzip member, while the
+    next callers queue behind it; each returns once its own rows are durable, or raises the append's error.
+    Each append is conditional on the blob's length (append position), so an append retried after a lost
+    answer is never stored twice."""
 
     def __init__(self, writer_id: Optional[str] = None) -> None:
         self.writer_id = writer_id or f"{socket.gethostname()[:20]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._lock = threading.Lock()
-        self._open: Dict[str, _OpenBlob] = {}
-        self._partition_locks: Dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._partitions: Dict[str, _Partition] = defaultdict(_Partition)
+        self.appends = 0
 
     def _members(self, lines: List[bytes]) -> Iterator[bytes]:
         """gzip members of at most ~MAX_BLOCK_BYTES of input each."""
@@ -72,47 +114,131 @@ class RawWriter:
         if chunk:
             yield igzip.compress(b"".join(chunk), GZIP_LEVEL, mtime=0)
 
-    def _blob_for(self, prefix: str, rotate: bool) -> _OpenBlob:
+    def _new_blob(self, prefix: str) -> _OpenBlob:
+        name = f"{prefix}{self.writer_id}-{uuid.uuid4().hex[:8]}.jsonl.gz"
+        client = storage.container(RAW_CONTAINER).get_blob_client(name)
+        try:
+            client.create_append_blob(content_settings=None, metadata={"writer": self.writer_id})
+        except ResourceExistsError:
+            pass
+        return _OpenBlob(name)
+
+    def position(self, prefix: str) -> Position:
         with self._lock:
-            current = self._open.get(prefix)
-            if current is not None and not rotate and current.blocks < MAX_BLOCKS_PER_BLOB:
-                return current
-            name = f"{prefix}{self.writer_id}-{uuid.uuid4().hex[:8]}.jsonl.gz"
-            client = storage.container(RAW_CONTAINER).get_blob_client(name)
-            try:
-                client.create_append_blob(content_settings=None, metadata={"writer": self.writer_id})
-            except ResourceExistsError:
-                pass
-            current = _OpenBlob(name)
-            self._open[prefix] = current
-            return current
+            blob = self._partitions[prefix].blob
+        return Position(prefix, blob.name if blob else None, blob.length if blob else 0)
 
-    def append_lines(self, prefix: str, lines: List[bytes]) -> None:
+    def append_lines(self, prefix: str, lines: List[bytes], *, deadline: Optional[float] = None) -> None:
         """Appends rows to the partition; returns only when they are durably stored."""
-        with self._partition_locks[prefix]:
-            for member in self._members(lines):
-                rotate = False
-                for _ in range(3):
-                    target = self._blob_for(prefix, rotate)
-                    try:
-                        storage.container(RAW_CONTAINER).get_blob_client(target.name).append_block(member)
-                        target.blocks += 1
-                        break
-                    except HttpResponseError as error:
-                        if getattr(error, "error_code", None) not in ("BlockCountExceedsLimit", "BlobNotFound"):
-                            raise
-                        rotate = True
-                else:
-                    raise TransientError(f"could not append to a raw blob under {prefix}")
+        self.append_rows({prefix: lines}, deadline=deadline)
 
-    def append_records(self, app_id: str, records: Iterable[dict]) -> int:
+    def append_rows(self, rows: Dict[str, List[bytes]], *, deadline: Optional[float] = None) -> None:
+        """Appends rows to their partitions (prefix -> rows); returns only when all are durably stored, or
+        raises the first failed append's error. Rows still queued at ``deadline`` (time.monotonic()) are not
+        written: the call raises TransientError for them.
+
+        The rows join every partition's queue first, so while this caller commits one partition, another
+        caller's commit of the next one can already carry them."""
+        mine: List[Tuple[str, _Partition, _Waiting]] = []
+        with self._lock:
+            for prefix, lines in rows.items():
+                if lines:
+                    partition = self._partitions[prefix]
+                    waiting = _Waiting(lines, deadline)
+                    partition.pending.append(waiting)
+                    mine.append((prefix, partition, waiting))
+        for prefix, partition, waiting in mine:
+            with partition.committing:
+                if not waiting.done:
+                    with self._lock:
+                        group, partition.pending = partition.pending, []
+                    self._commit(prefix, partition, group)
+        for _, _, waiting in mine:
+            if waiting.error is not None:
+                raise waiting.error
+
+    def _commit(self, prefix: str, partition: _Partition, group: List[_Waiting]) -> None:
+        now = time.monotonic()
+        late = [w for w in group if w.deadline is not None and w.deadline < now]
+        for waiting in late:
+            waiting.error = TransientError(f"rows for {prefix} waited past their deadline and were not written")
+            waiting.done = True
+        group = [w for w in group if not w.done]
+        try:
+            for member in self._members([line for waiting in group for line in waiting.lines]):
+                self._append(prefix, partition, member)
+        except BaseException as error:  # every caller of the group raises it, the committing one included
+            for waiting in group:
+                waiting.error = error
+        finally:
+            for waiting in group:
+                waiting.done = True
+
+    def _append(self, prefix: str, partition: _Partition, member: bytes) -> None:
+        for attempt in range(APPEND_TRIES):
+            if partition.blob is None or partition.blob.blocks >= MAX_BLOCKS_PER_BLOB:
+                blob = self._new_blob(prefix)
+                with self._lock:
+                    partition.blob = blob
+            target = partition.blob
+            client = storage.container(RAW_CONTAINER).get_blob_client(target.name)
+            try:
+                client.append_block(member, appendpos_condition=target.length, retry_total=0)
+            except HttpResponseError as error:
+                code = getattr(error, "error_code", None)
+                if code == "AppendPositionConditionNotMet":
+                    if not self._landed(client, target, member):
+                        target.blocks = MAX_BLOCKS_PER_BLOB  # not the blob we know: go on in a new one
+                        continue
+                    # else an earlier try was stored though its answer was lost
+                elif code in ("BlockCountExceedsLimit", "BlobNotFound"):
+                    target.blocks = MAX_BLOCKS_PER_BLOB  # a new blob on the next try
+                    continue
+                elif code in _RETRYABLE_CODES or error.status_code in (500, 503):
+                    self._pause(attempt)
+                    continue
+                else:
+                    raise
+            except (ServiceRequestError, ServiceResponseError):
+                # Not sent, or sent without an answer: the next try's position condition tells which.
+                self._pause(attempt)
+                continue
+            target.blocks += 1
+            target.length += len(member)
+            self.appends += 1
+            return
+        raise TransientError(f"storage did not take an append to a raw blob under {prefix}; try again")
+
+    @staticmethod
+    def _pause(attempt: int) -> None:
+        if attempt + 1 < APPEND_TRIES:
+            time.sleep(APPEND_PAUSE_SECONDS * 3 ** attempt)
+
+    @staticmethod
+    def _landed(client, target: _OpenBlob, member: bytes) -> bool:
+        """Whether ``member`` is the blob's tail at our position: an earlier try that stored it."""
+        if client.get_blob_properties().size != target.length + len(member):
+            return False
+        return client.download_blob(offset=target.length, length=len(member)).readall() == member
+
+    def append_records(self, app_id: str, records: Iterable[dict], *, deadline: Optional[float] = None) -> int:
         """Files normalized historical records under their hour partitions; returns how many."""
-        groups: Dict[Tuple[str, dt.datetime], List[bytes]] = defaultdict(list)
-        for record in records:
-            groups[(record["type"], hour_of(record))].append(encode_line(record))
-        for (record_type, hour), lines in groups.items():
-            self.append_lines(hour_prefix(app_id, record_type, hour), lines)
+        groups = partition_lines(app_id, records)
+        self.append_rows(groups, deadline=deadline)
         return sum(len(lines) for lines in groups.values())
+
+
+def partition_lines(app_id: str, records: Iterable[dict]) -> Dict[str, List[bytes]]:
+    """Normalized historical records as stored rows, by partition prefix, in their order."""
+    groups: Dict[str, List[bytes]] = defaultdict(list)
+    for record in records:
+        # The time is in the stored form (YYYY-MM-DDTHH:...), so its hour partition is a matter of slicing;
+        # the year as hour_prefix writes it (strftime's %Y does not pad years before 1000).
+        moment = partition_time(record)
+        year = moment[:4] if moment[0] != "0" else str(int(moment[:4]))
+        prefix = f"{app_id}/{record['type']}/{year}/{moment[5:7]}/{moment[8:10]}/{moment[11:13]}/"
+        groups[prefix].append(encode_line(record))
+    return dict(groups)
 
 
 _writer = None

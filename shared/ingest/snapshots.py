@@ -10,15 +10,13 @@ import datetime as dt
 import hashlib
 import json
 import random
-import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterable, Iterator, List, Optional
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import EdmType, EntityProperty, UpdateMode
+from azure.data.tables import EdmType, EntityProperty, TableEntity, TableTransactionError, UpdateMode
 
 from shared.ingest.records import format_time
 from shared.platform import storage
@@ -115,9 +113,8 @@ def store(app_id: str, records: List[dict], *, now: Optional[dt.datetime] = None
     for table_name, operations in batches:
         if operations:
             _transact(table_name, operations)
-    if not replace:
-        for row in devices:
-            merge_device(row)
+    if not replace and devices:
+        merge_devices(devices)
 
 
 def _device_row(app_id: str, record: dict, received: str) -> dict:
@@ -132,43 +129,71 @@ def _device_row(app_id: str, record: dict, received: str) -> dict:
     return row
 
 
-# Reports of one device that reach one process merge one at a time (a lock per stripe of device keys): they
-# would only race each other on the row's ETag. Processes still race, which the retries below settle.
-_MERGE_LOCKS = [threading.Lock() for _ in range(64)]
+# Keys of rows read back in one query: a filter holds at most 15 comparisons, one of them the partition's.
+READ_KEYS_PER_QUERY = 14
 
 
-def merge_device(fresh: dict) -> None:
-    """Keeps firstSeen (earliest), lastSeen (latest) and the info/location of the latest report."""
-    with _MERGE_LOCKS[hash((fresh["PartitionKey"], fresh["RowKey"])) % len(_MERGE_LOCKS)]:
-        _merge_device(fresh)
+def merge_devices(rows: List[dict]) -> None:
+    """Merges device reports into their rows, a table transaction per bucket partition: firstSeen stays the
+    earliest, lastSeen and the info/location of the latest report win. A partition whose rows another writer
+    changed between our read and our transaction is read and merged again."""
+    by_partition: Dict[str, Dict[str, dict]] = defaultdict(dict)
+    for row in rows:
+        folded = by_partition[row["PartitionKey"]]
+        folded[row["RowKey"]] = _merged(folded[row["RowKey"]], row) if row["RowKey"] in folded else row
+    if len(by_partition) == 1:
+        _merge_partition(*next(iter(by_partition.items())))
+        return
+    with ThreadPoolExecutor(min(8, len(by_partition))) as pool:
+        list(pool.map(lambda item: _merge_partition(*item), by_partition.items()))
 
 
-def _merge_device(fresh: dict) -> None:
+def _merged(current: dict, fresh: dict) -> dict:
     seen = fresh["lastSeen"]
+    merged = dict(current)
+    merged["firstSeen"] = min(current.get("firstSeen", seen), seen)
+    if seen >= current.get("lastSeen", ""):
+        merged.update({k: v for k, v in fresh.items() if k != "firstSeen"})
+    return merged
+
+
+def _merge_partition(partition_key: str, fresh: Dict[str, dict]) -> None:
     table = storage.table(DEVICES_TABLE)
-    key = {"PartitionKey": fresh["PartitionKey"], "RowKey": fresh["RowKey"]}
+    keys = sorted(fresh)
     for attempt in range(MERGE_TRIES):
         if attempt:
             time.sleep(random.uniform(0.5, 1.0) * MERGE_PAUSE_SECONDS * 2 ** min(attempt, 7))
+        current = _read_rows(table, partition_key, keys)
+        operations: List[tuple] = []
+        for key in keys:
+            row = current.get(key)
+            if row is None:
+                operations.append(("create", fresh[key]))
+            else:
+                operations.append(("update", _merged(row, fresh[key]),
+                                   {"mode": UpdateMode.REPLACE, "etag": row.metadata["etag"],
+                                    "match_condition": MatchConditions.IfNotModified}))
         try:
-            current = table.get_entity(key["PartitionKey"], key["RowKey"])
-        except ResourceNotFoundError:
-            try:
-                table.create_entity(fresh)
-                return
-            except ResourceExistsError:
-                continue
-        merged = dict(current)
-        merged["firstSeen"] = min(current.get("firstSeen", seen), seen)
-        if seen >= current.get("lastSeen", ""):
-            merged.update({k: v for k, v in fresh.items() if k not in ("firstSeen",)})
-        try:
-            table.update_entity(merged, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
-                                match_condition=MatchConditions.IfNotModified)
+            # A retry merges rows an earlier transaction already wrote again, which changes nothing.
+            for start in range(0, len(operations), TRANSACTION_SIZE):
+                table.submit_transaction(operations[start:start + TRANSACTION_SIZE])
             return
-        except (ResourceModifiedError, ResourceNotFoundError):
-            continue
-    raise TransientError(f"device {fresh['deviceId']} kept changing under concurrent writers; retry the batch")
+        except TableTransactionError as error:
+            if error.status_code not in (409, 412):  # a row created or changed since we read it
+                raise
+    raise TransientError(f"devices of {partition_key} kept changing under concurrent writers; retry the batch")
+
+
+def _read_rows(table, partition_key: str, keys: List[str]) -> Dict[str, TableEntity]:
+    found: Dict[str, TableEntity] = {}
+    for start in range(0, len(keys), READ_KEYS_PER_QUERY):
+        chunk = keys[start:start + READ_KEYS_PER_QUERY]
+        # The SDK's parameter substitution needs white space after each @name, hence the spaced parentheses.
+        text = "PartitionKey eq @pk and ( " + " or ".join(f"RowKey eq @k{i} " for i in range(len(chunk))) + ")"
+        parameters = {"pk": partition_key, **{f"k{i}": key for i, key in enumerate(chunk)}}
+        for row in table.query_entities(text, parameters=parameters):
+            found[row["RowKey"]] = row
+    return found
 
 
 def scan(table_name: str, partition_key: str, *, query: str = "", parameters: Optional[dict] = None) -> Iterator[dict]:

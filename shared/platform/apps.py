@@ -12,11 +12,15 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+import time
 from dataclasses import dataclass
+from typing import Dict, Tuple
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from shared.platform import storage
+from shared.platform.config import get_settings
 from shared.platform.errors import BadRequest, Unauthorized
 
 APPS_TABLE = "apps"
@@ -84,18 +88,53 @@ def is_registered(ref: AppRef) -> bool:
     return True
 
 
+# Collect keys are checked on every device batch: an instance keeps the hashes it read for
+# COLLECT_KEY_CACHE_SECONDS, and reads them again at most once a second when a key does not match (a key
+# issued since), so a rotated key works at once and an old one stops within the setting.
+_RECHECK_SECONDS = 1.0
+_key_cache: Dict[str, Tuple[object, float, Dict[str, str]]] = {}
+_key_cache_lock = threading.Lock()
+
+
+def _stored_hashes(ref: AppRef) -> Dict[str, str]:
+    try:
+        entity = storage.table(APPS_TABLE).get_entity(_PARTITION, ref.id)
+    except ResourceNotFoundError:
+        return {}
+    return {purpose: entity.get(column, "") for purpose, column in PURPOSES.items()}
+
+
+def _hashes(ref: AppRef, *, cached: bool, recheck: bool) -> Dict[str, str]:
+    if not cached:
+        return _stored_hashes(ref)
+    now = time.monotonic()
+    settings = get_settings()  # an entry belongs to the settings (the storage) it was read with
+    with _key_cache_lock:
+        entry = _key_cache.get(ref.id)
+    ttl = settings.collect_key_cache_seconds
+    if entry is not None and entry[0] is settings and now - entry[1] < (
+            min(ttl, _RECHECK_SECONDS) if recheck else ttl):
+        return entry[2]
+    hashes = _stored_hashes(ref)
+    with _key_cache_lock:
+        if len(_key_cache) > 10_000:
+            _key_cache.clear()
+        _key_cache[ref.id] = (settings, now, hashes)
+    return hashes
+
+
 def authenticate(ref: AppRef, authorization: str, *, purpose: str) -> None:
     """Raises Unauthorized unless ``authorization`` is `Bearer <key>` with this app's key for ``purpose``."""
     scheme, _, key = (authorization or "").strip().partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("the request needs an Authorization header: Bearer <the app's key>",
                            headers={"WWW-Authenticate": 'Bearer realm="engagement-export"'})
-    try:
-        entity = storage.table(APPS_TABLE).get_entity(_PARTITION, ref.id)
-        stored = entity.get(PURPOSES[purpose], "")
-    except ResourceNotFoundError:
-        stored = ""
+    presented = _hash(key.strip())
+    cached = purpose == "collect"
+    stored = _hashes(ref, cached=cached, recheck=False).get(purpose, "")
+    if cached and not hmac.compare_digest(presented, stored or _hash("")):
+        stored = _hashes(ref, cached=True, recheck=True).get(purpose, "")
     # Compared even when the app is unknown, so timing does not tell which apps exist.
-    if not hmac.compare_digest(_hash(key.strip()), stored or _hash("")) or not stored:
+    if not hmac.compare_digest(presented, stored or _hash("")) or not stored:
         raise Unauthorized(f"the key is not a valid {purpose} key of app {ref.collection}/{ref.name}",
                            headers={"WWW-Authenticate": 'Bearer realm="engagement-export", error="invalid_token"'})

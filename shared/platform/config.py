@@ -60,6 +60,14 @@ FORWARD_WEBHOOK_SECRET = "EXPORT_FORWARD_WEBHOOK_SECRET"
 # JSON list of scheduled exports (see README), and how many missed periods a schedule catches up at most.
 SCHEDULES = "EXPORT_SCHEDULES"
 SCHEDULE_MAX_CATCHUP = "EXPORT_SCHEDULE_MAX_CATCHUP"
+# Records per second one app may send through Collect to one instance; 0 (the default) sets no limit.
+COLLECT_RATE_LIMIT = "COLLECT_RATE_LIMIT_RECORDS_PER_SECOND"
+# How long an instance trusts an app's key hashes it read, in seconds: a rotated key stops working this late.
+COLLECT_KEY_CACHE_SECONDS = "COLLECT_KEY_CACHE_SECONDS"
+# An Idempotency-Key claimed by a request that never finished (its process died) is taken over after this
+# many seconds; a second copy of a batch in flight waits this long for the first one's answer.
+IDEMPOTENCY_LEASE = "COLLECT_IDEMPOTENCY_LEASE_SECONDS"
+IDEMPOTENCY_WAIT = "COLLECT_IDEMPOTENCY_WAIT_SECONDS"
 
 DEVELOPMENT_CONNECTION_STRING = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
@@ -110,6 +118,10 @@ class Settings:
     webhook_secret: Optional[str] = None
     schedules_json: Optional[str] = None
     schedule_max_catchup: int = 7
+    collect_rate_limit: int = 0
+    collect_key_cache_seconds: int = 30
+    idempotency_lease_seconds: int = 120
+    idempotency_wait_seconds: int = 10
 
 
 def _text(env: Mapping[str, str], name: str) -> Optional[str]:
@@ -209,6 +221,11 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         schedule_max_catchup=_positive_int(env, SCHEDULE_MAX_CATCHUP, Settings.schedule_max_catchup),
         destination_timeout_seconds=_positive_int(env, DESTINATION_TIMEOUT, Settings.destination_timeout_seconds),
         destination_retries=_positive_int(env, DESTINATION_RETRIES, Settings.destination_retries, minimum=0),
+        collect_rate_limit=_positive_int(env, COLLECT_RATE_LIMIT, Settings.collect_rate_limit, minimum=0),
+        collect_key_cache_seconds=_positive_int(env, COLLECT_KEY_CACHE_SECONDS, Settings.collect_key_cache_seconds,
+                                                minimum=0),
+        idempotency_lease_seconds=_positive_int(env, IDEMPOTENCY_LEASE, Settings.idempotency_lease_seconds),
+        idempotency_wait_seconds=_positive_int(env, IDEMPOTENCY_WAIT, Settings.idempotency_wait_seconds, minimum=0),
     )
 
 

@@ -62,6 +62,16 @@ class Conflict(ApiError):
     code = "Conflict"
 
 
+class Unprocessable(ApiError):
+    status = 422
+    code = "UnprocessableEntity"
+
+
+class TooManyRequests(ApiError):
+    status = 429
+    code = "TooManyRequests"
+
+
 class TransientError(Exception):
     """A failure worth retrying (storage throttling, a timeout); raised so the host retries the message."""
 

@@ -76,9 +76,33 @@ def _children(value: Any, path: str) -> Iterator[Tuple[Any, str, Any]]:
             yield None, f"{path}[{index}]", item
 
 
+def _writable(value: Any, levels: int) -> bool:
+    """check_writable's question without the paths it names: the quick test every valid record passes."""
+    kind = type(value)
+    if kind is str:
+        return value.isascii() or is_text(value)
+    if kind is dict:
+        if levels <= 0:
+            return False
+        for key, item in value.items():
+            if not (key.isascii() or is_text(key)):
+                return False
+            if type(item) is str:
+                if not (item.isascii() or is_text(item)):
+                    return False
+            elif type(item) in (dict, list, HugeInteger) and not _writable(item, levels - 1):
+                return False
+        return True
+    if kind is list:
+        return levels > 0 and all(_writable(item, levels - 1) for item in value)
+    return kind is not HugeInteger
+
+
 def check_writable(value: Any, *, max_depth: int, path: str = "") -> None:
     """Raises Unwritable for the first lone surrogate (in a key or a string), container nested more than
     ``max_depth`` levels (``value`` itself is level 1), or integer too long to be a 64-bit number."""
+    if _writable(value, max_depth):
+        return
     pending = [(value, path, 1)]
     while pending:
         item, where, depth = pending.pop()

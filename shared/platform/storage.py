@@ -19,6 +19,8 @@ from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64Decod
 from shared.platform.config import DESTINATION_STORAGE, STORAGE_CONNECTION, ConfigError, Settings, get_settings
 
 _lock = threading.Lock()
+_request_count = 0
+_count_lock = threading.Lock()
 _clients: Dict[str, Any] = {}
 _created: set = set()
 _built_from: Optional[Settings] = None
@@ -33,6 +35,21 @@ def _settings() -> Settings:
         _created.clear()
         _built_from = settings
     return settings
+
+
+def _count_request(_request) -> None:
+    global _request_count
+    with _count_lock:
+        _request_count += 1
+
+
+def requests_made() -> int:
+    """How many requests (retries included) this process has sent through the clients made here."""
+    return _request_count
+
+
+# Every client of the app's storage counts its requests (the SDKs call this hook once per attempt).
+_COUNTED: Dict[str, Any] = {"raw_request_hook": _count_request}
 
 
 def _credential():
@@ -57,20 +74,22 @@ def _service(kind: str):
         if kind == "blob":
             # Downloads in 4 MiB pieces (the SDK's first GET is 32 MiB by default): memory stays per block.
             sizes: Dict[str, Any] = {"max_single_get_size": 4 * 1024 * 1024, "max_chunk_get_size": 4 * 1024 * 1024}
-            client = (BlobServiceClient.from_connection_string(storage.connection_string, **sizes)
+            client = (BlobServiceClient.from_connection_string(storage.connection_string, **sizes, **_COUNTED)
                       if storage.connection_string
-                      else BlobServiceClient(_url(storage.blob_url), credential=_credential(), **sizes))
+                      else BlobServiceClient(_url(storage.blob_url), credential=_credential(), **sizes, **_COUNTED))
         elif kind == "destination-queue":
             if not settings.destination_connection:
                 raise ConfigError(f"{DESTINATION_STORAGE} is not set: the connection string of the destination "
                                   f"storage that OnBlobCreated watches")
             client = QueueServiceClient.from_connection_string(settings.destination_connection)
         elif kind == "queue":
-            client = (QueueServiceClient.from_connection_string(storage.connection_string) if storage.connection_string
-                      else QueueServiceClient(_url(storage.queue_url), credential=_credential()))
+            client = (QueueServiceClient.from_connection_string(storage.connection_string, **_COUNTED)
+                      if storage.connection_string
+                      else QueueServiceClient(_url(storage.queue_url), credential=_credential(), **_COUNTED))
         else:
-            client = (TableServiceClient.from_connection_string(storage.connection_string) if storage.connection_string
-                      else TableServiceClient(_url(storage.table_url), credential=_credential()))
+            client = (TableServiceClient.from_connection_string(storage.connection_string, **_COUNTED)
+                      if storage.connection_string
+                      else TableServiceClient(_url(storage.table_url), credential=_credential(), **_COUNTED))
         _clients[kind] = client
         return client
 
@@ -117,7 +136,7 @@ def container(name: str, *, create: bool = True) -> ContainerClient:
 def base64_queue(service: QueueServiceClient, name: str) -> QueueClient:
     """A client of a queue of ``service`` with base64 messages. The service client does not pass message
     codecs on to the queue clients it makes, so they are built here."""
-    return QueueClient(service.url, name, credential=service.credential,
+    return QueueClient(service.url, name, credential=service.credential, **_COUNTED,
                        message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy())
 
 

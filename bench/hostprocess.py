@@ -1,0 +1,82 @@
+"""The local host in a process of its own, for the benchmarks: its address, and its memory while it works."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Dict, List
+
+import psutil
+
+from devhost.azurite import REPO_ROOT, free_port, port_open
+
+MIB = 1024 * 1024
+
+
+class HostProcess:
+    """The local host in a process of its own, so its memory is measured alone."""
+
+    def __init__(self, env: Dict[str, str]) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen([sys.executable, "-m", "devhost", "serve", "--port", str(self.port)],
+                                        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                                        stderr=open(os.path.join(tempfile.gettempdir(), "ee-bench-host.log"), "ab"))
+        deadline = time.monotonic() + 60
+        while not port_open("127.0.0.1", self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the local host did not start")
+            time.sleep(0.1)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.peak_rss = self.peak_pss = 0
+        self._sampling = False
+
+    def _processes(self) -> List[psutil.Process]:
+        process = psutil.Process(self.process.pid)
+        return [process] + process.children(recursive=True)
+
+    def sample(self):
+        """Samples the summed RSS every 20 ms and the summed PSS every 200 ms (reading a process's PSS takes
+        about a millisecond of CPU, which a faster sampling would take from the export it measures)."""
+        self._sampling = True
+        self.peak_rss = self.peak_pss = 0
+
+        def loop():
+            ticks = 0
+            while self._sampling:
+                try:
+                    processes = self._processes()
+                    self.peak_rss = max(self.peak_rss, sum(p.memory_info().rss for p in processes))
+                    if ticks % 10 == 0:
+                        self.peak_pss = max(self.peak_pss, sum(_pss(p.pid) for p in processes))
+                except (psutil.Error, OSError):
+                    return
+                ticks += 1
+                time.sleep(0.02)
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        return thread
+
+    def stop_sampling(self, thread) -> Dict[str, float]:
+        self._sampling = False
+        thread.join()
+        return {"peak_pss_mib": self.peak_pss / MIB, "peak_rss_mib": self.peak_rss / MIB}
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _pss(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
+        for line in rollup:
+            if line.startswith(b"Pss:"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"no Pss in /proc/{pid}/smaps_rollup")
