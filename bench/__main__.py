@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Dict, List
 
@@ -67,6 +68,31 @@ def export(host: HostProcess, collection: str, app: str, key: str, container_url
     completed = dt.datetime.fromisoformat(task["dateCompleted"].replace("Z", "+00:00"))
     return {"seconds": (completed - posted_at).total_seconds(), "observed_seconds": observed,
             "records": task["recordCount"], "bytes": task["bytes"]}
+
+
+# The big job is planned and its first parts are running by then.
+SMALL_AFTER_BIG_SECONDS = 3.0
+
+
+def fairness(env: Dict[str, str], keys: dict, container_url: str, big: int) -> Dict[str, dict]:
+    """A 10k-record export of one app created while a big ParquetBlob export of another app runs: the small
+    one's time to Succeeded, and the big one's time and peak memory (which includes the small one's)."""
+    host = HostProcess(env)
+    try:
+        log(f"fairness: a 10k-record export while a ParquetBlob export of {big:,} records runs ...")
+        sampler = host.sample()
+        outcome: dict = {}
+        runner = threading.Thread(target=lambda: outcome.update(
+            export(host, "bench", "big", keys["big"].export_key, container_url, "ParquetBlob")))
+        runner.start()
+        time.sleep(SMALL_AFTER_BIG_SECONDS)
+        small = export(host, "bench", "small", keys["small"].export_key, container_url, "JsonBlob")
+        runner.join()
+        if "seconds" not in outcome:
+            raise RuntimeError("the big ParquetBlob export did not finish")
+        return {"small_while_big": small, "big_parquet": dict(outcome, **host.stop_sampling(sampler))}
+    finally:
+        host.stop()
 
 
 def raw_copy(app_id: str, destination) -> dict:
@@ -161,6 +187,8 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=os.path.join(REPO_ROOT, "bench", "results", "latest.json"))
     parser.add_argument("--clients", type=int, default=16, help="concurrent Collect clients (ingestion section)")
     parser.add_argument("--ingest-seconds", type=float, default=15.0, help="how long each ingestion run sends")
+    parser.add_argument("--big-records", type=int, default=int(os.environ.get("BIG_RECORDS") or 10_000_000),
+                        help="events of the big ParquetBlob export that the fairness run starts first")
     arguments = parser.parse_args(argv)
     records = arguments.records
     from sampledata import load_events
@@ -172,7 +200,7 @@ def main(argv=None) -> int:
                    EXPORT_SCHEDULES="[]")
         os.environ.update(env)
         config.reset_settings()
-        sizes = {"small": 10_000, "half": records // 2, "full": records}
+        sizes = {"small": 10_000, "half": records // 2, "full": records, "big": arguments.big_records}
         keys = {}
         for name, count in sizes.items():
             keys[name] = apps.register_app("bench", name)
@@ -214,6 +242,7 @@ def main(argv=None) -> int:
                 results[label].update(host.stop_sampling(sampler))
             finally:
                 host.stop()
+        results.update(fairness(env, keys, container_url, sizes["big"]))
         ingestion = ingest.run(env, clients=arguments.clients, seconds=arguments.ingest_seconds, batch_size=50)
 
     print(f"{'measure':<22}{'records':>12}{'seconds':>10}{'records/s':>14}{'MB/s (raw in)':>15}{'peak MiB':>10}"
@@ -225,7 +254,9 @@ def main(argv=None) -> int:
                               ("DuckDB json->parquet", "duckdb_parquet", records),
                               ("polars json->parquet", "polars_parquet", records),
                               ("CsvBlob export (1/2)", "csv_half", sizes["half"]),
-                              ("small export latency", "latency", sizes["small"])):
+                              ("small export latency", "latency", sizes["small"]),
+                              ("ParquetBlob export (big)", "big_parquet", sizes["big"]),
+                              ("small while big runs", "small_while_big", sizes["small"])):
         figures = results[key]
         input_bytes = raw_bytes * count / records
         pss = f"{figures['peak_pss_mib']:.0f}" if "peak_pss_mib" in figures else "-"
@@ -242,6 +273,8 @@ def main(argv=None) -> int:
         "peak_mib_1": results["csv_half"]["peak_pss_mib"],
         "peak_mib_2": results["csv"]["peak_pss_mib"],
         "parquet_peak_mib": results["parquet"]["peak_pss_mib"],
+        "parquet_big_peak_mib": results["big_parquet"]["peak_pss_mib"],
+        "small_while_big_s": results["small_while_big"]["seconds"],
     }
     print(f"ratio json/rawcopy={ratios['json_over_rawcopy']:.2f}")
     print(f"ratio csv/duckdb={ratios['csv_over_duckdb']:.2f}")
@@ -251,6 +284,8 @@ def main(argv=None) -> int:
     print(f"latency small_export_s={ratios['small_export_s']:.2f}")
     print(f"memory peak_mib_1={ratios['peak_mib_1']:.0f} peak_mib_2={ratios['peak_mib_2']:.0f}")
     print(f"memory parquet_peak_mib={ratios['parquet_peak_mib']:.0f}")
+    print(f"memory parquet_big_peak_mib={ratios['parquet_big_peak_mib']:.0f} big_records={sizes['big']}")
+    print(f"fairness small_while_big_s={ratios['small_while_big_s']:.2f}")
     ingest.report(ingestion)
     os.makedirs(os.path.dirname(arguments.output), exist_ok=True)
     with open(arguments.output, "w", encoding="utf-8") as handle:

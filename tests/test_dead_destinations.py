@@ -182,3 +182,34 @@ def _eventually(predicate, timeout=10.0):
             return True
         time.sleep(0.01)
     return predicate()
+
+
+def test_a_reserved_slot_starts_an_app_that_holds_none_beside_one_that_holds_every_other():
+    slots = FairSlots(2, reserved_for_newcomers=1)
+    order, release = [], {name: threading.Event() for name in ("a1", "a2", "a3", "b1", "c1")}
+
+    def item(name):
+        with slots.slot(name[0]):
+            order.append(name)
+            release[name].wait(10)
+
+    threads = []
+    for name in ("a1", "a2", "a3"):
+        threads.append(threading.Thread(target=item, args=(name,)))
+        threads[-1].start()
+        assert _eventually(lambda: len(order) + slots.waiting() == len(threads))
+    assert order == ["a1", "a2"] and slots.waiting() == 1  # a3 may not take the reserved slot: a holds two
+    threads.append(threading.Thread(target=item, args=("b1",)))
+    threads[-1].start()
+    assert _eventually(lambda: order == ["a1", "a2", "b1"])  # b holds none: the reserved slot is its at once
+    threads.append(threading.Thread(target=item, args=("c1",)))
+    threads[-1].start()
+    assert _eventually(lambda: slots.waiting() == 2)  # every slot is taken now
+    release["a1"].set()
+    assert _eventually(lambda: len(order) == 4)
+    assert order[3] == "c1"  # the freed slot goes to c, which holds none, before a's third item
+    for event in release.values():
+        event.set()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(order) == ["a1", "a2", "a3", "b1", "c1"]

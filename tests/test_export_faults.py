@@ -5,9 +5,11 @@ part that always fails. Each ends in the right state and, when Succeeded, an exa
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import gzip
 import json
+import os
 import threading
 import time
 
@@ -24,10 +26,11 @@ import ExportWorker
 import PollExport
 import StartExport
 from sampledata import Plan, load, records
-from shared.export import engine, exportformats
+from shared.export import engine, exportformats, planning
 from shared.export.export_request import parse_request
 from shared.export.registry import ROUTES
 from shared.platform import apps, storage
+from shared.platform.errors import BadRequest
 from shared.tasks import jobs, orchestration, parts
 from shared.tasks.service import submit_export
 
@@ -228,7 +231,8 @@ def test_start_export_racing_the_api_start_changes_nothing(driver):
     assert list(jobs.queued_jobs(later)) == [] or all(j != job.id for _, j in jobs.queued_jobs(later))
 
 
-def test_an_expired_sas_fails_the_job_with_the_time_and_no_file(driver):
+def test_an_expired_sas_fails_the_job_with_the_time_and_no_file(driver, settings_override):
+    settings_override(EXPORT_SAS_EXPIRY_MARGIN_MINUTES=0)  # a SAS this short is refused at creation otherwise
     job = driver.create(expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=3))
     time.sleep(3.5)
     final = driver.run(job)
@@ -239,7 +243,8 @@ def test_an_expired_sas_fails_the_job_with_the_time_and_no_file(driver):
     assert driver.blobs() == {}
 
 
-def test_a_sas_expiring_while_a_part_runs_fails_the_part_and_the_job(driver):
+def test_a_sas_expiring_while_a_part_runs_fails_the_part_and_the_job(driver, settings_override):
+    settings_override(EXPORT_SAS_EXPIRY_MARGIN_MINUTES=0)
     job = driver.create(expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=4))
     driver.deliver(orchestration.POLL_QUEUE, PollExport.main, driver.take(orchestration.POLL_QUEUE)[0])
     time.sleep(max(0.0, (job.sas_expires - dt.datetime.now(dt.timezone.utc)).total_seconds()) + 0.5)
@@ -251,6 +256,26 @@ def test_a_sas_expiring_while_a_part_runs_fails_the_part_and_the_job(driver):
     final = driver.run(job)
     assert final.state == jobs.FAILED and "expired" in final.error_details
     assert not any(name.endswith(".csv.gz") for name in driver.blobs())
+
+
+@pytest.mark.parametrize("margin, valid_for, refused", [(None, dt.timedelta(minutes=59), True),
+                                                       (None, dt.timedelta(minutes=61), False),
+                                                       (5, dt.timedelta(minutes=4), True),
+                                                       (5, dt.timedelta(minutes=6), False)])
+def test_a_sas_expiring_within_the_margin_is_refused_at_creation_with_its_expiry(driver, settings_override, margin,
+                                                                                 valid_for, refused):
+    if margin is not None:
+        settings_override(EXPORT_SAS_EXPIRY_MARGIN_MINUTES=margin)
+    expiry = (dt.datetime.now(dt.timezone.utc) + valid_for).replace(microsecond=0)
+    if not refused:
+        assert driver.create(expiry=expiry).state == jobs.QUEUED
+        return
+    with pytest.raises(BadRequest) as refusal:
+        driver.create(expiry=expiry)
+    message = refusal.value.message
+    assert refusal.value.status == 400 and message.startswith("containerUrl has a SAS that expires at ")
+    assert expiry.isoformat().replace("+00:00", "Z") in message and f"less than {margin or 60} minutes" in message
+    assert driver.blobs() == {}
 
 
 def test_a_deleted_container_fails_the_job_saying_so(driver):
@@ -303,6 +328,30 @@ def test_max_dequeue_count_matches_host_json():
 
     from devhost.appmodel import load_host_config
     assert load_host_config(REPO_ROOT).queues.max_dequeue_count == orchestration.MAX_DEQUEUE_COUNT
+
+
+def test_a_job_keeps_at_most_its_window_of_items_on_the_work_queue(driver, settings_override):
+    settings_override(EXPORT_PART_MAX_BYTES="1", EXPORT_JOB_ITEMS_IN_FLIGHT="2")
+    job = driver.create("JsonBlob")
+    driver.deliver(orchestration.POLL_QUEUE, PollExport.main, driver.take(orchestration.POLL_QUEUE)[0])
+    total = len(planning.read_plan(job.app_id, job.id))
+    assert total > 3
+    def item(pair):
+        return json.loads(pair[0].get_body())["item"]
+
+    held = driver.take(orchestration.WORK_QUEUE)
+    assert sorted(map(item, held)) == [0, 1]
+    delivered = []
+    while held:
+        first = min(held, key=item)
+        held.remove(first)
+        driver.deliver(orchestration.WORK_QUEUE, ExportWorker.main, first)
+        delivered.append(item(first))
+        held += driver.take(orchestration.WORK_QUEUE, wait=False)  # what the delivered item sent
+        assert len(held) <= 2
+    assert delivered == list(range(total))  # each item went out once, two at a time
+    final = driver.run(job)
+    assert final.state == jobs.SUCCEEDED and final.record_count == len(expected_events())
 
 
 def test_files_split_into_parts_past_the_size_cap_keep_every_record_once(driver, settings_override):
@@ -368,7 +417,10 @@ def test_a_conversion_process_killed_mid_part_fails_the_try_and_the_retry_is_exa
                 victims = _conversion_processes()
                 assert victims, "the part runs in conversion processes"
                 victims[0].kill()
-                victims[0].wait(10)
+                # Waits for its death without reaping it (WNOWAIT): the pool reaps its own processes, and one
+                # reaped under it stays "alive" to it forever, which hangs its shutdown at the interpreter's exit.
+                with contextlib.suppress(ChildProcessError):  # the pool may have reaped it already
+                    os.waitid(os.P_PID, victims[0].pid, os.WEXITED | os.WNOWAIT)
                 killed.append(victims[0].pid)
             yield text
 

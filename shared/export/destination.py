@@ -184,6 +184,11 @@ def parse_destination(url: object, *, now: Optional[dt.datetime] = None) -> Dest
     expires = _parse_time(query["se"][0], "expiry")
     if expires <= now:
         raise _bad(f"has a SAS that expired at {expires.isoformat().replace('+00:00', 'Z')}")
+    margin = dt.timedelta(minutes=settings.sas_expiry_margin_minutes)
+    if expires < now + margin:
+        raise _bad(f"has a SAS that expires at {expires.isoformat().replace('+00:00', 'Z')}, less than "
+                   f"{settings.sas_expiry_margin_minutes} minutes from now: the export could not finish before it; "
+                   f"give a SAS valid for longer (se)")
     if "st" in query and _parse_time(query["st"][0], "start") > now + dt.timedelta(minutes=5):
         raise _bad(f"has a SAS that is not valid before {query['st'][0]}")
     base = f"{parts.scheme.lower()}://{parts.netloc.split('@')[-1]}/{'/'.join(segments)}"

@@ -60,20 +60,25 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     buffer: "queue.Queue" = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def offer(entry: tuple) -> bool:
+        """Puts ``entry`` once there is room; False when the consumer stopped (so the reader never blocks on
+        a buffer nobody empties)."""
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def read() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        buffer.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer((item, None)):
                     return
-            buffer.put((_DONE, None))
+            offer((_DONE, None))
         except BaseException as error:  # handed to the consumer, which raises it
-            buffer.put((_DONE, error))
+            offer((_DONE, error))
 
     thread = threading.Thread(target=read, daemon=True)
     thread.start()

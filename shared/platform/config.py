@@ -37,6 +37,8 @@ PROBE_DESTINATION = "EXPORT_PROBE_DESTINATION"
 PART_MAX_BYTES = "EXPORT_PART_MAX_BYTES"
 # How many work items one process exports at once (each holds a few blocks in memory).
 WORKER_CONCURRENCY = "EXPORT_WORKER_CONCURRENCY"
+# How many work items of one job are on the shared work queue at once (each that ends sends the next).
+JOB_ITEMS_IN_FLIGHT = "EXPORT_JOB_ITEMS_IN_FLIGHT"
 # How many processes beside the worker's convert raw rows to CSV (parse, encode, compress), so a CSV export
 # uses every core; 0 converts in the worker's own process. Default: the core count, or 0 on a single core.
 CONVERT_PROCESSES = "EXPORT_CONVERT_PROCESSES"
@@ -44,6 +46,9 @@ CONVERT_PROCESSES = "EXPORT_CONVERT_PROCESSES"
 # many times a failed call is tried again before the destination counts as not answering.
 DESTINATION_TIMEOUT = "EXPORT_DESTINATION_TIMEOUT_SECONDS"
 DESTINATION_RETRIES = "EXPORT_DESTINATION_RETRIES"
+# A destination SAS that expires sooner than this many minutes after the job's creation is refused (0: only an
+# expired one): a job it cannot outlive would fail half-way.
+SAS_EXPIRY_MARGIN = "EXPORT_SAS_EXPIRY_MARGIN_MINUTES"
 # A job still running this many hours after it started ends as Failed.
 JOB_DEADLINE_HOURS = "EXPORT_JOB_DEADLINE_HOURS"
 # The app's destination storage for scheduled exports (a connection string), where OnBlobCreated listens.
@@ -106,9 +111,11 @@ class Settings:
     probe_destination: bool = True
     part_max_bytes: int = 64 * 1024 * 1024
     job_deadline_hours: int = 24
+    sas_expiry_margin_minutes: int = 60
     destination_timeout_seconds: int = 30
     destination_retries: int = 2
     worker_concurrency: int = 2
+    job_items_in_flight: int = 2
     convert_processes: int = 0
     destination_connection: Optional[str] = None
     schedule_container: str = "scheduled-exports"
@@ -209,7 +216,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         probe_destination=_flag(env, PROBE_DESTINATION, True),
         part_max_bytes=_positive_int(env, PART_MAX_BYTES, Settings.part_max_bytes),
         job_deadline_hours=_positive_int(env, JOB_DEADLINE_HOURS, Settings.job_deadline_hours),
+        sas_expiry_margin_minutes=_positive_int(env, SAS_EXPIRY_MARGIN, Settings.sas_expiry_margin_minutes,
+                                                minimum=0),
         worker_concurrency=_positive_int(env, WORKER_CONCURRENCY, Settings.worker_concurrency),
+        job_items_in_flight=_positive_int(env, JOB_ITEMS_IN_FLIGHT, Settings.job_items_in_flight),
         convert_processes=_positive_int(env, CONVERT_PROCESSES, _default_convert_processes(), minimum=0),
         destination_connection=expand_connection_string(_text(env, DESTINATION_STORAGE) or "") or None,
         schedule_container=_text(env, SCHEDULE_CONTAINER) or "scheduled-exports",

@@ -3,7 +3,8 @@
 A process runs at most a fixed number of work items at once. When a slot frees, it goes to the waiting item
 whose tenant holds the fewest slots (the earliest such item on a tie), not to whichever thread wakes first:
 a tenant whose items are slow, such as one whose destination stopped answering, cannot take every slot that
-frees while another tenant's item waits.
+frees while another tenant's item waits. Slots reserved for newcomers go only to tenants that hold none, so
+a tenant arriving while another holds every ordinary slot starts at once instead of after a whole item.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ class _Waiter:
 
 
 class FairSlots:
-    def __init__(self, slots: int) -> None:
-        if slots < 1:
-            raise ValueError("at least one slot")
-        self._free = slots
+    def __init__(self, slots: int, *, reserved_for_newcomers: int = 0) -> None:
+        if slots < 1 or reserved_for_newcomers < 0:
+            raise ValueError("at least one slot, and no negative reserve")
+        self._free = slots + reserved_for_newcomers
+        self._reserved = reserved_for_newcomers
         self._held: Counter = Counter()
         self._waiting: List[_Waiter] = []
         self._changed = threading.Condition()
@@ -68,6 +70,8 @@ class FairSlots:
         granted = False
         while self._free and self._waiting:
             waiter = min(self._waiting, key=lambda w: self._held[w.tenant])  # min keeps the earliest on a tie
+            if self._held[waiter.tenant] and self._free <= self._reserved:
+                break  # only reserved slots are free, and every waiting tenant already holds one
             self._waiting.remove(waiter)
             waiter.granted = True
             self._held[waiter.tenant] += 1

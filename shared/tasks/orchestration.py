@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from shared.export import committer, engine, planning
 from shared.platform import storage
@@ -82,18 +82,28 @@ POLL_DELAYS = (1, 1, 1, 2, 2, 3, 5, 8, 13, 21, 30)
 
 @dataclass(frozen=True)
 class WorkMessage:
+    """One work item of a job. ``window`` is how many of the job's items are on the queue at once: an item
+    that ends sends the item ``window`` places after it (None: every item was sent at the start)."""
+
     app_id: str
     job_id: str
     index: int
+    window: Optional[int] = None
 
     def to_json(self) -> str:
-        return json.dumps({"app": self.app_id, "job": self.job_id, "item": self.index})
+        doc = {"app": self.app_id, "job": self.job_id, "item": self.index}
+        if self.window is not None:
+            doc["window"] = self.window
+        return json.dumps(doc)
 
     @classmethod
     def from_json(cls, body: bytes) -> "WorkMessage":
         try:
             doc = json.loads(body)
-            return cls(app_id=str(doc["app"]), job_id=str(doc["job"]), index=int(doc["item"]))
+            window = doc.get("window") if isinstance(doc, dict) else None
+            if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+                raise ValueError(f"window {window!r} is not a positive integer")
+            return cls(app_id=str(doc["app"]), job_id=str(doc["job"]), index=int(doc["item"]), window=window)
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"not a work message: {error!r}") from None
 
@@ -147,11 +157,16 @@ def fail(app_id: str, job_id: str, reason: str) -> None:
 
 
 def _start(job: jobs.ExportJob) -> jobs.ExportJob:
-    """Plans the job and fans out its work items, then marks it Started. Work goes out before the state
-    changes: a crash in between leaves a Queued job that is started again, and duplicate work is harmless."""
+    """Plans the job and fans out its first work items, then marks it Started. Work goes out before the state
+    changes: a crash in between leaves a Queued job that is started again, and duplicate work is harmless.
+
+    Only EXPORT_JOB_ITEMS_IN_FLIGHT items go out now; each one that ends sends the next (``_send_next``), so a
+    big job never has more than that many items on the shared queue, and another app's items wait behind at
+    most those."""
     items = engine.load_or_create_plan(job)
-    for item in items:
-        storage.send_message(WORK_QUEUE, WorkMessage(job.app_id, job.id, item.index).to_json())
+    window = get_settings().job_items_in_flight
+    for item in items[:window]:
+        storage.send_message(WORK_QUEUE, WorkMessage(job.app_id, job.id, item.index, window).to_json())
     job.parts_total = len(items)
     job.move_to(jobs.STARTED)
     try:
@@ -223,15 +238,33 @@ def _still_running(job: jobs.ExportJob) -> bool:
     return current is not None and not current.finished
 
 
-def run_item(app_id: str, job_id: str, index: int, *, last_try: bool) -> bool:
+def _send_next(message: WorkMessage, items: int) -> None:
+    """Sends the item ``window`` places after ``message``'s, unless the job has no such item or its part is
+    already recorded. Sent again when an item is delivered again (a crash after its part was recorded), which
+    is harmless: items are idempotent."""
+    if message.window is None:
+        return
+    following = message.index + message.window
+    if following >= items:
+        return
+    recorded = parts.find_part(message.job_id, following)
+    if recorded is None:
+        storage.send_message(WORK_QUEUE, WorkMessage(message.app_id, message.job_id, following,
+                                                     message.window).to_json())
+
+
+def run_item(app_id: str, job_id: str, index: int, *, last_try: bool,
+             on_done: Optional[Callable[[int], None]] = None) -> bool:
     """The worker's activity: produce one file's blocks (shared.export.engine) and record the part. Idempotent.
     Returns True when this call recorded the job's last outstanding part (so the monitor can finish the job
-    now)."""
+    now). ``on_done(items in the plan)`` runs once the part is recorded done, also when it already was."""
     job = jobs.find_job(app_id, job_id)
     if job is None or job.finished:
         return False
     existing = parts.find_part(job.id, index)
     if existing is not None and existing.done:
+        if on_done is not None:
+            on_done(len(planning.read_plan(app_id, job_id)))
         return False
     plan = planning.read_plan(app_id, job_id)
     item = plan[index]
@@ -249,6 +282,8 @@ def run_item(app_id: str, job_id: str, index: int, *, last_try: bool) -> bool:
     parts.record(parts.done(job.id, index, item.file, records=result.records, size=result.bytes, md5=result.md5,
                             blocks=result.blocks))
     log.info("Export %s part %d: %d records, %d bytes", job.id, index, result.records, result.bytes)
+    if on_done is not None:
+        on_done(len(plan))
     return parts.all_recorded(job.id, len(plan))
 
 
@@ -260,7 +295,9 @@ def _slots() -> FairSlots:
     global _work_slots
     with _work_slots_lock:
         if _work_slots is None:
-            _work_slots = FairSlots(get_settings().worker_concurrency)
+            # One slot beyond the concurrency is kept for apps that hold none: a small export starts at once
+            # beside a big one that holds every other slot.
+            _work_slots = FairSlots(get_settings().worker_concurrency, reserved_for_newcomers=1)
         return _work_slots
 
 
@@ -272,7 +309,8 @@ def work(message: WorkMessage, *, last_try: bool) -> None:
     freed slot goes to the app that holds the fewest (shared.tasks.fairslots)."""
     try:
         with _slots().slot(message.app_id):
-            last = run_item(message.app_id, message.job_id, message.index, last_try=last_try)
+            last = run_item(message.app_id, message.job_id, message.index, last_try=last_try,
+                            on_done=lambda items: _send_next(message, items))
     except Exception:
         if last_try:
             send_poll(PollMessage(message.app_id, message.job_id))  # the part was recorded as failed
