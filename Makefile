@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 7071
 
-.PHONY: setup serve demo test bench bench-ingest app data clean
+.PHONY: setup serve demo test bench bench-ingest chaos app data clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,9 +33,13 @@ test: setup
 bench: setup
 	$(PY) -m bench $(if $(RECORDS),--records $(RECORDS),)
 
-# The ingestion section alone: CLIENTS concurrent clients (16) for SECONDS (15) each, Collect then plain appends.
+# The ingestion section alone: CLIENTS concurrent clients (16) for DURATION seconds (15) each, appends then Collect.
 bench-ingest: setup
-	$(PY) -m bench.ingest $(if $(CLIENTS),--clients $(CLIENTS),) $(if $(SECONDS),--seconds $(SECONDS),)
+	$(PY) -m bench.ingest $(if $(CLIENTS),--clients $(CLIENTS),) $(if $(DURATION),--seconds $(DURATION),)
+
+# The soak: two hosts, kills, an Azurite restart, throttling storage, for DURATION seconds (180). See tools/chaos.py.
+chaos: setup
+	$(PY) -m tools.chaos $(if $(DURATION),--seconds $(DURATION),)
 
 app: setup
 	@test -n "$(COLLECTION)" -a -n "$(APP)" || { echo "usage: make app COLLECTION=<collection> APP=<app>"; exit 2; }

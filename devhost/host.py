@@ -63,8 +63,9 @@ class LocalHost:
         if not connection:
             raise AppLoadError(f"{setting} is not set: the local host needs a storage connection string")
         connection = expand_connection_string(connection)
-        return (BlobServiceClient.from_connection_string(connection),
-                QueueServiceClient.from_connection_string(connection))
+        # Throttled storage is retried within seconds, as the app's own clients do (not after the SDK's 15 s).
+        return (BlobServiceClient.from_connection_string(connection, **storage.RETRY_OPTIONS),
+                QueueServiceClient.from_connection_string(connection, **storage.RETRY_OPTIONS))
 
     def start(self) -> "LocalHost":
         config = load_host_config(self.root)

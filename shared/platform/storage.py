@@ -50,6 +50,10 @@ def requests_made() -> int:
 
 # Every client of the app's storage counts its requests (the SDKs call this hook once per attempt).
 _COUNTED: Dict[str, Any] = {"raw_request_hook": _count_request}
+# Blob and queue clients retry a throttled or failed request after about 1, 3, 5, 9 and 17 seconds; the SDK's
+# default waits 15 s before the first retry, which stalls a whole job on one 503 ServerBusy. (Table clients
+# already retry within a second or two.)
+RETRY_OPTIONS: Dict[str, Any] = {"retry_total": 5, "initial_backoff": 1, "increment_base": 2, "random_jitter_range": 1}
 
 
 def _credential():
@@ -74,18 +78,20 @@ def _service(kind: str):
         if kind == "blob":
             # Downloads in 4 MiB pieces (the SDK's first GET is 32 MiB by default): memory stays per block.
             sizes: Dict[str, Any] = {"max_single_get_size": 4 * 1024 * 1024, "max_chunk_get_size": 4 * 1024 * 1024}
-            client = (BlobServiceClient.from_connection_string(storage.connection_string, **sizes, **_COUNTED)
+            options = dict(sizes, **_COUNTED, **RETRY_OPTIONS)
+            client = (BlobServiceClient.from_connection_string(storage.connection_string, **options)
                       if storage.connection_string
-                      else BlobServiceClient(_url(storage.blob_url), credential=_credential(), **sizes, **_COUNTED))
+                      else BlobServiceClient(_url(storage.blob_url), credential=_credential(), **options))
         elif kind == "destination-queue":
             if not settings.destination_connection:
                 raise ConfigError(f"{DESTINATION_STORAGE} is not set: the connection string of the destination "
                                   f"storage that OnBlobCreated watches")
             client = QueueServiceClient.from_connection_string(settings.destination_connection)
         elif kind == "queue":
-            client = (QueueServiceClient.from_connection_string(storage.connection_string, **_COUNTED)
+            client = (QueueServiceClient.from_connection_string(storage.connection_string, **_COUNTED, **RETRY_OPTIONS)
                       if storage.connection_string
-                      else QueueServiceClient(_url(storage.queue_url), credential=_credential(), **_COUNTED))
+                      else QueueServiceClient(_url(storage.queue_url), credential=_credential(), **_COUNTED,
+                                              **RETRY_OPTIONS))
         else:
             client = (TableServiceClient.from_connection_string(storage.connection_string, **_COUNTED)
                       if storage.connection_string
@@ -136,7 +142,7 @@ def container(name: str, *, create: bool = True) -> ContainerClient:
 def base64_queue(service: QueueServiceClient, name: str) -> QueueClient:
     """A client of a queue of ``service`` with base64 messages. The service client does not pass message
     codecs on to the queue clients it makes, so they are built here."""
-    return QueueClient(service.url, name, credential=service.credential, **_COUNTED,
+    return QueueClient(service.url, name, credential=service.credential, **_COUNTED, **RETRY_OPTIONS,
                        message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy())
 
 

@@ -1,0 +1,22 @@
+"""The one-minute soak (`make chaos` runs the long one): two hosts on one Azurite behind throttling proxies,
+hosts killed with SIGKILL, Azurite restarted once; every job ends with exactly the acknowledged records."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from tools import chaos
+
+
+def test_a_minute_of_chaos_loses_nothing_and_doubles_nothing(app_env, capsys):
+    before = dict(os.environ)
+    status = chaos.main(["--seconds", "60", "--apps", "2", "--seed", "7"])
+    assert dict(os.environ) == before  # the soak's settings do not outlive it
+    printed = capsys.readouterr().out
+    summary = re.search(r"^chaos: kills=(\d+) jobs=(\d+) lost=(\d+) doubled=(\d+)$", printed, re.MULTILINE)
+    assert summary, printed
+    kills, jobs, lost, doubled = map(int, summary.groups())
+    assert (lost, doubled) == (0, 0), printed
+    assert kills >= 5 and jobs >= 32, printed  # every type and format of one app, and two of the other
+    assert status == 0, printed

@@ -1,0 +1,532 @@
+"""`make chaos [SECONDS=180]`: a bounded soak. Two local host processes share one Azurite, as Functions
+instances share a storage account, reached through proxies that throttle (503 ServerBusy) and delay a share
+of the storage requests. Several apps ingest through Collect (each batch with an Idempotency-Key, retried
+until acknowledged) while exports of every type and format run. Every few seconds a random host is killed
+with SIGKILL and started again, and Azurite is restarted once.
+
+The first part of the run ingests one day (historical and snapshot records); the rest ingests the next day
+while the exports of the first day run. At the end every job must be Succeeded with exactly the
+acknowledged records of its range, each once, or Failed with an errorDetails; no job may hold files its
+manifest does not list; every poison message must belong to a Failed job. It prints the figures and ends
+with `chaos: kills=K jobs=J lost=L doubled=D`; it exits 1 on any loss, double or unexplained message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import gzip
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+import requests
+
+from devhost.azurite import REPO_ROOT, SERVICES, Azurite, connection_string, free_port, port_open
+from tools.stormproxy import StormProxy
+
+API_VERSION = "2014-12-01"
+CHAOS_KEY = "Y2hhb3Mtb25seS1rZXktbm90LWEtc2VjcmV0LTMyYiE="
+FORMATS = ("JsonBlob", "CsvBlob", "ParquetBlob")
+HISTORICAL_ROUTES = {"activities": "Activity", "events": "Event", "jobs": "Job", "errors": "Error",
+                     "crashes": "Crash", "sessions": "Session"}
+SNAPSHOT_ROUTES = {"tags": "Tag", "devices": "Device", "tokens": "Token", "feedbackByCampaign": "Push"}
+POISON_QUEUES = ("export-work-poison", "export-poll-poison")
+CAMPAIGN = 1
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+class Host:
+    """One local host process on a fixed port, which can be killed and started again."""
+
+    def __init__(self, name: str, env: Dict[str, str], workdir: str) -> None:
+        self.name, self.env, self.port = name, env, free_port()
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        self.process: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log_file:
+            self.process = subprocess.Popen([sys.executable, "-m", "devhost", "serve", "--port", str(self.port)],
+                                            cwd=REPO_ROOT, env=self.env, stdout=log_file, stderr=log_file)
+        deadline = time.monotonic() + 60
+        while not port_open("127.0.0.1", self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"host {self.name} did not start; see {self.log_path}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Ledger:
+    """What the clients were told: the acknowledged records, by app and export type, as identities."""
+
+    def __init__(self) -> None:
+        self.acked: Dict[Tuple[str, str], Counter] = defaultdict(Counter)
+        self.records = 0
+        self.requests: Counter = Counter()
+        self.lock = threading.Lock()
+
+    def note(self, app: str, identities: List[Tuple[str, object]]) -> None:
+        with self.lock:
+            for export_type, identity in identities:
+                self.acked[(app, export_type)][identity] += 1
+            self.records += sum(1 for kind, _ in identities if kind not in ("Session",))
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def make_batch(rng: random.Random, app: str, client: int, number: int, day: dt.date, *,
+               snapshot: bool) -> Tuple[List[dict], List[Tuple[str, object]]]:
+    """One device's batch on ``day``: a session of activities with events, an error, a job and a crash, and
+    (on the first day) the device's snapshot records; with the identity each record exports under."""
+    device = f"{app}-c{client}-d{number}"
+    session = f"s-{device}"
+    clock = dt.datetime.combine(day, dt.time(rng.randint(1, 21), rng.randint(0, 59)), dt.timezone.utc)
+    records: List[dict] = []
+    identities: List[Tuple[str, object]] = []
+
+    def seq() -> str:
+        return f"{device}-{len(records)}-{day.isoformat()}"
+
+    activities = rng.randint(1, 3)
+    for _ in range(activities):
+        end = clock + dt.timedelta(seconds=rng.randint(5, 120))
+        key = seq()
+        records.append({"type": "activity", "deviceId": device, "sessionId": session, "name": "screen",
+                        "start": _iso(clock), "end": _iso(end), "extras": {"seq": key}})
+        identities.append(("Activity", key))
+        for kind, export_type in (("event", "Event"), ("event", "Event"), ("error", "Error")):
+            key = seq()
+            records.append({"type": kind, "deviceId": device, "sessionId": session, "name": kind,
+                            "timestamp": _iso(clock + dt.timedelta(seconds=1)), "extras": {"seq": key}})
+            identities.append((export_type, key))
+        clock = end + dt.timedelta(seconds=1)
+    identities.append(("Session", (session, activities)))
+    key = seq()
+    records.append({"type": "job", "deviceId": device, "name": "sync", "start": _iso(clock),
+                    "end": _iso(clock + dt.timedelta(seconds=3)), "extras": {"seq": key}})
+    identities.append(("Job", key))
+    key = seq()
+    records.append({"type": "crash", "deviceId": device, "timestamp": _iso(clock), "crashType": "SIGSEGV",
+                    "message": key})
+    identities.append(("Crash", key))
+    if snapshot:
+        records += [{"type": "device", "deviceId": device, "timestamp": _iso(clock), "info": {"locale": "fr_FR"}},
+                    {"type": "tag", "deviceId": device, "name": "level", "value": number},
+                    {"type": "token", "deviceId": device, "token": f"tok-{device}"},
+                    {"type": "push", "deviceId": device, "campaignId": CAMPAIGN, "campaignType": "Announcement",
+                     "action": "pushed", "timestamp": _iso(clock)}]
+        identities += [("Device", device), ("Tag", (device, "level")), ("Token", device), ("Push", device)]
+    return records, identities
+
+
+class Soak:
+    def __init__(self, seconds: float, apps: int, clients: int, busy_share: float, delay_share: float,
+                 workdir: str, seed: int) -> None:
+        self.seconds, self.apps, self.clients, self.workdir = seconds, apps, clients, workdir
+        self.rng = random.Random(seed)
+        self.azurite = Azurite.on_free_ports(os.path.join(workdir, "azurite"))
+        self.proxies = {service: StormProxy(self.azurite.ports[service], busy_share=busy_share,
+                                            delay_share=delay_share, delay_seconds=0.2, seed=seed + index)
+                        for index, service in enumerate(SERVICES)}
+        self.ledger = Ledger()
+        self.kills = 0
+        self.stop_ingesting = threading.Event()
+        self.first_day_done = threading.Event()
+        today = dt.datetime.now(dt.timezone.utc).date()
+        self.day_one, self.day_two = today - dt.timedelta(days=2), today - dt.timedelta(days=1)
+        self.hosts: List[Host] = []
+        self.keys: Dict[str, object] = {}
+        self.jobs: Dict[str, Tuple[str, str, str]] = {}  # job id -> (app, route, format)
+        self.host_lock = threading.Lock()
+        self._saved_environ: Optional[Dict[str, str]] = None
+        # First-day batches created and not yet acknowledged: the exports start once there are none.
+        self.first_day_pending = 0
+        self.first_day_settled = threading.Condition()
+
+    # --- the cluster --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.azurite.start()
+        for proxy in self.proxies.values():
+            proxy.start()
+        through = connection_string("127.0.0.1", {s: p.port for s, p in self.proxies.items()})
+        env = dict(os.environ, AzureWebJobsStorage=through, DestinationStorage=through,
+                   EXPORT_SAS_ENCRYPTION_KEY=CHAOS_KEY, EXPORT_ALLOW_LOOPBACK_DESTINATIONS="true",
+                   EXPORT_SCHEDULES="[]", EXPORT_PROBE_DESTINATION="false",
+                   COLLECT_IDEMPOTENCY_LEASE_SECONDS="5")
+        # The soak's own calls (keys, SAS) use these settings too; stop() puts the caller's back.
+        self._saved_environ = dict(os.environ)
+        os.environ.update(env)
+        from shared.platform import config
+        config.reset_settings()
+        self.hosts = [Host(f"host{index}", env, self.workdir) for index in (1, 2)]
+        for host in self.hosts:
+            host.start()
+        from shared.platform import apps
+        for index in range(self.apps):
+            # rotate=True: an upsert, so a try whose answer the proxy lost can be made again
+            self.keys[f"app{index}"] = _retrying(lambda name=f"app{index}": apps.register_app("chaos", name,
+                                                                                              rotate=True))
+
+    def stop(self) -> None:
+        for host in self.hosts:
+            host.stop()
+        for proxy in self.proxies.values():
+            proxy.stop()
+        self.azurite.stop()
+        if self._saved_environ is not None:
+            os.environ.clear()
+            os.environ.update(self._saved_environ)
+            from shared.platform import config
+            config.reset_settings()
+
+    def live_url(self) -> str:
+        with self.host_lock:
+            alive = [host for host in self.hosts if host.process is not None and host.process.poll() is None]
+        return self.rng.choice(alive or self.hosts).url
+
+    def chaos(self, until: float) -> None:
+        restarted_azurite = False
+        while time.monotonic() < until:
+            time.sleep(self.rng.uniform(2.0, 5.0))
+            if time.monotonic() >= until:
+                break
+            if not restarted_azurite and time.monotonic() > until - self.seconds / 2:
+                restarted_azurite = True
+                log("restarting Azurite")
+                self.azurite.stop()
+                self.azurite.start()
+                continue
+            host = self.rng.choice(self.hosts)
+            with self.host_lock:
+                host.kill()
+            self.kills += 1
+            log(f"killed {host.name} (SIGKILL); starting it again")
+            time.sleep(self.rng.uniform(0.2, 1.0))
+            with self.host_lock:
+                host.start()
+
+    # --- load ---------------------------------------------------------------------------------------------
+
+    def _path(self, app: str) -> str:
+        return (f"/subscriptions/chaos/resourceGroups/chaos/providers/Microsoft.MobileEngagement/appcollections/"
+                f"chaos/apps/{app}/devices")
+
+    def ingest(self, app: str, client: int) -> None:
+        rng = random.Random(f"{app}:{client}")
+        session = requests.Session()
+        key = self.keys[app].collect_key  # type: ignore[attr-defined]
+        number = 0
+        while not self.stop_ingesting.is_set():
+            with self.first_day_settled:
+                first_day = not self.first_day_done.is_set()
+                self.first_day_pending += first_day
+            records, identities = make_batch(rng, app, client, number, self.day_one if first_day else self.day_two,
+                                             snapshot=first_day)
+            number += 1
+            body = json.dumps({"records": records}).encode()
+            headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+                       "Idempotency-Key": str(uuid.uuid4())}
+            while True:  # the same batch and key until it is acknowledged: exactly once
+                try:
+                    response = session.post(f"{self.live_url()}{self._path(app)}/collect",
+                                            params={"api-version": API_VERSION}, data=body, headers=headers,
+                                            timeout=30)
+                except requests.RequestException:
+                    self.ledger.requests["no answer"] += 1
+                    time.sleep(0.2)
+                    continue
+                self.ledger.requests[response.status_code] += 1
+                if response.status_code == 200:
+                    answer = response.json()
+                    if answer["rejected"]:
+                        raise RuntimeError(f"Collect refused chaos records: {answer['rejected'][:2]}")
+                    break
+                time.sleep(min(2.0, float(response.headers.get("Retry-After", "0.5") or 0.5)) * rng.random())
+            if first_day:
+                self.ledger.note(app, identities)
+                with self.first_day_settled:
+                    self.first_day_pending -= 1
+                    self.first_day_settled.notify_all()
+            else:  # the second day is not exported: it only keeps ingestion running beside the exports
+                with self.ledger.lock:
+                    self.ledger.records += len(records)
+
+    def create_exports(self) -> None:
+        from shared.export import destination
+        url = destination.container_sas_url(self.azurite.connection_string, "chaos-out", permission="rcwl",
+                                            valid_for=dt.timedelta(hours=3))
+        wanted: List[Tuple[str, str, str]] = []
+        for route in list(HISTORICAL_ROUTES) + list(SNAPSHOT_ROUTES):
+            for export_format in FORMATS:
+                wanted.append(("app0", route, export_format))
+        for index in range(1, self.apps):
+            wanted += [(f"app{index}", "events", "CsvBlob"), (f"app{index}", "tags", "ParquetBlob")]
+        for app, route, export_format in wanted:
+            body: Dict[str, Any] = {"containerUrl": url, "exportFormat": export_format}
+            if route in HISTORICAL_ROUTES:
+                body.update(startDate=self.day_one.isoformat(), endDate=self.day_one.isoformat())
+            elif route == "feedbackByCampaign":
+                body.update(campaignIds=[CAMPAIGN], campaignType="Announcement")
+            for _ in range(60):
+                try:
+                    response = requests.post(f"{self.live_url()}{self._path(app)}/exportTasks/{route}",
+                                             params={"api-version": API_VERSION}, json=body, timeout=30,
+                                             headers={"Authorization": f"Bearer {self._export_key(app)}"})
+                except requests.RequestException:
+                    time.sleep(0.3)
+                    continue
+                if response.status_code == 202:
+                    break
+                if response.status_code < 500:
+                    raise RuntimeError(f"the {route} export was refused: {response.text[:300]}")
+                time.sleep(0.3)
+            else:
+                raise RuntimeError(f"the {route} export could not be created")
+
+    def _export_key(self, app: str) -> str:
+        return self.keys[app].export_key  # type: ignore[attr-defined]
+
+    # --- the end ------------------------------------------------------------------------------------------
+
+    def all_jobs(self) -> Dict[str, dict]:
+        """Every job of every app, as the API lists them (a job whose creation answer was lost included)."""
+        found = {}
+        for app in self.keys:
+            url: Optional[str] = f"{self.live_url()}{self._path(app)}/exportTasks?api-version={API_VERSION}"
+            while url:
+                page = self._get(url, app)
+                for task in page["value"]:
+                    found[task["id"]] = dict(task, app=app)
+                url = page.get("nextLink")
+        return found
+
+    def _get(self, url: str, app: str) -> dict:
+        for _ in range(120):
+            try:
+                response = requests.get(url, timeout=30, headers={"Authorization": f"Bearer {self._export_key(app)}"})
+                if response.status_code == 200:
+                    return response.json()
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"the task list of {app} could not be read")
+
+    def wait_for_jobs(self, timeout: float) -> Dict[str, dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            tasks = self.all_jobs()
+            running = [t for t in tasks.values() if t["state"] not in ("Succeeded", "Failed")]
+            if not running or time.monotonic() > deadline:
+                return tasks
+            time.sleep(1.0)
+
+
+def _retrying(call: Callable, tries: int = 30):
+    for attempt in range(tries):
+        try:
+            return call()
+        except Exception:  # storage throttled or restarting: the soak's own setup rides it out too
+            if attempt + 1 == tries:
+                raise
+            time.sleep(0.3)
+
+
+def exported_identities(task: dict, container) -> Tuple[Counter, List[str]]:
+    """The identities of the rows in a Succeeded job's files, and the job's blobs its manifest does not list."""
+    export_type = task["exportType"]
+    prefix = f"{export_type}/{task['id']}/"
+    names = sorted(blob.name for blob in container.list_blobs(name_starts_with=prefix))
+    manifest = json.loads(container.download_blob(prefix + "manifest.json").readall())
+    listed = {entry["name"] if "/" in entry["name"] else prefix + entry["name"] for entry in manifest["files"]}
+    known = listed | {prefix + "manifest.json", prefix + "schema.json", prefix + "_SUCCESS"}
+    strays = [name for name in names if name not in known]
+    identities: Counter = Counter()
+    for name in sorted(listed):
+        for row in _rows(name, container.download_blob(name).readall()):
+            identities[_identity(export_type, row)] += 1
+    return identities, strays
+
+
+def _rows(name: str, data: bytes) -> List[dict]:
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+        return pq.read_table(io.BytesIO(data)).to_pylist()
+    text = gzip.decompress(data).decode("utf-8")
+    if name.endswith(".csv.gz"):
+        return list(csv.DictReader(io.StringIO(text)))
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+def _identity(export_type: str, row: dict) -> object:
+    if export_type in ("Activity", "Event", "Job", "Error"):
+        extras = row["extras"]
+        return (json.loads(extras) if isinstance(extras, str) else extras)["seq"]
+    if export_type == "Crash":
+        return row["message"]
+    if export_type == "Session":
+        return (row["sessionId"], int(row["activityCount"]))
+    if export_type == "Tag":
+        return (row["deviceId"], row["name"])
+    return row["deviceId"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.chaos", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=180.0, help="how long the chaos lasts")
+    parser.add_argument("--apps", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=2, help="Collect clients per app")
+    parser.add_argument("--busy", type=float, default=0.03, help="share of storage requests answered 503")
+    parser.add_argument("--delayed", type=float, default=0.03, help="share of storage requests delayed 0.2 s")
+    parser.add_argument("--seed", type=int, default=1)
+    arguments = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="ee-chaos-") as workdir:
+        soak = Soak(arguments.seconds, arguments.apps, arguments.clients, arguments.busy, arguments.delayed,
+                    workdir, arguments.seed)
+        try:
+            return run(soak)
+        finally:
+            soak.stop()
+
+
+def run(soak: Soak) -> int:
+    started = time.monotonic()
+    soak.start()
+    log(f"2 hosts on one Azurite behind storm proxies; {soak.apps} apps x {soak.clients} Collect clients; "
+        f"{soak.seconds:.0f}s of chaos")
+    until = started + soak.seconds
+    clients = [threading.Thread(target=soak.ingest, args=(app, client), daemon=True)
+               for app in soak.keys for client in range(soak.clients)]
+    for client in clients:
+        client.start()
+    chaos = threading.Thread(target=soak.chaos, args=(until,), daemon=True)
+    chaos.start()
+    time.sleep(max(1.0, soak.seconds * 0.3))
+    with soak.first_day_settled:
+        soak.first_day_done.set()
+        if not soak.first_day_settled.wait_for(lambda: soak.first_day_pending == 0, timeout=180):
+            raise RuntimeError("batches of the first day were still not acknowledged after 180 s")
+    log("first day ingested; creating the exports of every type and format")
+    soak.create_exports()
+    while time.monotonic() < until:
+        time.sleep(0.5)
+    soak.stop_ingesting.set()
+    for client in clients:
+        client.join(120)
+    chaos.join(60)
+    for host in soak.hosts:
+        if host.process is None or host.process.poll() is not None:
+            host.start()
+    log("chaos over; waiting for every job to end")
+    tasks = soak.wait_for_jobs(timeout=max(180.0, soak.seconds))
+    return verify(soak, tasks)
+
+
+def verify(soak: Soak, tasks: Dict[str, dict]) -> int:
+    from azure.storage.blob import BlobServiceClient
+    container = BlobServiceClient.from_connection_string(soak.azurite.connection_string).get_container_client(
+        "chaos-out")
+    lost = doubled = unexpected = strays = exported = 0
+    states: Counter = Counter()
+    failed_ids: Set[str] = set()
+    for task in tasks.values():
+        states[task["state"]] += 1
+        if task["state"] == "Failed":
+            failed_ids.add(task["id"])
+            if not task.get("errorDetails"):
+                log(f"job {task['id']} Failed without errorDetails")
+                unexpected += 1
+            else:
+                log(f"job {task['id']} ({task['app']}) Failed: {task['errorDetails']}")
+            continue
+        if task["state"] != "Succeeded":
+            log(f"job {task['id']} did not end: {task['state']}")
+            unexpected += 1
+            continue
+        export_type = str(task["exportType"])
+        identities, stray_names = exported_identities(task, container)
+        expected = soak.ledger.acked[(task["app"], export_type)]
+        exported += sum(identities.values())
+        strays += len(stray_names)
+        job_lost = sum((expected - identities).values())
+        job_doubled = sum(count - 1 for count in identities.values() if count > 1)
+        job_unexpected = sum(1 for identity in identities if identity not in expected)
+        if job_lost or job_doubled or job_unexpected or stray_names:
+            log(f"job {task['id']} {export_type} {task.get('exportFormat')}: lost {job_lost}, doubled {job_doubled}, "
+                f"unexpected {job_unexpected}, files not in its manifest {stray_names[:3]}")
+        lost += job_lost
+        doubled += job_doubled
+        unexpected += job_unexpected
+    unexplained = _unexplained_poison(soak, failed_ids)
+    print(f"kills: {soak.kills} (and Azurite restarted once)")
+    print("storage requests through the proxies: " + ", ".join(
+        f"{service} {dict(proxy.counts)}" for service, proxy in soak.proxies.items()))
+    print(f"collect answers: {dict(soak.ledger.requests)}")
+    print(f"records acked: {soak.ledger.records}; jobs: {dict(states)}; rows exported: {exported}")
+    print(f"lost: {lost}; doubled: {doubled}; unexpected rows: {unexpected}; files outside manifests: {strays}; "
+          f"unexplained poison messages: {unexplained}")
+    print(f"chaos: kills={soak.kills} jobs={len(tasks)} lost={lost} doubled={doubled}")
+    return 1 if (lost or doubled or unexpected or strays or unexplained) else 0
+
+
+def _unexplained_poison(soak: Soak, failed_ids: Set[str]) -> int:
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.queue import QueueClient
+    unexplained = 0
+    for name in POISON_QUEUES:
+        queue = QueueClient.from_connection_string(soak.azurite.connection_string, name)
+        try:
+            messages = list(queue.peek_messages(max_messages=32))
+        except ResourceNotFoundError:
+            continue
+        for message in messages:
+            text = message.content
+            try:
+                import base64
+                text = base64.b64decode(text).decode()
+            except ValueError:
+                pass
+            job = json.loads(text).get("job") if text.startswith("{") else None
+            if job in failed_ids:
+                log(f"poison message of Failed job {job} in {name}: explained")
+            else:
+                log(f"poison message in {name} not explained by a Failed job: {text[:200]}")
+                unexplained += 1
+    return unexplained
+
+
+if __name__ == "__main__":
+    sys.exit(main())
