@@ -64,8 +64,8 @@ class Outcome:
 
 def ingest_once(app_id: str, key: str, body: bytes, raw_records: list,
                 admit: Callable[[collect.CheckedBatch], None]) -> Outcome:
-    """Stores the batch unless a batch with this key was stored (or is being stored); ``admit`` refuses it
-    (the app's quota) before anything is written, and then the key is released."""
+    """Stores the batch unless a batch with this key was stored (or is being stored); ``admit`` may refuse a
+    new batch (the app's quota) before anything is written, and then the key is released."""
     digest = hashlib.sha256(body).hexdigest()
     batch = collect.check(app_id, raw_records)
     table = storage.table(TABLE)
@@ -116,11 +116,12 @@ def _store(table, app_id: str, batch: collect.CheckedBatch, claim: dict, etag: s
     """Writes the batch under our claim (only the partitions whose rows are not found behind the earlier
     owners' positions ``search``), then marks it done."""
     answer = _answer_of(claim)
-    try:
-        admit(batch)
-    except Exception:
-        _release(table, claim, etag)
-        raise
+    if search is None:  # a batch taken over was admitted by its first owner, and its claim must stay
+        try:
+            admit(batch)
+        except Exception:
+            _release(table, claim, etag)
+            raise
     lease_ends = time.monotonic() + get_settings().idempotency_lease_seconds / 2
     try:
         missing = None if search is None else _missing_partitions(batch, search)
