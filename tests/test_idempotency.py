@@ -146,6 +146,25 @@ def test_a_batch_whose_storage_failed_is_stored_by_its_retry_once(device, monkey
     assert len(device.stored()) == HISTORICAL  # the events the failed copy stored were found, not written again
 
 
+def test_a_copy_taking_over_a_failed_batch_is_not_refused_by_the_quota(device, monkeypatch, settings_override):
+    settings_override(COLLECT_RATE_LIMIT_RECORDS_PER_SECOND=3)  # a burst of 6 records, then 3 a second
+    key = str(uuid.uuid4())
+    real_append = rawstore.RawWriter._append
+
+    def append_then_fail(self, prefix, partition, member):
+        real_append(self, prefix, partition, member)
+        raise rawstore.TransientError("storage stopped answering")
+
+    monkeypatch.setattr(rawstore.RawWriter, "_append", append_then_fail)
+    assert device.send_full(EVENTS[:5], key)[0] == 503  # stored, but not acknowledged
+    monkeypatch.setattr(rawstore.RawWriter, "_append", real_append)
+    # The app's bucket is nearly empty now; the copy finds the stored rows and answers, without a 429.
+    status, answer, _ = device.send_full(EVENTS[:5], key)
+    assert (status, answer["accepted"]) == (200, 5)
+    assert len(device.stored()) == 5
+    assert device.send_full(EVENTS[5:10], str(uuid.uuid4()))[0] == 429  # a new batch is still limited
+
+
 def test_a_key_older_than_24_hours_names_a_new_batch(device):
     key = str(uuid.uuid4())
     assert device.send_full(EVENTS[:2], key)[0] == 200
