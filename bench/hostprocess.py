@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -12,7 +10,8 @@ from typing import Dict, List
 
 import psutil
 
-from devhost.azurite import REPO_ROOT, free_port, port_open
+from devhost.azurite import free_port
+from devhost.spawn import start_host, stop_host
 
 MIB = 1024 * 1024
 
@@ -22,14 +21,7 @@ class HostProcess:
 
     def __init__(self, env: Dict[str, str]) -> None:
         self.port = free_port()
-        self.process = subprocess.Popen([sys.executable, "-m", "devhost", "serve", "--port", str(self.port)],
-                                        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                                        stderr=open(os.path.join(tempfile.gettempdir(), "ee-bench-host.log"), "ab"))
-        deadline = time.monotonic() + 60
-        while not port_open("127.0.0.1", self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the local host did not start")
-            time.sleep(0.1)
+        self.process = start_host(env, self.port, os.path.join(tempfile.gettempdir(), "ee-bench-host.log"))
         self.url = f"http://127.0.0.1:{self.port}"
         self.peak_rss = self.peak_pss = 0
         self._sampling = False
@@ -67,11 +59,7 @@ class HostProcess:
         return {"peak_pss_mib": self.peak_pss / MIB, "peak_rss_mib": self.peak_rss / MIB}
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_host(self.process, grace_seconds=30)
 
 
 def _pss(pid: int) -> int:

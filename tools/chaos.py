@@ -33,7 +33,8 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import requests
 
-from devhost.azurite import REPO_ROOT, SERVICES, Azurite, connection_string, free_port, port_open
+from devhost.azurite import SERVICES, Azurite, connection_string, free_port
+from devhost.spawn import start_host, stop_host
 from tools.stormproxy import StormProxy
 
 API_VERSION = "2014-12-01"
@@ -63,14 +64,7 @@ class Host:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        with open(self.log_path, "ab") as log_file:
-            self.process = subprocess.Popen([sys.executable, "-m", "devhost", "serve", "--port", str(self.port)],
-                                            cwd=REPO_ROOT, env=self.env, stdout=log_file, stderr=log_file)
-        deadline = time.monotonic() + 60
-        while not port_open("127.0.0.1", self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"host {self.name} did not start; see {self.log_path}")
-            time.sleep(0.05)
+        self.process = start_host(self.env, self.port, self.log_path)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -78,12 +72,8 @@ class Host:
             self.process.wait()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.process is not None:
+            stop_host(self.process)
 
 
 class Ledger:

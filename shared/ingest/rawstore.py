@@ -99,7 +99,6 @@ class RawWriter:
         self.writer_id = writer_id or f"{socket.gethostname()[:20]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._lock = threading.Lock()
         self._partitions: Dict[str, _Partition] = defaultdict(_Partition)
-        self.appends = 0
 
     def _members(self, lines: List[bytes]) -> Iterator[bytes]:
         """gzip members of at most ~MAX_BLOCK_BYTES of input each."""
@@ -205,7 +204,6 @@ class RawWriter:
                 continue
             target.blocks += 1
             target.length += len(member)
-            self.appends += 1
             return
         raise TransientError(f"storage did not take an append to a raw blob under {prefix}; try again")
 
