@@ -72,9 +72,6 @@ def handle(req: func.HttpRequest) -> func.HttpResponse:
         quota.admit(app.id, batch.accepted)
 
     if key is None:
-        batch = collect.check(app.id, records)
-        admit(batch)
-        collect.write(app.id, batch)
-        return json_response(batch.answer)
+        return json_response(collect.ingest(app.id, records, admit=admit))
     outcome = idempotency.ingest_once(app.id, key, body, records, admit)
     return json_response(outcome.answer, headers={idempotency.REPLAYED_HEADER: "true"} if outcome.replayed else None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from shared.ingest import rawstore, snapshots
 from shared.ingest.records import HISTORICAL_TYPES, RecordError, normalize
@@ -56,8 +56,11 @@ def write(app_id: str, batch: CheckedBatch, *, partitions: Optional[List[str]] =
                                    if partitions is None or prefix in partitions}, deadline=deadline)
 
 
-def ingest(app_id: str, raw_records: list) -> dict:
-    """Checks and stores a batch; returns the answer body."""
+def ingest(app_id: str, raw_records: list, *, admit: Optional[Callable[[CheckedBatch], None]] = None) -> dict:
+    """Checks and stores a batch; returns the answer body. ``admit`` may refuse the checked batch (the app's
+    quota) before anything is written."""
     batch = check(app_id, raw_records)
+    if admit is not None:
+        admit(batch)
     write(app_id, batch)
     return batch.answer
