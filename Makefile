@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 7071
 
-.PHONY: setup serve demo test bench bench-ingest chaos app data clean
+.PHONY: setup serve demo test bench bench-ingest chaos infra-check app data clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench-ingest: setup
 # The soak: two hosts, kills, an Azurite restart, throttling storage, for DURATION seconds (180). See tools/chaos.py.
 chaos: setup
 	$(PY) -m tools.chaos $(if $(DURATION),--seconds $(DURATION),)
+
+# infra/ and azure.yaml, checked as far as this machine can (no Bicep CLI, no Azure): see tools/infracheck.py.
+infra-check: setup
+	$(PY) -m tools.infracheck
 
 app: setup
 	@test -n "$(COLLECTION)" -a -n "$(APP)" || { echo "usage: make app COLLECTION=<collection> APP=<app>"; exit 2; }

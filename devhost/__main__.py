@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 
+from shared.platform import telemetry
+
 
 class StopRequest:
     """Waits, signal-safely, for SIGTERM or SIGINT.
@@ -89,6 +91,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+class FieldsFormatter(logging.Formatter):
+    """Prints a line's job fields (shared.platform.telemetry.LOG_FIELDS) after it, as Application Insights
+    shows them beside it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = " ".join(f"{name}={getattr(record, name)}" for name in telemetry.LOG_FIELDS if hasattr(record, name))
+        return f"{line} [{fields}]" if fields else line
+
+
 def main(argv=None) -> int:
     from devhost.host import DEFAULT_GRACE_SECONDS
 
@@ -103,7 +115,9 @@ def main(argv=None) -> int:
                               help="on stop, how long running invocations may finish (default: %(default)s); "
                                    "what is still running then is retried by the next host")
     arguments = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(FieldsFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("azure").setLevel(logging.WARNING)
     return serve(arguments)
 

@@ -13,9 +13,10 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
 from devhost.appmodel import AppLoadError, load_functions, load_host_config
+from devhost.eventgrid import WEBHOOK_PATH, BlobWebhook, EventGridEmulator
 from devhost.http_server import HttpFrontend, HttpRoute
 from devhost.invoker import LoadedFunction
-from devhost.listeners import BlobListener, Listener, QueueListener, TimerListener
+from devhost.listeners import BlobListener, BlobRunner, Listener, QueueListener, TimerListener
 from shared.platform import storage
 from shared.platform.config import STORAGE_CONNECTION, expand_connection_string
 
@@ -39,8 +40,12 @@ class LocalHost:
     """Runs the function app in ``root``: HTTP on ``host:port`` (0 picks a free port), and every trigger."""
 
     def __init__(self, root: str, *, host: str = "127.0.0.1", port: int = 7071,
-                 functions: Optional[Iterable[str]] = None, host_id: str = "devhost") -> None:
+                 functions: Optional[Iterable[str]] = None, host_id: str = "devhost",
+                 emulate_event_grid: bool = True) -> None:
+        """``emulate_event_grid``: deliver the BlobCreated events of `"source": "EventGrid"` blob triggers from
+        a stand-in for Event Grid (devhost.eventgrid); without it only what is POSTed to the webhook runs."""
         self.root = os.path.abspath(root)
+        self.emulate_event_grid = emulate_event_grid
         self.bind = host
         self.requested_port = port
         self.only = set(functions) if functions is not None else None
@@ -77,6 +82,7 @@ class LocalHost:
         specs = [spec for spec in every if not spec.disabled and (self.only is None or spec.name in self.only)]
         self.functions = [LoadedFunction(spec, self.root) for spec in specs]
         routes = []
+        webhook = BlobWebhook()
         for function in self.functions:
             trigger = function.spec.trigger
             kind = trigger["type"]
@@ -89,8 +95,14 @@ class LocalHost:
             elif kind == "queueTrigger":
                 self.listeners.append(QueueListener(function, self.stop_event, queues, config.queues))
             elif kind == "blobTrigger":
-                self.listeners.append(BlobListener(function, self.stop_event, blobs, queues, config.queues,
-                                                   self.host_id))
+                runner = BlobRunner(function, blobs, queues, config.queues, self.host_id)
+                if trigger.get("source") != "EventGrid":
+                    self.listeners.append(BlobListener(function, self.stop_event, runner))
+                    continue
+                webhook.add(runner)
+                if self.emulate_event_grid:
+                    self.listeners.append(EventGridEmulator(function, self.stop_event, runner,
+                                                            lambda: self.base_url))
         # Messages the functions send go to the app's own storage, so only its queues' listeners are woken.
         own_queues = {listener.queue_name: listener for listener in self.listeners
                       if isinstance(listener, QueueListener)
@@ -103,7 +115,8 @@ class LocalHost:
                 listener.wake.set()
 
         # Listening first: a port in use stops the start before anything runs.
-        self.frontend = HttpFrontend(routes, self.bind, self.requested_port)
+        self.frontend = HttpFrontend(routes, self.bind, self.requested_port,
+                                     {WEBHOOK_PATH: webhook.handle} if webhook.runners else None)
         self.frontend.start()
         self._unwatch = storage.watch_sends(wake)
         for listener in self.listeners:

@@ -13,7 +13,7 @@ import logging
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import azure.functions as func
@@ -52,9 +52,15 @@ class HttpRoute:
             "methods", ["get", "post", "put", "delete", "patch", "head", "options", "trace"]))
 
 
+# The host's own endpoints (/runtime/webhooks/...): (method, query, headers, body) -> (status, JSON document).
+Webhook = Callable[[str, Dict[str, str], Dict[str, str], bytes], Tuple[int, dict]]
+
+
 class HttpFrontend:
-    def __init__(self, routes: List[HttpRoute], host: str, port: int) -> None:
+    def __init__(self, routes: List[HttpRoute], host: str, port: int,
+                 webhooks: Optional[Dict[str, Webhook]] = None) -> None:
         self.routes = sorted(routes, key=lambda r: r.template.sort_key)
+        self.webhooks = {path.strip("/").lower(): handler for path, handler in (webhooks or {}).items()}
         frontend = self
 
         class Handler(_Handler):
@@ -158,6 +164,12 @@ class _Handler(BaseHTTPRequestHandler):
         except BadFraming as error:
             self.close_connection = True
             self._send_error(400, "BadRequest", str(error))
+            return
+        webhook = self.frontend.webhooks.get(path.strip("/").lower())
+        if webhook is not None:  # the host's endpoints come before the app's routes, as in the Functions host
+            status, document = webhook(self.command, dict(parse_qsl(split.query, keep_blank_values=True)),
+                                       dict(self.headers.items()), body)
+            self._send(status, json.dumps(document).encode(), {"Content-Type": "application/json; charset=utf-8"})
             return
         status, route, allowed, params = self.frontend.resolve(self.command, path)
         if route is None:

@@ -7,9 +7,10 @@
   queue a message (the host's shared queue watcher); `batchSize`/`newBatchThreshold` concurrency; the
   message is leased while the function runs (and the lease renewed); on an exception it becomes visible
   again after `visibilityTimeout`; after `maxDequeueCount` failed tries it moves to `<queue>-poison`.
-- Blob: the container is scanned; a blob (name + ETag) fires once, with a receipt blob in
-  `azure-webjobs-hosts/blobreceipts/...` so a restart does not fire it again; after `maxDequeueCount`
-  failures it is reported on `webjobs-blobtrigger-poison`.
+- Blob: a blob (name + ETag) fires once, with a receipt blob in `azure-webjobs-hosts/blobreceipts/...` so a
+  restart does not fire it again; after `maxDequeueCount` failures it is reported on
+  `webjobs-blobtrigger-poison`. The polling source scans the container; the Event Grid source
+  (devhost.eventgrid) runs the blobs its webhook is told of.
 """
 
 from __future__ import annotations
@@ -274,67 +275,92 @@ def blob_pattern(path: str):
     return container, re.compile(f"^{regex}$"), pattern if prefix is None else prefix
 
 
-class BlobListener(Listener):
-    SCAN_SECONDS = 0.5
+class BlobRunner:
+    """Runs a blob trigger's function once per blob version (name + ETag), whichever source noticed the blob:
+    a receipt blob in `azure-webjobs-hosts/blobreceipts/...` records each version handled, so a restart or a
+    second notice does not fire it again; after `maxDequeueCount` failures the blob is reported on
+    `webjobs-blobtrigger-poison` and handled."""
 
-    def __init__(self, function: LoadedFunction, stop: threading.Event, blobs: BlobServiceClient,
-                 queues: QueueServiceClient, options: QueueOptions, host_id: str) -> None:
-        super().__init__(function, stop)
+    def __init__(self, function: LoadedFunction, blobs: BlobServiceClient, queues: QueueServiceClient,
+                 options: QueueOptions, host_id: str) -> None:
+        self.function = function
         self.container, self.pattern, self.prefix = blob_pattern(function.spec.trigger["path"])
-        self.blobs = blobs
+        self.container_client = blobs.get_container_client(self.container)
         self.receipts = _ensure_container(blobs, HOSTS_CONTAINER)
         self.receipt_prefix = f"blobreceipts/{host_id}/{function.spec.name}/"
         self.poison = queues.get_queue_client(BLOB_POISON_QUEUE)
         self.max_tries = options.max_dequeue_count
         self.tries: Dict[str, int] = {}
         self.handled: Set[str] = set()
+        self._lock = threading.Lock()
 
-    def _receipt_name(self, blob_name: str, etag: str) -> str:
+    def load_receipts(self) -> None:
+        self.handled.update(b.name for b in self.receipts.list_blobs(name_starts_with=self.receipt_prefix))
+
+    def receipt_name(self, blob_name: str, etag: str) -> str:
         return f"{self.receipt_prefix}{etag.strip(chr(34))}/{self.container}/{blob_name}"
 
-    def _fire(self, container_client, blob) -> None:
-        receipt = self._receipt_name(blob.name, blob.etag)
-        client = container_client.get_blob_client(blob.name)
+    def is_handled(self, blob_name: str, etag: str) -> bool:
+        return self.receipt_name(blob_name, etag) in self.handled
+
+    def run(self, blob_name: str) -> bool:
+        """Fires the function on the blob's current version unless it was handled; False when the function
+        failed and the blob will be tried again (the caller's source decides when)."""
+        client = self.container_client.get_blob_client(blob_name)
         try:
-            data = client.download_blob().readall()
+            downloader = client.download_blob()
+            data = downloader.readall()
         except ResourceNotFoundError:
-            self.handled.add(receipt)
-            return
-        stream = InputStream(data=data, name=f"{self.container}/{blob.name}", uri=client.url, length=len(data),
-                             metadata=dict(blob.metadata or {}))
+            return True  # deleted since it was noticed: nothing to run
+        properties = downloader.properties
+        receipt = self.receipt_name(blob_name, properties.etag)
+        if receipt in self.handled:
+            return True
+        stream = InputStream(data=data, name=f"{self.container}/{blob_name}", uri=client.url, length=len(data),
+                             metadata=dict(properties.metadata or {}))
         try:
-            self.function.invoke(stream, detail=f"blob={self.container}/{blob.name}")
+            self.function.invoke(stream, detail=f"blob={self.container}/{blob_name}")
         except Exception as error:
-            tries = self.tries.get(receipt, 0) + 1
-            self.tries[receipt] = tries
-            log.warning("Function %s failed on blob %s (try %d of %d): %r", self.function.spec.name, blob.name,
+            with self._lock:
+                tries = self.tries.get(receipt, 0) + 1
+                self.tries[receipt] = tries
+            log.warning("Function %s failed on blob %s (try %d of %d): %r", self.function.spec.name, blob_name,
                         tries, self.max_tries, error)
             if tries < self.max_tries:
-                return
+                return False
             try:
                 self.poison.create_queue()
             except ResourceExistsError:
                 pass
             self.poison.send_message(base64.b64encode(json.dumps({
                 "Type": "BlobTrigger", "FunctionId": self.function.spec.name, "BlobType": "BlockBlob",
-                "ContainerName": self.container, "BlobName": blob.name, "ETag": blob.etag,
+                "ContainerName": self.container, "BlobName": blob_name, "ETag": properties.etag,
             }).encode()).decode())
-            log.error("Blob %s/%s moved to %s after %d tries", self.container, blob.name, BLOB_POISON_QUEUE, tries)
+            log.error("Blob %s/%s moved to %s after %d tries", self.container, blob_name, BLOB_POISON_QUEUE, tries)
         self.receipts.upload_blob(receipt, b"", overwrite=True)
         self.handled.add(receipt)
+        return True
+
+
+class BlobListener(Listener):
+    """The polling source (`LogsAndContainerScan`): the container is scanned for blob versions not handled."""
+
+    SCAN_SECONDS = 0.5
+
+    def __init__(self, function: LoadedFunction, stop: threading.Event, runner: BlobRunner) -> None:
+        super().__init__(function, stop)
+        self.runner = runner
 
     def listen(self) -> None:
-        self.handled.update(b.name for b in self.receipts.list_blobs(name_starts_with=self.receipt_prefix))
-        container_client = self.blobs.get_container_client(self.container)
+        self.runner.load_receipts()
+        runner = self.runner
         with ThreadPoolExecutor(4, thread_name_prefix=f"blob-{self.function.spec.name}") as pool:
             while not self.stop_event.is_set():
                 try:
-                    blobs = [blob for blob in container_client.list_blobs(name_starts_with=self.prefix,
-                                                                           include=["metadata"])
-                             if self.pattern.match(blob.name)
-                             and self._receipt_name(blob.name, blob.etag) not in self.handled]
+                    names = [blob.name for blob in runner.container_client.list_blobs(name_starts_with=runner.prefix)
+                             if runner.pattern.match(blob.name) and not runner.is_handled(blob.name, blob.etag)]
                 except ResourceNotFoundError:
-                    blobs = []
-                for future in [pool.submit(self._fire, container_client, blob) for blob in blobs]:
+                    names = []
+                for future in [pool.submit(runner.run, name) for name in names]:
                     future.result()
                 self.stop_event.wait(self.SCAN_SECONDS)

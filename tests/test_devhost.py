@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import time
 
@@ -131,24 +132,73 @@ def test_message_that_is_not_base64_is_poisoned_not_lost(semantics, app_env, nam
     assert recorder().of("Echo") == []
 
 
-def test_blob_fires_once_also_across_a_host_restart(semantics, app_env, names):
+@pytest.mark.parametrize("function, other", [("OnBlob", "OnBlobEvents"), ("OnBlobEvents", "OnBlob")],
+                         ids=["polling-source", "event-grid-source-emulated"])
+def test_blob_fires_once_also_across_a_host_restart(semantics, app_env, names, function, other):
     container = BlobServiceClient.from_connection_string(app_env.connection_string).create_container(
         names.container("watched"))
     container.upload_blob("in/first.txt", b"alpha")
     container.upload_blob("out/ignored.txt", b"not watched")
     container.upload_blob("in/other.json", b"not matching")
-    first = semantics(functions=["OnBlob"])
-    assert wait_for(lambda: len(recorder().of("OnBlob")) == 1)
+    first = semantics(functions=[function])
+    assert wait_for(lambda: len(recorder().of(function)) == 1)
     time.sleep(1.5)
     first.stop()
     container.upload_blob("in/second.txt", b"beta")
-    semantics(functions=["OnBlob"])
-    assert wait_for(lambda: len(recorder().of("OnBlob")) == 2)
+    semantics(functions=[function])
+    assert wait_for(lambda: len(recorder().of(function)) == 2)
     time.sleep(1.5)
-    calls = recorder().of("OnBlob")
+    calls = recorder().of(function)
     expected = [(f"{names.container('watched')}/in/first.txt", "alpha", 5),
                 (f"{names.container('watched')}/in/second.txt", "beta", 4)]
     assert [(c["name"], c["data"], c["length"]) for c in calls] == expected
+    assert recorder().of(other) == []  # only the function started runs
+
+
+def _deliver(host, events, function="Host.Functions.OnBlobEvents", event_type="Notification"):
+    return requests.post(f"{host.base_url}/runtime/webhooks/blobs", params={"functionName": function, "code": "k"},
+                         data=json.dumps(events), headers={"aeg-event-type": event_type}, timeout=30)
+
+
+def _blob_created(container, name):
+    return {"id": name, "eventType": "Microsoft.Storage.BlobCreated", "eventTime": "2026-11-24T00:00:00Z",
+            "subject": f"/blobServices/default/containers/{container}/blobs/{name}", "dataVersion": "",
+            "metadataVersion": "1", "data": {"api": "PutBlob", "blobType": "BlockBlob"}}
+
+
+def test_the_blobs_webhook_validates_its_subscription_and_runs_each_event_once(semantics, app_env, names):
+    watched = names.container("watched")
+    container = BlobServiceClient.from_connection_string(app_env.connection_string).create_container(watched)
+    container.upload_blob("in/posted.txt", b"gamma")
+    container.upload_blob("in/skipped.json", b"outside the path")
+    host = semantics(functions=["OnBlobEvents"], emulate_event_grid=False)
+    handshake = _deliver(host, [{"id": "v", "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
+                                 "subject": "", "data": {"validationCode": "code-123"}}],
+                         event_type="SubscriptionValidation")
+    assert (handshake.status_code, handshake.json()) == (200, {"validationResponse": "code-123"})
+    time.sleep(1.0)
+    assert recorder().of("OnBlobEvents") == []  # nothing runs until an event says so
+    for _ in range(2):  # Event Grid delivers at least once
+        response = _deliver(host, [_blob_created(watched, "in/posted.txt"), _blob_created(watched, "in/skipped.json"),
+                                   _blob_created("elsewhere", "in/posted.txt")])
+        assert response.status_code == 200
+    assert [(c["name"], c["data"]) for c in recorder().of("OnBlobEvents")] == [(f"{watched}/in/posted.txt", "gamma")]
+    assert _deliver(host, [_blob_created(watched, "in/posted.txt")], function="Host.Functions.Nope").status_code == 404
+    assert _deliver(host, {"not": "a list"}).status_code == 400
+
+
+def test_an_event_whose_function_fails_is_refused_until_the_blob_is_poisoned(semantics, app_env, names):
+    watched = names.container("watched")
+    container = BlobServiceClient.from_connection_string(app_env.connection_string).create_container(watched)
+    container.upload_blob("in/bad.txt", b"fail")
+    host = semantics(functions=["OnBlobEvents"], emulate_event_grid=False)
+    statuses = [_deliver(host, [_blob_created(watched, "in/bad.txt")]).status_code for _ in range(4)]
+    assert statuses == [500, 500, 200, 200]  # maxDequeueCount is 3 in the test app's host.json
+    assert len(recorder().of("OnBlobEvents")) == 3
+    poison = queue_client(app_env, "webjobs-blobtrigger-poison")
+    reported = [json.loads(base64.b64decode(m.content)) for m in poison.peek_messages(max_messages=32)]
+    ours = [(r["FunctionId"], r["BlobName"]) for r in reported if r.get("ContainerName") == watched]
+    assert ours == [("OnBlobEvents", "in/bad.txt")]
 
 
 def test_timer_with_run_on_startup_fires_at_start(semantics):

@@ -91,7 +91,8 @@ def test_post_creates_a_queued_task_and_starts_it(api, route):
     assert response.headers["Location"] == (
         f"http://127.0.0.1:7071{api.path}/exportTasks/{task['id']}?api-version={API_VERSION}")
     assert response.headers["Retry-After"] == "2"
-    assert {"app": f"{api.collection}~{api.app}", "job": task["id"], "attempt": 0} in poll_messages(api)
+    assert (f"{api.collection}~{api.app}", task["id"], 0) in [(m["app"], m["job"], m["attempt"])
+                                                               for m in poll_messages(api)]
     got, fetched = api.call("GET", task["id"])
     assert got.status_code == 200 and fetched == task
 

@@ -12,7 +12,7 @@ import azure.functions as func
 
 from shared.api.http import arm_endpoint, authorized_app, check_api_version, json_response
 from shared.ingest import collect, idempotency, quota
-from shared.platform import json_input
+from shared.platform import json_input, telemetry
 from shared.platform.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -72,6 +72,10 @@ def handle(req: func.HttpRequest) -> func.HttpResponse:
         quota.admit(app.id, batch.accepted)
 
     if key is None:
-        return json_response(collect.ingest(app.id, records, admit=admit))
+        answer = collect.ingest(app.id, records, admit=admit)
+        telemetry.records_ingested(app.id, answer["accepted"])
+        return json_response(answer)
     outcome = idempotency.ingest_once(app.id, key, body, records, admit)
+    if not outcome.replayed:
+        telemetry.records_ingested(app.id, outcome.answer["accepted"])
     return json_response(outcome.answer, headers={idempotency.REPLAYED_HEADER: "true"} if outcome.replayed else None)

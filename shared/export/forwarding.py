@@ -20,7 +20,8 @@ from typing import List, Optional, Tuple
 import requests
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from shared.platform import storage
+from shared.platform import storage, telemetry
+from shared.platform.apps import AppRef
 from shared.platform.config import get_settings
 
 FORWARDED_TABLE = "forwarded"
@@ -136,22 +137,26 @@ def forward(blob_name: str, data: bytes) -> int:
         storage.destination_queue(queue).send_message(
             json.dumps({"reason": f"malformed manifest: {error}", "blob": blob_name}))
         return 0
-    sent = 0
-    webhook = get_settings().webhook_url
-    for index, message in enumerate(messages(manifest)):
-        targets: List[Tuple[Optional[str], str]] = [(queue_name, f"{index:05d}|{queue_name}")
-                                                    for queue_name in routes_for(manifest["exportType"])]
-        if webhook:
-            targets.append((None, f"{index:05d}|webhook"))
-        for queue_name, key in targets:
-            if _already_sent(manifest["jobId"], key):
-                continue
-            if queue_name is None:
-                _post_webhook(json.dumps(message))
-            else:
-                _send(queue_name, json.dumps(message))
-            storage.table(FORWARDED_TABLE).upsert_entity({"PartitionKey": manifest["jobId"], "RowKey": key,
-                                                          "blob": blob_name})
-            sent += 1
-    log.info("Manifest %s forwarded: %d message(s)", blob_name, sent)
+    app = manifest["app"]
+    app_id = AppRef(str(app.get("appCollection", "")), str(app.get("appName", ""))).id
+    with telemetry.job_scope("export.forward", job_id=manifest["jobId"], app_id=app_id,
+                             attributes={"export.type": manifest["exportType"]}):
+        sent = 0
+        webhook = get_settings().webhook_url
+        for index, message in enumerate(messages(manifest)):
+            targets: List[Tuple[Optional[str], str]] = [(queue_name, f"{index:05d}|{queue_name}")
+                                                        for queue_name in routes_for(manifest["exportType"])]
+            if webhook:
+                targets.append((None, f"{index:05d}|webhook"))
+            for queue_name, key in targets:
+                if _already_sent(manifest["jobId"], key):
+                    continue
+                if queue_name is None:
+                    _post_webhook(json.dumps(message))
+                else:
+                    _send(queue_name, json.dumps(message))
+                storage.table(FORWARDED_TABLE).upsert_entity({"PartitionKey": manifest["jobId"], "RowKey": key,
+                                                              "blob": blob_name})
+                sent += 1
+        log.info("Manifest %s forwarded: %d message(s)", blob_name, sent)
     return sent

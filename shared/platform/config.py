@@ -74,6 +74,16 @@ COLLECT_KEY_CACHE_SECONDS = "COLLECT_KEY_CACHE_SECONDS"
 IDEMPOTENCY_LEASE = "COLLECT_IDEMPOTENCY_LEASE_SECONDS"
 IDEMPOTENCY_WAIT = "COLLECT_IDEMPOTENCY_WAIT_SECONDS"
 
+# Application Insights, as the Functions host and the Azure Monitor distro name it: telemetry is exported
+# through OpenTelemetry when it is set, and not at all when it is not (shared.platform.telemetry).
+APPINSIGHTS_CONNECTION = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+
+
+def appinsights_connection(env: Mapping[str, str]) -> Optional[str]:
+    """Read apart from load_settings: telemetry starts even when another setting is wrong, to report it."""
+    return _text(env, APPINSIGHTS_CONNECTION)
+
+
 DEVELOPMENT_CONNECTION_STRING = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
     "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"

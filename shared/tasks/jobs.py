@@ -102,6 +102,7 @@ class ExportJob:
     projection: Optional[List[str]] = None  # the request's fields: the columns written, when not all
     name_filter: Optional[Dict[str, List[str]]] = None  # the request's names: {"include": [...]} or {"exclude": [...]}
     committing: bool = False  # set by the monitor before it commits: from then on the job can only succeed or fail
+    trace_parent: Optional[str] = None  # W3C traceparent of the job's trace: every message of the job carries it
     etag: Optional[str] = field(default=None, compare=False)
 
     def move_to(self, state: str, *, now: Optional[dt.datetime] = None, error: Optional[str] = None) -> None:

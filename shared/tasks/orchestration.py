@@ -10,11 +10,12 @@ import datetime as dt
 import json
 import logging
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
 from shared.export import committer, engine, planning
-from shared.platform import storage
+from shared.platform import storage, telemetry
 from shared.platform.config import get_settings
 from shared.platform.errors import Conflict, PermanentJobError
 from shared.tasks import jobs, monitor, parts
@@ -26,31 +27,52 @@ RESTART_QUEUED_AFTER = dt.timedelta(minutes=1)
 log = logging.getLogger(__name__)
 
 
+def _hop_fields(doc: dict) -> dict:
+    """The optional fields every message of a job carries: the job's trace (W3C traceparent) and when the
+    message was due on its queue (epoch seconds). Ill-formed ones are dropped: they are telemetry only."""
+    trace, due = doc.get("trace"), doc.get("due")
+    return {"trace": trace if isinstance(trace, str) else None,
+            "due": float(due) if isinstance(due, (int, float)) and not isinstance(due, bool) else None}
+
+
+def _with_hop_fields(doc: dict, trace: Optional[str], due: Optional[float]) -> str:
+    if trace is not None:
+        doc["trace"] = trace
+    if due is not None:
+        doc["due"] = round(due, 3)
+    return json.dumps(doc)
+
+
 @dataclass(frozen=True)
 class PollMessage:
     app_id: str
     job_id: str
     attempt: int = 0
+    trace: Optional[str] = None
+    due: Optional[float] = None
 
     def to_json(self) -> str:
-        return json.dumps({"app": self.app_id, "job": self.job_id, "attempt": self.attempt})
+        return _with_hop_fields({"app": self.app_id, "job": self.job_id, "attempt": self.attempt}, self.trace,
+                                self.due)
 
     @classmethod
     def from_json(cls, body: bytes) -> "PollMessage":
         try:
             doc = json.loads(body)
-            return cls(app_id=str(doc["app"]), job_id=str(doc["job"]), attempt=int(doc.get("attempt", 0)))
-        except (ValueError, KeyError, TypeError) as error:
+            return cls(app_id=str(doc["app"]), job_id=str(doc["job"]), attempt=int(doc.get("attempt", 0)),
+                       **_hop_fields(doc))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not a poll message: {error!r}") from None
 
 
 def send_poll(message: PollMessage, *, delay_seconds: int = 0) -> None:
+    message = replace(message, due=time.time() + delay_seconds)
     storage.send_message(POLL_QUEUE, message.to_json(), delay_seconds=delay_seconds)
 
 
 def request_start(job: jobs.ExportJob) -> None:
     """Puts a new job on its way now: its first poll plans it and fans out the work."""
-    send_poll(PollMessage(job.app_id, job.id))
+    send_poll(PollMessage(job.app_id, job.id, trace=job.trace_parent))
 
 
 def restart_stranded_jobs(now: dt.datetime) -> int:
@@ -89,12 +111,14 @@ class WorkMessage:
     job_id: str
     index: int
     window: Optional[int] = None
+    trace: Optional[str] = None
+    due: Optional[float] = None
 
     def to_json(self) -> str:
         doc = {"app": self.app_id, "job": self.job_id, "item": self.index}
         if self.window is not None:
             doc["window"] = self.window
-        return json.dumps(doc)
+        return _with_hop_fields(doc, self.trace, self.due)
 
     @classmethod
     def from_json(cls, body: bytes) -> "WorkMessage":
@@ -103,14 +127,19 @@ class WorkMessage:
             window = doc.get("window") if isinstance(doc, dict) else None
             if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
                 raise ValueError(f"window {window!r} is not a positive integer")
-            return cls(app_id=str(doc["app"]), job_id=str(doc["job"]), index=int(doc["item"]), window=window)
-        except (ValueError, KeyError, TypeError) as error:
+            return cls(app_id=str(doc["app"]), job_id=str(doc["job"]), index=int(doc["item"]), window=window,
+                       **_hop_fields(doc))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not a work message: {error!r}") from None
+
+
+def _send_work(message: WorkMessage) -> None:
+    storage.send_message(WORK_QUEUE, replace(message, due=time.time()).to_json())
 
 
 def _poll_later(message: PollMessage) -> None:
     delay = POLL_DELAYS[min(message.attempt, len(POLL_DELAYS) - 1)]
-    send_poll(PollMessage(message.app_id, message.job_id, message.attempt + 1), delay_seconds=delay)
+    send_poll(replace(message, attempt=message.attempt + 1), delay_seconds=delay)
 
 
 def _finish(job: jobs.ExportJob, state: str, *, error: Optional[str] = None, **fields) -> None:
@@ -122,6 +151,7 @@ def _finish(job: jobs.ExportJob, state: str, *, error: Optional[str] = None, **f
         try:
             jobs.save_job(job)
             log.info("Export task %s %s%s", job.id, state, f": {error}" if error else "")
+            _report_end(job)
             return
         except jobs.JobChanged:
             job = jobs.get_job(job.app_id, job.id)
@@ -147,7 +177,16 @@ def cancel(app_id: str, job_id: str) -> jobs.ExportJob:
             job = jobs.get_job(app_id, job_id)
             continue
         log.info("Export task %s of app %s cancelled", job.id, app_id)
+        _report_end(job)
         return job
+
+
+def _report_end(job: jobs.ExportJob) -> None:
+    ended = job.date_completed or jobs.utcnow()
+    telemetry.export_ended(app_id=job.app_id, export_type=job.export_type, export_format=job.export_format,
+                           state=job.state, seconds=(ended - job.date_created).total_seconds(),
+                           records=job.record_count if job.state == jobs.SUCCEEDED else None,
+                           size=job.bytes if job.state == jobs.SUCCEEDED else None)
 
 
 def fail(app_id: str, job_id: str, reason: str) -> None:
@@ -166,7 +205,7 @@ def _start(job: jobs.ExportJob) -> jobs.ExportJob:
     items = engine.load_or_create_plan(job)
     window = get_settings().job_items_in_flight
     for item in items[:window]:
-        storage.send_message(WORK_QUEUE, WorkMessage(job.app_id, job.id, item.index, window).to_json())
+        _send_work(WorkMessage(job.app_id, job.id, item.index, window, trace=job.trace_parent))
     job.parts_total = len(items)
     job.move_to(jobs.STARTED)
     try:
@@ -177,6 +216,12 @@ def _start(job: jobs.ExportJob) -> jobs.ExportJob:
 
 def poll(message: PollMessage) -> None:
     """One look at a job: start it, fail it, finish it, or look again later (the decision: shared.tasks.monitor)."""
+    with telemetry.job_scope("export.poll", job_id=message.job_id, app_id=message.app_id, traceparent=message.trace,
+                             queue=POLL_QUEUE, due=message.due, attributes={"export.poll_attempt": message.attempt}):
+        _poll(message)
+
+
+def _poll(message: PollMessage) -> None:
     job = jobs.find_job(message.app_id, message.job_id)
     if job is None:
         log.warning("Poll for unknown export task %s of app %s dropped", message.job_id, message.app_id)
@@ -224,7 +269,9 @@ def _commit(job: jobs.ExportJob, done: Sequence[parts.Part]) -> None:
             if job.finished:
                 return
     try:
-        files = committer.commit(job, done)
+        with telemetry.job_scope("export.commit", job_id=job.id, app_id=job.app_id,
+                                 attributes={"export.parts": len(done)}):
+            files = committer.commit(job, done)
     except PermanentJobError as error:
         _finish(job, jobs.FAILED, error=str(error))
         return
@@ -249,8 +296,7 @@ def _send_next(message: WorkMessage, items: int) -> None:
         return
     recorded = parts.find_part(message.job_id, following)
     if recorded is None:
-        storage.send_message(WORK_QUEUE, WorkMessage(message.app_id, message.job_id, following,
-                                                     message.window).to_json())
+        _send_work(replace(message, index=following))
 
 
 def run_item(app_id: str, job_id: str, index: int, *, last_try: bool,
@@ -281,6 +327,7 @@ def run_item(app_id: str, job_id: str, index: int, *, last_try: bool,
         raise
     parts.record(parts.done(job.id, index, item.file, records=result.records, size=result.bytes, md5=result.md5,
                             blocks=result.blocks))
+    telemetry.annotate(records=result.records, bytes=result.bytes)
     log.info("Export %s part %d: %d records, %d bytes", job.id, index, result.records, result.bytes)
     if on_done is not None:
         on_done(len(plan))
@@ -307,13 +354,16 @@ def work(message: WorkMessage, *, last_try: bool) -> None:
     At most EXPORT_WORKER_CONCURRENCY items run at once in a process, whatever the host's queue batch size,
     so memory stays flat however many parts an export has; the others wait with their message leased, and a
     freed slot goes to the app that holds the fewest (shared.tasks.fairslots)."""
-    try:
-        with _slots().slot(message.app_id):
-            last = run_item(message.app_id, message.job_id, message.index, last_try=last_try,
-                            on_done=lambda items: _send_next(message, items))
-    except Exception:
-        if last_try:
-            send_poll(PollMessage(message.app_id, message.job_id))  # the part was recorded as failed
-        raise
-    if last:
-        send_poll(PollMessage(message.app_id, message.job_id))
+    with telemetry.job_scope("export.part", job_id=message.job_id, app_id=message.app_id, part=message.index,
+                             traceparent=message.trace, queue=WORK_QUEUE, due=message.due):
+        try:
+            with _slots().slot(message.app_id):
+                last = run_item(message.app_id, message.job_id, message.index, last_try=last_try,
+                                on_done=lambda items: _send_next(message, items))
+        except Exception:
+            if last_try:
+                # the part was recorded as failed
+                send_poll(PollMessage(message.app_id, message.job_id, trace=message.trace))
+            raise
+        if last:
+            send_poll(PollMessage(message.app_id, message.job_id, trace=message.trace))

@@ -11,7 +11,7 @@ from typing import Optional
 
 from shared.export import destination
 from shared.export.export_request import ExportRequest
-from shared.platform import apps
+from shared.platform import apps, telemetry
 from shared.platform.config import get_settings
 from shared.tasks import jobs, orchestration
 
@@ -20,28 +20,34 @@ log = logging.getLogger(__name__)
 
 def submit_export(app: apps.AppRef, request: ExportRequest, *, schedule: Optional[str] = None,
                   job_id: Optional[str] = None) -> jobs.ExportJob:
-    """Checks the destination (live, unless disabled), stores the job Queued and puts it on its way.
-    Raises BadRequest for a destination that cannot be used, JobChanged when ``job_id`` exists already."""
+    """Checks the destination (live, unless disabled), stores the job Queued and puts it on its way; the job's
+    trace starts here. Raises BadRequest for a destination that cannot be used, JobChanged when ``job_id``
+    exists already."""
     target = destination.parse_destination(request.container_url)
     sealed = target.seal()
     now = jobs.utcnow()
-    job = jobs.ExportJob(
-        app_id=app.id, id=job_id or jobs.new_job_id(now), route=request.route.route,
-        export_type=request.route.export_type, container_url=sealed.url, sealed_sas=sealed.sealed_sas,
-        sas_expires=sealed.expires, date_created=now, description=request.description,
-        export_format=request.export_format, start_date=request.start_date, end_date=request.end_date,
-        campaign_type=request.campaign_type,
-        campaign_ids=list(request.campaign_ids) if request.campaign_ids is not None else None,
-        campaign_window_start=request.campaign_window_start, campaign_window_end=request.campaign_window_end,
-        export_user_id=request.export_user_id, hour=request.hour, schedule=schedule, layout=request.layout,
-        projection=list(request.projection) if request.projection is not None else None,
-        name_filter={key: list(names) for key, names in request.name_filter.items()} if request.name_filter else None)
-    if get_settings().probe_destination:
-        destination.probe(target, f"{job.export_type}/{job.id}/.write-check")
-    jobs.create_job(job)
-    orchestration.request_start(job)
-    log.info("Export task %s created for app %s (%s, %s)", job.id, app.id, job.export_type, job.export_format)
-    return job
+    job_id = job_id or jobs.new_job_id(now)
+    with telemetry.job_scope("export.create", job_id=job_id, app_id=app.id,
+                             attributes={"export.type": request.route.export_type,
+                                         "export.format": request.export_format}):
+        job = jobs.ExportJob(
+            app_id=app.id, id=job_id, route=request.route.route, export_type=request.route.export_type,
+            container_url=sealed.url, sealed_sas=sealed.sealed_sas, sas_expires=sealed.expires, date_created=now,
+            description=request.description, export_format=request.export_format, start_date=request.start_date,
+            end_date=request.end_date, campaign_type=request.campaign_type,
+            campaign_ids=list(request.campaign_ids) if request.campaign_ids is not None else None,
+            campaign_window_start=request.campaign_window_start, campaign_window_end=request.campaign_window_end,
+            export_user_id=request.export_user_id, hour=request.hour, schedule=schedule, layout=request.layout,
+            projection=list(request.projection) if request.projection is not None else None,
+            name_filter=({key: list(names) for key, names in request.name_filter.items()}
+                         if request.name_filter else None),
+            trace_parent=telemetry.current_traceparent())
+        if get_settings().probe_destination:
+            destination.probe(target, f"{job.export_type}/{job.id}/.write-check")
+        jobs.create_job(job)
+        orchestration.request_start(job)
+        log.info("Export task %s created for app %s (%s, %s)", job.id, app.id, job.export_type, job.export_format)
+        return job
 
 
 def get_export(app: apps.AppRef, job_id: str) -> jobs.ExportJob:
