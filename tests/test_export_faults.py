@@ -435,6 +435,42 @@ def test_a_conversion_process_killed_mid_part_fails_the_try_and_the_retry_is_exa
     assert_exact(driver, driver.run(job))
 
 
+def _start_conversion_processes_then_wait(report) -> None:
+    """In a process of its own: starts the conversion pool, reports its processes, then waits to be killed."""
+    from shared.export import convert
+    executor = convert._executor(2)
+    list(executor.map(time.sleep, [0.3, 0.3]))
+    report.put(sorted(executor._processes))
+    time.sleep(120)
+
+
+def test_conversion_processes_exit_when_the_process_that_started_them_is_killed():
+    import multiprocessing
+
+    import psutil
+
+    from shared.export import convert
+    context = multiprocessing.get_context("spawn")
+    report = context.Queue()
+    worker = context.Process(target=_start_conversion_processes_then_wait, args=(report,))
+    worker.start()
+    pids = report.get(timeout=60)
+    assert len(pids) == 2 and all(psutil.pid_exists(pid) for pid in pids)
+    worker.kill()  # as a host is killed: the pool is never shut down
+    worker.join(10)
+
+    def gone(pid):
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # exited; init reaps it when it can
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + 5 * convert.PARENT_CHECK_SECONDS + 5
+    while not all(gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(gone(pid) for pid in pids), "orphaned conversion processes still run"
+
+
 def test_csv_converted_in_conversion_processes_is_the_text_converted_in_the_worker(driver, settings_override):
     texts = []
     for processes in ("0", "2"):

@@ -17,7 +17,9 @@ from __future__ import annotations
 import collections
 import gc
 import multiprocessing
+import os
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Deque, Iterable, Iterator, Optional, Tuple
@@ -43,10 +45,23 @@ def _converting(convert_run: RunConverter, text: bytes, spec: RowSpec) -> Tuple[
     return convert_run(text, spec)
 
 
-def _start_process() -> None:
+# How often a conversion process looks whether the process that started it is still there.
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _start_process(parent_pid: int) -> None:
     # Conversion makes thousands of dicts per run and no reference cycles; the collector's passes over
     # them took about a fifth of the time.
     gc.disable()
+    # A pool process holds both ends of the pool's call queue, so it never reads an end of file when the
+    # process that started it dies (SIGKILL, OOM): it would wait for work for ever. It exits instead.
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="parent-watch", daemon=True).start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
 
 
 _lock = threading.Lock()
@@ -61,7 +76,7 @@ def _executor(processes: int) -> ProcessPoolExecutor:
             if _pool is not None:
                 _pool.shutdown(wait=False, cancel_futures=True)
             _pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_start_process)
+                                        initializer=_start_process, initargs=(os.getpid(),))
             _pool_size = processes
         return _pool
 
