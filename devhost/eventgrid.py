@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 from urllib.parse import quote
 
 import requests
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from devhost.invoker import LoadedFunction
 from devhost.listeners import BlobRunner, Listener
@@ -97,7 +97,12 @@ class BlobWebhook:
             blob = _blob_of(event.get("subject"))
             if blob is None or blob[0] != runner.container or not runner.pattern.match(blob[1]):
                 continue  # outside the trigger's path: the host does not run the function
-            if not runner.run(blob[1]):
+            try:
+                if not runner.run(blob[1]):
+                    retry = True
+            except Exception as error:  # storage unreachable: Event Grid delivers the event again
+                log.warning("Blob %s/%s could not be read for %s: %r", blob[0], blob[1], runner.function.spec.name,
+                            error)
                 retry = True
         if retry:
             return 500, {"error": {"code": "FunctionFailed", "message": "the function failed; deliver again"}}
@@ -163,6 +168,9 @@ class EventGridEmulator(Listener):
                 fresh = [blob for blob in self.runner.container_client.list_blobs(name_starts_with=self.runner.prefix)
                          if blob.name.endswith(self.suffix) and (blob.name, blob.etag) not in self.delivered]
             except ResourceNotFoundError:
+                fresh = []  # no container yet
+            except AzureError as error:  # storage unreachable: the next scan finds the same blobs
+                log.warning("Event Grid emulator: scanning %s failed: %r", self.runner.container, error)
                 fresh = []
             for blob in fresh:  # one event per blob, as storage publishes them
                 if self.stop_event.is_set():

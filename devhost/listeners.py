@@ -25,7 +25,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Optional, Set
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.functions.blob import InputStream
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
@@ -359,8 +359,10 @@ class BlobListener(Listener):
                 try:
                     names = [blob.name for blob in runner.container_client.list_blobs(name_starts_with=runner.prefix)
                              if runner.pattern.match(blob.name) and not runner.is_handled(blob.name, blob.etag)]
+                    for future in [pool.submit(runner.run, name) for name in names]:
+                        future.result()
                 except ResourceNotFoundError:
-                    names = []
-                for future in [pool.submit(runner.run, name) for name in names]:
-                    future.result()
+                    pass  # no container yet
+                except AzureError as error:  # storage unreachable: the next scan finds the same blobs
+                    log.warning("Scanning %s for %s failed: %r", runner.container, self.function.spec.name, error)
                 self.stop_event.wait(self.SCAN_SECONDS)

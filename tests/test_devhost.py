@@ -155,6 +155,31 @@ def test_blob_fires_once_also_across_a_host_restart(semantics, app_env, names, f
     assert recorder().of(other) == []  # only the function started runs
 
 
+@pytest.mark.parametrize("function", ["OnBlob", "OnBlobEvents"], ids=["polling-source", "event-grid-source-emulated"])
+def test_a_blob_source_outlives_storage_that_stops_answering(semantics, app_env, names, function):
+    from azure.core.exceptions import ServiceRequestError
+
+    container = BlobServiceClient.from_connection_string(app_env.connection_string).create_container(
+        names.container("watched"))
+    host = semantics(functions=[function])
+    (listener,) = host.listeners
+    client = listener.runner.container_client
+    real_list = client.list_blobs
+    failures = []
+
+    def unreachable(*args, **kwargs):
+        if len(failures) < 3:
+            failures.append(1)
+            raise ServiceRequestError("connection refused")
+        return real_list(*args, **kwargs)
+
+    client.list_blobs = unreachable
+    assert wait_for(lambda: len(failures) == 3)
+    container.upload_blob("in/after.txt", b"delta")
+    assert wait_for(lambda: [c["data"] for c in recorder().of(function)] == ["delta"])
+    assert listener.is_alive()
+
+
 def _deliver(host, events, function="Host.Functions.OnBlobEvents", event_type="Notification"):
     return requests.post(f"{host.base_url}/runtime/webhooks/blobs", params={"functionName": function, "code": "k"},
                          data=json.dumps(events), headers={"aeg-event-type": event_type}, timeout=30)
