@@ -267,7 +267,7 @@ def _trigger_of(function: str) -> dict:
         return json.load(handle)["bindings"][0]
 
 
-def _module_problems(parsed: BicepFile, root: str) -> Iterator[str]:
+def _module_problems(parsed: BicepFile) -> Iterator[str]:
     for module in parsed.of_kind("module"):
         target = os.path.join(os.path.dirname(parsed.path), module.type)
         if not os.path.exists(target):
@@ -420,7 +420,7 @@ def check(root: str = REPO_ROOT) -> List[str]:
              for name in sorted(os.listdir(infra)) if name.endswith(".bicep")}
     problems = [problem for parsed in files.values() for problem in parsed.problems]
     for parsed in files.values():
-        problems += list(_module_problems(parsed, root))
+        problems += list(_module_problems(parsed))
     missing = sorted({"main", "app", "eventgrid"} - set(files))
     if missing:
         return problems + [f"infra/{name}.bicep is missing" for name in missing]
