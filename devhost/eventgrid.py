@@ -33,7 +33,7 @@ import requests
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from devhost.invoker import LoadedFunction
-from devhost.listeners import BlobRunner, Listener
+from devhost.listeners import BlobRunner, Listener, path_suffix
 
 log = logging.getLogger("devhost")
 WEBHOOK_PATH = "runtime/webhooks/blobs"
@@ -119,7 +119,7 @@ class EventGridEmulator(Listener):
         super().__init__(function, stop)
         self.runner = runner
         self.base_url = base_url
-        self.suffix = _literal_suffix(function.spec.trigger["path"])
+        self.suffix = path_suffix(function.spec.trigger["path"])
         self.delivered: Set[Tuple[str, str]] = set()
         self.session = requests.Session()
         self.session.trust_env = False  # loopback only; never through a proxy from the environment
@@ -179,12 +179,6 @@ class EventGridEmulator(Listener):
                 if response is not None and response.ok:
                     self.delivered.add((blob.name, blob.etag))
             self.stop_event.wait(self.SCAN_SECONDS)
-
-
-def _literal_suffix(path: str) -> str:
-    """The text after the last `{...}` of a blob trigger path: the subscription's subjectEndsWith."""
-    tail = path.rsplit("}", 1)
-    return tail[1] if len(tail) == 2 else ""
 
 
 def _now() -> str:

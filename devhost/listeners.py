@@ -275,6 +275,13 @@ def blob_pattern(path: str):
     return container, re.compile(f"^{regex}$"), pattern if prefix is None else prefix
 
 
+def path_suffix(path: str) -> str:
+    """The literal end of a blob trigger path, after its last `{...}` (what an Event Grid subscription's
+    subjectEndsWith filters on); empty for a path without one."""
+    head, brace, tail = path.rpartition("}")
+    return tail if brace else ""
+
+
 class BlobRunner:
     """Runs a blob trigger's function once per blob version (name + ETag), whichever source noticed the blob:
     a receipt blob in `azure-webjobs-hosts/blobreceipts/...` records each version handled, so a restart or a

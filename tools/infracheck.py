@@ -31,6 +31,8 @@ import tree_sitter_bicep
 import yaml
 from tree_sitter import Language, Node, Parser
 
+from devhost.listeners import path_suffix
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Bicep's functions (sys namespace) and the az namespace's: a call to any other name is an error.
@@ -393,7 +395,7 @@ def _event_grid_problems(eventgrid: BicepFile) -> Iterator[str]:
     event_filter = properties.get("filter") or {}
     if event_filter.get("includedEventTypes") != ["Microsoft.Storage.BlobCreated"]:
         yield "eventgrid.bicep: the subscription must take Microsoft.Storage.BlobCreated only"
-    suffix = trigger["path"].rsplit("}", 1)[-1]
+    suffix = path_suffix(trigger["path"])
     if event_filter.get("subjectEndsWith") != suffix:
         yield f"eventgrid.bicep: subjectEndsWith must be {suffix!r}, the end of OnBlobCreated's path"
     begins = event_filter.get("subjectBeginsWith")

@@ -72,10 +72,9 @@ def handle(req: func.HttpRequest) -> func.HttpResponse:
         quota.admit(app.id, batch.accepted)
 
     if key is None:
-        answer = collect.ingest(app.id, records, admit=admit)
-        telemetry.records_ingested(app.id, answer["accepted"])
-        return json_response(answer)
-    outcome = idempotency.ingest_once(app.id, key, body, records, admit)
+        outcome = idempotency.Outcome(collect.ingest(app.id, records, admit=admit), replayed=False)
+    else:
+        outcome = idempotency.ingest_once(app.id, key, body, records, admit)
     if not outcome.replayed:
         telemetry.records_ingested(app.id, outcome.answer["accepted"])
     return json_response(outcome.answer, headers={idempotency.REPLAYED_HEADER: "true"} if outcome.replayed else None)
