@@ -62,6 +62,8 @@ def configure(env: Optional[Mapping[str, str]] = None) -> bool:
     """Once per process: the log fields, and the Azure Monitor exporters when the connection string is set.
     Returns whether telemetry is exported."""
     global _configured, _exporting
+    if _configured:  # every span and metric comes here: no lock once done
+        return _exporting
     with _lock:
         if _configured:
             return _exporting
