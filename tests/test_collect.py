@@ -7,6 +7,7 @@ import datetime as dt
 import gzip
 import json
 import threading
+import time
 
 import pytest
 from azure.data.tables import TableServiceClient
@@ -265,3 +266,17 @@ def test_rows_are_filed_under_the_hour_partition_exports_read(year):
     moment = dt.datetime(year, 3, 4, 5, 6, tzinfo=dt.timezone.utc)
     record = {"type": "event", "deviceId": "d", "name": "e", "timestamp": f"{year:04d}-03-04T05:06:00.000Z"}
     assert list(rawstore.partition_lines("a~b", [record])) == [rawstore.hour_prefix("a~b", "event", moment)]
+
+
+def test_a_partition_idle_past_the_limit_is_forgotten_and_its_later_rows_still_land(device, monkeypatch):
+    monkeypatch.setattr(rawstore, "PARTITION_IDLE_SECONDS", 0.2)
+    writer = rawstore.RawWriter()
+    early, other = f"{device.app_id}/event/2026/01/01/00/", f"{device.app_id}/event/2026/01/01/01/"
+    writer.append_lines(early, [b'{"n":1}\n'])
+    time.sleep(0.3)
+    writer.append_lines(other, [b'{"n":2}\n'])
+    assert list(writer._partitions) == [other]  # the process keeps no entry for the idle partition
+    writer.append_lines(early, [b'{"n":3}\n'])
+    stored = {name: blob_rows for name, blob_rows in device.raw_rows("event").items() if name.startswith(early)}
+    assert sorted(row["n"] for blob_rows in stored.values() for row in blob_rows) == [1, 3]
+    assert len(stored) == 2  # a new blob after it was forgotten

@@ -175,6 +175,32 @@ def test_a_key_older_than_24_hours_names_a_new_batch(device):
     assert len(device.stored()) == 5
 
 
+def test_the_timer_removes_expired_claims_hourly_and_keeps_live_ones(device, monkeypatch):
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.functions.timer import TimerRequest
+
+    import StartExport
+    old_key, live_key, later_key = (str(uuid.uuid4()) for _ in range(3))
+    for key in (old_key, live_key, later_key):
+        assert device.send_full(EVENTS[:2], key)[0] == 200
+    for key in (old_key, later_key):
+        table, claim = device.claim(key)
+        table.update_entity(dict(claim, claimedAt="2020-01-01T00:00:00.000Z"), mode=UpdateMode.REPLACE)
+    monkeypatch.setattr(idempotency, "_last_sweep", None)
+    StartExport.main(TimerRequest(past_due=False))
+    with pytest.raises(ResourceNotFoundError):
+        device.claim(old_key)
+    with pytest.raises(ResourceNotFoundError):
+        device.claim(later_key)
+    status, _, headers = device.send_full(EVENTS[:2], live_key)  # a live claim still answers its copies
+    assert status == 200 and headers[idempotency.REPLAYED_HEADER] == "true"
+    assert device.send_full(EVENTS[:2], later_key)[0] == 200
+    table, claim = device.claim(later_key)
+    table.update_entity(dict(claim, claimedAt="2020-01-01T00:00:00.000Z"), mode=UpdateMode.REPLACE)
+    StartExport.main(TimerRequest(past_due=False))  # within the hour: not swept again
+    assert device.claim(later_key)[1]["claimedAt"] == "2020-01-01T00:00:00.000Z"
+
+
 def _send_and_die(env, collection, app, collect_key, records, key, die_when):
     """In a child process: sends the batch through Collect and is killed (SIGKILL) at ``die_when``."""
     os.environ.update(env)

@@ -214,5 +214,35 @@ def _stored_after(prefix: str, owner: str, recorded_blob: Optional[str], offset:
     return False
 
 
+# Claims of keys never sent again would stay for ever: StartExport's timer removes the expired ones, at most
+# this often in a process.
+SWEEP_EVERY = dt.timedelta(hours=1)
+_last_sweep: Optional[dt.datetime] = None
+
+
+def forget_expired(now: dt.datetime, *, limit: int = 5000) -> int:
+    """Deletes up to ``limit`` claims older than KEY_LIFETIME (their keys are free again anyway); returns how
+    many. Does nothing when this process swept less than SWEEP_EVERY ago. A claim replaced meanwhile by a new
+    batch with its key (another ETag) is kept."""
+    global _last_sweep
+    if _last_sweep is not None and now - _last_sweep < SWEEP_EVERY:
+        return 0
+    _last_sweep = now
+    table = storage.table(TABLE)
+    removed = 0
+    expired = table.query_entities("claimedAt lt @cutoff", parameters={"cutoff": format_time(now - KEY_LIFETIME)},
+                                   select=["PartitionKey", "RowKey"])
+    for row in expired:
+        try:
+            table.delete_entity(row["PartitionKey"], row["RowKey"], etag=row.metadata["etag"],
+                                match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            continue
+        removed += 1
+        if removed >= limit:
+            break
+    return removed
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)

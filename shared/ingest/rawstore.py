@@ -77,6 +77,12 @@ class _Partition:
     pending: List[_Waiting] = field(default_factory=list)
     blob: Optional[_OpenBlob] = None
     committing: threading.Lock = field(default_factory=threading.Lock)
+    last_used: float = 0.0  # time.monotonic() of the last rows queued
+
+
+# A partition (app, type, hour) not written for this long is forgotten: a process that runs for weeks would
+# otherwise keep one entry per partition it ever wrote. Rows that come later for it go to a new blob.
+PARTITION_IDLE_SECONDS = 3600.0
 
 
 # Storage that is throttling or slow is retried here, briefly, instead of with the SDK's backoff of 15 s and
@@ -99,6 +105,7 @@ class RawWriter:
         self.writer_id = writer_id or f"{socket.gethostname()[:20]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._lock = threading.Lock()
         self._partitions: Dict[str, _Partition] = defaultdict(_Partition)
+        self._next_prune = time.monotonic() + PARTITION_IDLE_SECONDS
 
     def _members(self, lines: List[bytes]) -> Iterator[bytes]:
         """gzip members of at most ~MAX_BLOCK_BYTES of input each."""
@@ -139,12 +146,16 @@ class RawWriter:
         The rows join every partition's queue first, so while this caller commits one partition, another
         caller's commit of the next one can already carry them."""
         mine: List[Tuple[str, _Partition, _Waiting]] = []
+        now = time.monotonic()
         with self._lock:
+            if now >= self._next_prune:
+                self._prune(now)
             for prefix, lines in rows.items():
                 if lines:
                     partition = self._partitions[prefix]
                     waiting = _Waiting(lines, deadline)
                     partition.pending.append(waiting)
+                    partition.last_used = now
                     mine.append((prefix, partition, waiting))
         for prefix, partition, waiting in mine:
             with partition.committing:
@@ -155,6 +166,16 @@ class RawWriter:
         for _, _, waiting in mine:
             if waiting.error is not None:
                 raise waiting.error
+
+    def _prune(self, now: float) -> None:
+        """Forgets the partitions idle for PARTITION_IDLE_SECONDS (under self._lock). A caller that queued rows
+        since holds its partition and gave it a newer last_used, so nothing pending is forgotten."""
+        idle = [prefix for prefix, partition in self._partitions.items()
+                if now - partition.last_used >= PARTITION_IDLE_SECONDS and not partition.pending
+                and not partition.committing.locked()]
+        for prefix in idle:
+            del self._partitions[prefix]
+        self._next_prune = now + PARTITION_IDLE_SECONDS / 4
 
     def _commit(self, prefix: str, partition: _Partition, group: List[_Waiting]) -> None:
         now = time.monotonic()
