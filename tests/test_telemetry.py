@@ -125,15 +125,18 @@ def test_a_failed_job_is_measured_with_its_state_and_its_span_says_why(captured,
     assert grew(before, after, "engagement_export.records_exported", **labels) == 0
 
 
-def test_a_part_that_raises_marks_its_span_failed(captured, app_env, names, monkeypatch):
+def test_a_part_that_raises_marks_its_span_failed_without_the_signature_its_error_quotes(captured, app_env,
+                                                                                         names, monkeypatch):
     driver = Driver(app_env, names)
     job = driver.create("CsvBlob")
     (poll,) = driver.take(orchestration.POLL_QUEUE)
     driver.deliver(orchestration.POLL_QUEUE, PollExport.main, poll)
     captured.spans.clear()
 
-    def broken(*args, **kwargs):
-        raise ConnectionError("storage went away")
+    signature = "c2VjcmV0LXNpZ25hdHVyZQ%3D%3D"
+
+    def broken(*args, **kwargs):  # as urllib3 words a connection that failed: the URL, query and all
+        raise ConnectionError(f"Max retries exceeded with url: /acct/out/Event/x?sv=2024&sr=c&sig={signature}")
 
     monkeypatch.setattr(orchestration.engine, "produce", broken)
     (work, _raw) = driver.take(orchestration.WORK_QUEUE)[0]
@@ -141,7 +144,12 @@ def test_a_part_that_raises_marks_its_span_failed(captured, app_env, names, monk
         ExportWorker.main(work)
     (part,) = [span for span in spans_of(captured, job.id) if span.name == "export.part"]
     assert not part.status.is_ok
-    assert [event.name for event in part.events] == ["exception"]
+    (event,) = part.events
+    assert event.name == "exception" and event.attributes["exception.type"] == "ConnectionError"
+    assert "sig=REDACTED" in event.attributes["exception.message"]
+    assert "Max retries exceeded" in event.attributes["exception.stacktrace"]
+    texts = [part.status.description] + [str(value) for value in event.attributes.values()]
+    assert not [text for text in texts if signature in text]
 
 
 def test_no_sas_signature_or_key_reaches_any_attribute(captured, app_env, names):
@@ -212,4 +220,34 @@ def test_azure_monitor_starts_only_with_a_connection_string_and_without_url_reco
     assert options["connection_string"] == connection
     for name in ("azure_sdk", "requests", "urllib", "urllib3"):
         assert options["instrumentation_options"][name] == {"enabled": False}
+    (processor,) = options["log_record_processors"]
+    assert type(processor).__name__ == "Redacting"
 
+
+
+def test_exported_log_records_carry_no_signature_or_account_key():
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(telemetry.redacting_log_processor())  # first, as the distro adds ours
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    logger = logging.getLogger("shared.test-redaction")
+    handler = LoggingHandler(logger_provider=provider)
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ConnectionError("Max retries exceeded with url: /a/c/b?sv=1&sig=S3cr3tSig%3D")
+        except ConnectionError:
+            logger.exception("copy of %s failed", "https://a.blob.core.windows.net/c?sp=w&sig=S3cr3tSig%3D")
+        logger.warning("connection: AccountKey=S3cr3tKey==;EndpointSuffix=core.windows.net")
+    finally:
+        logger.removeHandler(handler)
+    records = [data.log_record for data in exporter.get_finished_logs()]
+    assert len(records) == 2
+    texts = [str(record.body) for record in records] + [str(value) for record in records
+                                                         for value in (record.attributes or {}).values()]
+    assert any("sig=REDACTED" in text for text in texts) and any("AccountKey=REDACTED" in text for text in texts)
+    assert not [text for text in texts if "S3cr3t" in text]

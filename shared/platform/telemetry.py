@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
+import traceback
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Dict, Iterator, Mapping, Optional, Union
 
 from opentelemetry import metrics, propagate, trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from shared.platform.config import appinsights_connection
 
@@ -87,7 +89,31 @@ def _start_azure_monitor(connection: str) -> None:
         # has no fields.
         logger_name="",
         instrumentation_options={name: {"enabled": False} for name in _URL_RECORDING_INSTRUMENTATIONS},
+        log_record_processors=[redacting_log_processor()],
     )
+
+
+def redacting_log_processor():
+    """A log record processor that redacts SAS signatures and account keys from each record's message and
+    attributes (an exception's text among them) before the exporter's processor sees it."""
+    from opentelemetry.sdk._logs import LogRecordProcessor
+
+    class Redacting(LogRecordProcessor):
+        def on_emit(self, log_record) -> None:
+            record = log_record.log_record
+            if isinstance(record.body, str):
+                record.body = redacted(record.body)
+            for name, value in list((record.attributes or {}).items()):
+                if isinstance(value, str):
+                    record.attributes[name] = redacted(value)
+
+        def shutdown(self) -> None:
+            pass
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return True
+
+    return Redacting()
 
 
 def _add_log_fields_to_records() -> None:
@@ -137,10 +163,36 @@ def job_scope(name: str, *, job_id: str, app_id: str, part: Optional[int] = None
     kind = SpanKind.CONSUMER if queue is not None else SpanKind.INTERNAL
     token = _log_fields.set(fields)
     try:
-        with _tracer.start_as_current_span(name, context=context, kind=kind, attributes=span_attributes) as span:
-            yield span
+        with _tracer.start_as_current_span(name, context=context, kind=kind, attributes=span_attributes,
+                                           record_exception=False, set_status_on_exception=False) as span:
+            try:
+                yield span
+            except BaseException as error:
+                _record_failure(span, error)
+                raise
     finally:
         _log_fields.reset(token)
+
+
+# A storage error's text can hold a request's URL, and a destination's URL its SAS signature; a connection
+# string holds an account key.
+_SECRETS = re.compile(r"(?i)((?:[?&;\s]|^)(?:sig|accountkey|sharedaccesssignature)=)[^&;\s'\"]+")
+
+
+def redacted(text: str) -> str:
+    """The text with SAS signatures and account keys replaced."""
+    return _SECRETS.sub(r"\1REDACTED", text)
+
+
+def _record_failure(span: Span, error: BaseException) -> None:
+    """What the SDK's own record_exception writes (the exception event, an error status), with secrets
+    redacted from the message and the stack trace."""
+    message = redacted(str(error))
+    span.add_event("exception", {
+        "exception.type": type(error).__qualname__, "exception.message": message,
+        "exception.stacktrace": redacted("".join(traceback.format_exception(error))),
+        "exception.escaped": True})
+    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {message}"))
 
 
 def annotate(**values: Union[str, int]) -> None:
