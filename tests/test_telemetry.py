@@ -251,3 +251,18 @@ def test_exported_log_records_carry_no_signature_or_account_key():
                                                          for value in (record.attributes or {}).values()]
     assert any("sig=REDACTED" in text for text in texts) and any("AccountKey=REDACTED" in text for text in texts)
     assert not [text for text in texts if "S3cr3t" in text]
+
+
+def test_a_connection_string_the_distro_refuses_leaves_telemetry_off_and_says_which_setting(monkeypatch, caplog):
+    import azure.monitor.opentelemetry as distro
+
+    def refuse(**kwargs):
+        raise ValueError("Invalid instrumentation key")
+
+    monkeypatch.setattr(distro, "configure_azure_monitor", refuse)
+    monkeypatch.setattr(telemetry, "_configured", False)
+    with caplog.at_level(logging.ERROR, logger="shared.platform.telemetry"):
+        assert telemetry.configure({config.APPINSIGHTS_CONNECTION: "InstrumentationKey=not-a-key"}) is False
+    assert [record.getMessage() for record in caplog.records] == [
+        "Telemetry is off: APPLICATIONINSIGHTS_CONNECTION_STRING could not be used (ValueError: Invalid "
+        "instrumentation key)"]

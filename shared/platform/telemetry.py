@@ -32,7 +32,7 @@ from typing import Dict, Iterator, Mapping, Optional, Union
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from shared.platform.config import appinsights_connection
+from shared.platform.config import APPINSIGHTS_CONNECTION, appinsights_connection
 
 NAME = "engagement_export"
 LOG_FIELDS = ("jobId", "app", "part")
@@ -73,7 +73,12 @@ def configure(env: Optional[Mapping[str, str]] = None) -> bool:
         _add_log_fields_to_records()
         connection = appinsights_connection(os.environ if env is None else env)
         if connection:
-            _start_azure_monitor(connection)
+            try:
+                _start_azure_monitor(connection)
+            except Exception as error:  # telemetry that cannot start must not stop exports and ingestion
+                logging.getLogger(__name__).error("Telemetry is off: %s could not be used (%s: %s)",
+                                                  APPINSIGHTS_CONNECTION, type(error).__name__, redacted(str(error)))
+                connection = None
         _exporting = bool(connection)
         return _exporting
 
