@@ -87,7 +87,8 @@ class BlobWebhook:
                                                                     "events"}}
         for event in events:
             if event.get("eventType") == SUBSCRIPTION_VALIDATION:
-                code = (event.get("data") or {}).get("validationCode")
+                data = event.get("data")
+                code = data.get("validationCode") if isinstance(data, dict) else None
                 log.info("Event Grid subscription to %s validated", runner.function.spec.name)
                 return 200, {"validationResponse": code}
         retry = False

@@ -210,6 +210,9 @@ def test_the_blobs_webhook_validates_its_subscription_and_runs_each_event_once(s
     assert [(c["name"], c["data"]) for c in recorder().of("OnBlobEvents")] == [(f"{watched}/in/posted.txt", "gamma")]
     assert _deliver(host, [_blob_created(watched, "in/posted.txt")], function="Host.Functions.Nope").status_code == 404
     assert _deliver(host, {"not": "a list"}).status_code == 400
+    odd = _deliver(host, [{"eventType": "Microsoft.EventGrid.SubscriptionValidationEvent", "data": ["x"]}],
+                   event_type="SubscriptionValidation")
+    assert (odd.status_code, odd.json()) == (200, {"validationResponse": None})  # answered, not dropped
 
 
 def test_an_event_whose_function_fails_is_refused_until_the_blob_is_poisoned(semantics, app_env, names):
