@@ -227,7 +227,6 @@ def forget_expired(now: dt.datetime, *, limit: int = 5000) -> int:
     global _last_sweep
     if _last_sweep is not None and now - _last_sweep < SWEEP_EVERY:
         return 0
-    _last_sweep = now
     table = storage.table(TABLE)
     removed = 0
     expired = table.query_entities("claimedAt lt @cutoff", parameters={"cutoff": format_time(now - KEY_LIFETIME)},
@@ -241,6 +240,7 @@ def forget_expired(now: dt.datetime, *, limit: int = 5000) -> int:
         removed += 1
         if removed >= limit:
             break
+    _last_sweep = now  # only a pass that got through: storage that failed it is tried again at the next tick
     return removed
 
 
