@@ -4,14 +4,16 @@ and the same error for a bad row."""
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import orjson
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from shared.export import sources
 from shared.export.arrowbuffers import buffers_run
 from shared.export.exportformats import CsvEncoder, JsonLinesEncoder
 from shared.export.parquet import record_batch
@@ -64,6 +66,20 @@ def test_csv_from_columns_is_byte_for_byte_csv_from_dicts(rows, spec):
     assert encoder.encode_run(text, spec) == (len(kept), encoder.encode(kept))
 
 
+OBJECTS = st.dictionaries(TEXT, NESTED, min_size=1, max_size=3)
+
+
+@settings(max_examples=200, deadline=None)
+@example([{"a": "x,y"}, {}, {"b": [1]}])
+@example([{}, {"a": 1}])
+@example([{"a": 1e-05}, {"b": 'say "hi"'}])
+@given(st.lists(OBJECTS | OBJECTS.map(lambda value: [value]) | st.just({}) | NESTED, min_size=1, max_size=8))
+def test_a_csv_column_of_objects_is_byte_for_byte_csv_from_dicts(objects):
+    text = stored([{"s": "a", "j": value} for value in objects])
+    encoder = CsvEncoder(COLUMNS[::5])
+    assert encoder.encode_run(text, RowSpec(COLUMNS[::5])) == (len(objects), encoder.encode(parse_lines(text)))
+
+
 @settings(max_examples=300, deadline=None)
 @given(ROWS, SPECS)
 def test_parquet_batches_hold_what_each_row_holds(rows, spec):
@@ -88,6 +104,15 @@ def test_nested_values_keep_the_json_text_orjson_writes(values):
     assert nested_texts(column) == [None if value is None else orjson.dumps(value).decode() for value in values]
 
 
+def test_nested_values_laid_out_from_their_stored_text_read_back_as_the_json_text_orjson_writes():
+    text = b'{"j":null}\n{"j":{"a":"\xc3\xbc","b":[1,2.5,true]}}\n{}\n{"j":"\xe2\x82\xac"}\n{"j":7}\n'
+    spec = RowSpec((Column("j", JSON),))
+    count, buffers = buffers_run(text, spec)
+    batch = record_batch(buffers, count, arrow_schema(spec.columns), spec.columns)
+    batch.validate(full=True)
+    assert batch.column(0).to_pylist() == [None, '{"a":"ü","b":[1,2.5,true]}', None, '"€"', "7"]
+
+
 def test_floats_in_exponent_form_are_written_as_orjson_writes_them():
     rows = [{"j": {"big": 1e20, "small": 1e-05, "label": "one-2e+3"}}, {"j": [1.5e300]}, {"j": "e+1"}]
     _, (column,) = decode_columns(stored(rows), RowSpec((Column("j", JSON),)))
@@ -103,10 +128,26 @@ def test_a_bad_row_raises_what_parsing_it_alone_raises():
 
 def test_blank_lines_are_skipped_and_unknown_fields_ignored():
     text = b'\n{"type":"event","s":"a","extra":{"deep":[1,2]}}\n\n{"s":"b"}\n'
-    assert decode_columns(text, RowSpec((Column("s"),))) == (2, [["a", "b"]])
+    count, columns = decode_columns(text, RowSpec((Column("s"),)))
+    assert (count, [list(values) for values in columns]) == (2, [["a", "b"]])
 
 
 def test_json_lines_runs_still_leave_out_what_is_null():
     spec = RowSpec(EXPORT_TYPES["Event"].schema[:2])
     text = stored([{"deviceId": "d", "userId": None, "timestamp": "2026-01-01T00:00:00.000Z"}])
     assert JsonLinesEncoder(spec.columns).encode_run(text, spec) == (1, b'{"deviceId":"d"}\n')
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=40).map(lambda line: line.replace(b"\n", b"") + b"\n"), max_size=40),
+       st.binary(max_size=8).map(lambda tail: tail.replace(b"\n", b"")), st.integers(1, 64), st.integers(1, 50))
+def test_raw_text_is_cut_into_runs_of_whole_lines(lines, tail, member_bytes, run_bytes):
+    data = b"".join(lines) + tail
+    members = [gzip.compress(data[at:at + member_bytes]) for at in range(0, len(data), member_bytes)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sources, "raw_chunks", lambda blobs: iter(members))
+        patch.setattr(sources, "ROW_TEXT_BYTES", run_bytes)
+        runs = list(sources.line_text([("blob", len(data))]))
+    assert b"".join(runs) == (data if tail.strip() else b"".join(lines))  # a blank last line is dropped
+    assert all(run.endswith(b"\n") for run in runs[:-1])
+    assert all(len(run) <= run_bytes + 40 for run in runs)

@@ -9,13 +9,13 @@ one gzip member and hands out blocks of bounded size, so memory never grows with
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable, List, Optional, Protocol, Tuple
+from typing import Any, Callable, List, Optional, Protocol, Sequence, Tuple
 
 import orjson
 from isal import isal_zlib
 
 from shared.export.pipeline import Background
-from shared.export.rows import RowSpec, decode_columns, nested_texts, parse_lines, row_columns
+from shared.export.rows import RowSpec, decode_columns, may_hold_exponent, nested_texts, parse_lines, row_columns
 from shared.export.schemas import JSON, Column
 
 BLOCK_BYTES = 4 * 1024 * 1024
@@ -51,7 +51,7 @@ def _quoted(text: str) -> str:
     return text
 
 
-def csv_column(values: List) -> List[str]:
+def csv_column(values: Sequence) -> Sequence[str]:
     """The CSV fields of one column of a batch of rows (missing values may be given as "").
 
     Built a column at a time, because it is mostly C work then: most columns (ids, names, times) are all
@@ -66,15 +66,34 @@ def csv_column(values: List) -> List[str]:
     return _quoted_where_needed(texts, joined)
 
 
-def csv_nested_column(values: List) -> List[str]:
+def csv_nested_column(values: Sequence) -> Sequence[str]:
     """The CSV fields of a column of nested values (see shared.export.rows.nested_texts): objects and arrays as
     their JSON text; a bare string, number or boolean as csv_text writes it; null as an empty field."""
+    objects = _quoted_stored_objects(values)
+    if objects is not None:
+        return objects
     texts = [text if text is not None and text[0] in "{[" else "" if text is None else csv_text(orjson.loads(text))
              for text in nested_texts(values)]
     return _quoted_where_needed(texts, "".join(texts))
 
 
-def _quoted_where_needed(texts: List[str], joined: str) -> List[str]:
+def _quoted_stored_objects(values: Sequence) -> Optional[List[str]]:
+    """The fields of a column of objects with at least one key, still as their stored JSON text (`Raw`, as
+    decode_columns leaves them; see nested_texts for when that text is the one written): each holds a quote,
+    so each is quoted, which is done for the whole column at once. None for any other column."""
+    try:
+        joined = b"\x00".join(values)  # NUL is never in JSON text, so it marks where each value ends
+    except TypeError:  # null, or values parsed as dicts
+        return None
+    others = len(values) - 1
+    if not (joined.startswith(b'{"') and joined.count(b'\x00{"') == others == joined.count(b"\x00")) \
+            or may_hold_exponent(joined):
+        return None
+    text = joined.decode("utf-8")
+    return ('"' + text.replace('"', '""').replace("\x00", '"\x00"') + '"').split("\x00")
+
+
+def _quoted_where_needed(texts: Sequence[str], joined: str) -> Sequence[str]:
     if not _needs_quotes(joined):
         return texts
     return [_quoted(text) for text in texts]
@@ -128,7 +147,7 @@ class CsvEncoder:
         count, columns = decode_columns(text, spec, "")
         return count, self.encode_columns(columns)
 
-    def encode_columns(self, columns: List[list]) -> bytes:
+    def encode_columns(self, columns: Sequence[Sequence]) -> bytes:
         """Rows given as one list of values per column ("" or None where a row has no value)."""
         if not columns or not columns[0]:
             return b""

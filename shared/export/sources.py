@@ -80,11 +80,13 @@ def line_text(blobs: Iterable[RawSource]) -> Iterator[bytes]:
     newline)."""
     rest = b""
     for data in gunzip(raw_chunks(blobs), ROW_TEXT_BYTES):
-        data = rest + data
         cut = data.rfind(b"\n") + 1
         if cut:
-            yield data[:cut]
-        rest = data[cut:]
+            # One copy of the text per run (a run is sent on to a conversion process, which copies it again).
+            yield b"".join((rest, memoryview(data)[:cut]))
+            rest = data[cut:]
+        else:
+            rest += data
     if rest.strip():
         yield rest
 
