@@ -145,7 +145,7 @@ def test_raw_text_is_cut_into_runs_of_whole_lines(lines, tail, member_bytes, run
     data = b"".join(lines) + tail
     members = [gzip.compress(data[at:at + member_bytes]) for at in range(0, len(data), member_bytes)]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sources, "raw_chunks", lambda blobs: iter(members))
+        patch.setattr(sources, "raw_chunks", lambda blobs, **reading: iter(members))
         patch.setattr(sources, "ROW_TEXT_BYTES", run_bytes)
         runs = list(sources.line_text([("blob", len(data))]))
     assert b"".join(runs) == (data if tail.strip() else b"".join(lines))  # a blank last line is dropped

@@ -36,6 +36,12 @@ def load_or_create_plan(job: "ExportJob") -> List[WorkItem]:
     return planning.save_or_adopt(job, plan_items(job))
 
 
+# Blocks uploading at once for a part: a copy of raw bytes goes at the storage's speed, while a converted
+# file comes slower than its blocks upload, and each block waiting is BLOCK_BYTES of memory.
+COPY_UPLOADS = 4
+CONVERTED_UPLOADS = 2
+
+
 def block_id(item: int, block: int) -> str:
     return base64.b64encode(f"{item:06d}-{block:06d}".encode()).decode()
 
@@ -69,21 +75,22 @@ def produce(job: "ExportJob", item: WorkItem, stage: Callable[[str, bytes], None
     blocks at most, so memory stays bounded by the block size whatever the export's size.
     """
     tune_allocator()
+    export_type, export_format = registry.export_type(job.export_type), registry.export_format(job.export_format)
+    spec = registry.row_spec(job)
+    reads_raw = export_type.raw_record_type is not None
+    copies_raw = reads_raw and export_format.copies_raw and spec.columns == export_type.schema and not spec.filters
+    processes = get_settings().convert_processes
     blocks: List[str] = []
-    uploads = Uploads(stage)
+    uploads = Uploads(stage, limit=COPY_UPLOADS if copies_raw else CONVERTED_UPLOADS)
 
     def emit(data: bytes) -> None:
         identifier = block_id(item.index, len(blocks))
         blocks.append(identifier)
         uploads.submit(identifier, data)
 
-    export_type, export_format = registry.export_type(job.export_type), registry.export_format(job.export_format)
-    spec = registry.row_spec(job)
-    reads_raw = export_type.raw_record_type is not None
-    processes = get_settings().convert_processes
     records = 0
     try:
-        if reads_raw and export_format.copies_raw and spec.columns == export_type.schema and not spec.filters:
+        if copies_raw:
             # Whole raw partitions are already gzip JSON Lines in the export schema: pass the bytes on, and
             # count the rows by decompressing them (no JSON parsing) on a thread of its own.
             sink = GzipSink(emit, compress=False)

@@ -27,8 +27,9 @@ ROW_TEXT_BYTES = 1024 * 1024
 
 
 
-def raw_chunks(blobs: Iterable[RawSource]) -> Iterator[bytes]:
-    """The bytes of raw blobs, in order, in chunks of at most CHUNK_BYTES, read ahead on a thread.
+def raw_chunks(blobs: Iterable[RawSource], *, read_ahead: int = 2) -> Iterator[bytes]:
+    """The bytes of raw blobs, in order, in chunks of at most CHUNK_BYTES, read ahead on a thread: up to
+    ``read_ahead`` chunks wait, and as many are downloaded at once.
 
     Each blob is read only up to the size its plan saw: a blob still being appended to gives the same bytes
     on every try, so a retried or duplicated work item writes the same file."""
@@ -38,9 +39,9 @@ def raw_chunks(blobs: Iterable[RawSource]) -> Iterator[bytes]:
         for name, size in blobs:
             if size:
                 yield from container.get_blob_client(name).download_blob(
-                    offset=0, length=size, max_concurrency=2).chunks()
+                    offset=0, length=size, max_concurrency=read_ahead).chunks()
 
-    return prefetch(read())
+    return prefetch(read(), depth=read_ahead)
 
 
 class Gunzip:
@@ -79,7 +80,8 @@ def line_text(blobs: Iterable[RawSource]) -> Iterator[bytes]:
     """Runs of whole JSON Lines rows of raw blobs, about ROW_TEXT_BYTES each (a last row may lack its
     newline)."""
     rest = b""
-    for data in gunzip(raw_chunks(blobs), ROW_TEXT_BYTES):
+    # Parsing the rows, not downloading them, sets the pace here: one chunk ahead is enough.
+    for data in gunzip(raw_chunks(blobs, read_ahead=1), ROW_TEXT_BYTES):
         cut = data.rfind(b"\n") + 1
         if cut:
             # One copy of the text per run (a run is sent on to a conversion process, which copies it again).
