@@ -132,8 +132,16 @@ def _ensure_once(key: str, create) -> None:
 
 
 def container(name: str, *, create: bool = True) -> ContainerClient:
-    """A container of the app's storage; created on first use in this process when ``create``."""
-    client = blob_service().get_container_client(name)
+    """A container of the app's storage; created on first use in this process when ``create``. The client
+    is made once and shared (clients are thread-safe): Collect asks for one on every append."""
+    key = "container:" + name
+    with _lock:
+        _settings()
+        client = _clients.get(key)
+    if client is None:
+        client = blob_service().get_container_client(name)
+        with _lock:
+            client = _clients.setdefault(key, client)
     if create:
         _ensure_once("blob:" + name, client.create_container)
     return client
