@@ -76,16 +76,17 @@ def row_columns(rows: Sequence[dict], names: Sequence[str], missing: Any = None)
 
 
 @functools.lru_cache(maxsize=64)
-def _decoder(spec: RowSpec, missing: Any) -> Tuple[msgspec.json.Decoder, List[Callable], Callable]:
+def _decoder(spec: RowSpec, missing: Any) -> Tuple[msgspec.json.Decoder, Callable]:
+    """The decoder of a run's rows into structs of the spec's columns (and the name, when filtering on it), and
+    the getter of a decoded row's name."""
     names = list(spec.names)
     if spec.filters and "name" not in names:
         names.append("name")  # read to filter on, not written
     # Fields are f0, f1, ... renamed to the columns, so any column name is a valid struct field.
     fields = [(f"f{index}", Raw if _is_nested(spec, name) else Any, missing) for index, name in enumerate(names)]
     row_type = msgspec.defstruct("Row", fields, rename={f"f{index}": name for index, name in enumerate(names)})
-    getters: List[Callable] = [operator.attrgetter(f"f{index}") for index in range(len(names))]
-    name = getters[names.index("name")] if "name" in names else (lambda row: None)
-    return msgspec.json.Decoder(row_type), getters[:len(spec.columns)], name
+    name = operator.attrgetter(f"f{names.index('name')}") if "name" in names else (lambda row: None)
+    return msgspec.json.Decoder(row_type), name
 
 
 def _is_nested(spec: RowSpec, name: str) -> bool:
@@ -95,7 +96,7 @@ def _is_nested(spec: RowSpec, name: str) -> bool:
 def decode_columns(text: bytes, spec: RowSpec, missing: Any = None) -> Tuple[int, Sequence[Sequence]]:
     """The rows ``spec`` keeps of a run of JSON Lines, as (how many, one sequence of values per column): ``missing``
     where a row lacks the field, nested values as `Raw` JSON text (see `nested_texts`)."""
-    decoder, getters, name = _decoder(spec, missing)
+    decoder, name = _decoder(spec, missing)
     try:
         rows = decoder.decode_lines(text)
     except msgspec.MsgspecError:  # not a run of JSON objects: parsed as dicts, which name the bad row
@@ -103,10 +104,11 @@ def decode_columns(text: bytes, spec: RowSpec, missing: Any = None) -> Tuple[int
         return len(kept), row_columns(kept, spec.names, missing)
     if spec.filters:
         rows = [row for row in rows if spec.keeps(name(row))]
+    columns = len(spec.columns)
     if not rows:
-        return 0, [[] for _ in getters]
+        return 0, [[] for _ in range(columns)]
     # Rows to columns in C: each row as a tuple, transposed (faster than a pass per column).
-    return len(rows), list(zip(*map(msgspec.structs.astuple, rows)))[:len(getters)]
+    return len(rows), list(zip(*map(msgspec.structs.astuple, rows)))[:columns]
 
 
 # Stored rows are written by json.dumps and files by orjson: their texts of one value differ only in how a
