@@ -1,7 +1,8 @@
 """A reverse proxy on a free loopback port in front of one of Azurite's services, whose behaviour a test
 switches: forward every request, answer every request with a redirect to the real service, take requests
-and never answer (a destination that stopped answering), or answer some with 503 ServerBusy (throttling).
-Every request it saw is listed with its answer."""
+and never answer (a destination that stopped answering), answer some with 503 ServerBusy (throttling), or
+flip a byte in the body of the next upload it forwards (a block damaged on the way). Every request it saw is
+listed with its answer."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import List, Tuple
 from urllib.parse import urlsplit
 
-FORWARD, REDIRECT, HANG, BUSY = "forward", "redirect", "hang", "busy"
+FORWARD, REDIRECT, HANG, BUSY, CORRUPT = "forward", "redirect", "hang", "busy", "corrupt"
 BUSY_BODY = (b'<?xml version="1.0" encoding="utf-8"?><Error><Code>ServerBusy</Code><Message>The server is busy.'
              b'</Message></Error>')
 
@@ -57,6 +58,9 @@ class FaultProxy:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                if mode == CORRUPT and body:
+                    proxy.mode = FORWARD  # one damaged upload; its retry goes through whole
+                    body = bytes([body[0] ^ 0xFF]) + body[1:]
                 connection = http.client.HTTPConnection(proxy.target_host, proxy.target_port, timeout=30)
                 headers = {name: value for name, value in self.headers.items() if name.lower() != "host"}
                 headers["Host"] = f"{proxy.target_host}:{proxy.target_port}"

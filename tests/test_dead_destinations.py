@@ -1,7 +1,8 @@
 """Destinations that misbehave, driven through the function entry points against a proxy in front of Azurite:
 one that redirects, one that stops answering, a container re-created mid-job, a commit that fails part-way.
 Each ends with an errorDetails that says the real cause, within a bounded time, and nothing a reader could
-take for a finished export."""
+take for a finished export. A block damaged on the way is refused by the storage, and the retried file is
+exact."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import time
 
 import pytest
 from azure.core.exceptions import HttpResponseError
+from azure.functions.queue import QueueMessage
 from azure.storage.blob import BlobClient, BlobServiceClient
-from faultproxy import HANG, REDIRECT, FaultProxy
+from faultproxy import CORRUPT, HANG, REDIRECT, FaultProxy
 from test_export_faults import Driver, assert_exact
 
+import ExportWorker
 import PollExport
 from shared.export import destination
 from shared.platform.errors import BadRequest
@@ -83,6 +86,22 @@ def test_a_destination_that_stops_answering_fails_the_job_within_its_bound(drive
     # The SDK's defaults took 83-332 s for a part and kept the job Started for over 13 minutes.
     assert elapsed < 30, elapsed
     assert sum(1 for _, _, status in proxy.seen if status == HANG) >= 2
+
+
+def test_a_block_damaged_on_the_way_is_refused_by_the_storage_and_the_retried_file_is_exact(driver, proxy):
+    job = driver.create(through=proxy.url)
+    driver.deliver(orchestration.POLL_QUEUE, PollExport.main, driver.take(orchestration.POLL_QUEUE)[0])
+    (work,) = driver.take(orchestration.WORK_QUEUE)
+    proxy.mode = CORRUPT
+    # Each block goes with its MD5, so the storage refuses the damaged one instead of keeping it; the failure
+    # is raised for the host to deliver the item again.
+    with pytest.raises(HttpResponseError) as refused:
+        ExportWorker.main(work[0])
+    assert refused.value.error_code == "Md5Mismatch"
+    assert 400 in [status for _, _, status in proxy.seen]
+    ExportWorker.main(QueueMessage(id=work[0].id, body=work[0].get_body(), dequeue_count=2))
+    driver.queues[orchestration.WORK_QUEUE].delete_message(work[1])
+    assert_exact(driver, driver.run(job))
 
 
 def test_a_healthy_export_of_another_app_succeeds_beside_a_dead_destination(app_env, names, proxy, settings_override):
