@@ -138,16 +138,23 @@ def test_json_lines_runs_still_leave_out_what_is_null():
     assert JsonLinesEncoder(spec.columns).encode_run(text, spec) == (1, b'{"deviceId":"d"}\n')
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=40).map(lambda line: line.replace(b"\n", b"") + b"\n"), max_size=40),
-       st.binary(max_size=8).map(lambda tail: tail.replace(b"\n", b"")), st.integers(1, 64), st.integers(1, 50))
-def test_raw_text_is_cut_into_runs_of_whole_lines(lines, tail, member_bytes, run_bytes):
+       st.binary(max_size=8).map(lambda tail: tail.replace(b"\n", b"")), st.integers(1, 64), st.integers(1, 200),
+       st.integers(1, 50), st.integers(1, 32), st.integers(1, 32))
+def test_raw_text_is_cut_into_runs_of_whole_lines(lines, tail, member_bytes, chunk_bytes, run_bytes, feed_bytes,
+                                                  piece_bytes):
     data = b"".join(lines) + tail
-    members = [gzip.compress(data[at:at + member_bytes]) for at in range(0, len(data), member_bytes)]
+    stored = b"".join(gzip.compress(data[at:at + member_bytes]) for at in range(0, len(data), member_bytes))
+    chunks = [stored[at:at + chunk_bytes] for at in range(0, len(stored), chunk_bytes)]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sources, "raw_chunks", lambda blobs, **reading: iter(members))
+        patch.setattr(sources, "raw_chunks", lambda blobs, **reading: iter(chunks))
         patch.setattr(sources, "ROW_TEXT_BYTES", run_bytes)
+        # Slices and pieces smaller than a member: decompression stops at its output limit and goes on.
+        patch.setattr(sources, "FEED_BYTES", feed_bytes)
+        patch.setattr(sources, "PIECE_BYTES", piece_bytes)
         runs = list(sources.line_text([("blob", len(data))]))
     assert b"".join(runs) == (data if tail.strip() else b"".join(lines))  # a blank last line is dropped
     assert all(run.endswith(b"\n") for run in runs[:-1])
-    assert all(len(run) <= run_bytes + 40 for run in runs)
+    assert all(run_bytes <= len(run) <= run_bytes + 40 for run in runs[:-1])
+    assert all(len(run) <= run_bytes + 40 for run in runs[-1:])

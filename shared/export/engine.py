@@ -146,7 +146,7 @@ def stage_to(job: "ExportJob", item: WorkItem, still_running: Callable[[], bool]
                 raise PermanentJobError(f"the export ended while part {item.index} ran")
         try:
             # With its MD5, a block damaged on the way is refused rather than kept, and the item is retried.
-            # (Azurite, given no MD5, computes a CRC64 in JavaScript instead: a quarter of its CPU in a JsonBlob export.)
+            # (Given none, Azurite computes a CRC64 in JavaScript: a quarter of its CPU in a JsonBlob export.)
             blob.stage_block(identifier, data, length=len(data), validate_content=True)
         except AzureError as error:
             raise target.failure(error) from None

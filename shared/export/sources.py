@@ -21,7 +21,7 @@ from shared.platform import storage
 CHUNK_BYTES = 4 * 1024 * 1024
 # Rows computed one at a time (sessions) are encoded in batches of this many.
 ROW_BATCH = 2000
-# Rows are parsed from at most this much decompressed text at a time, which bounds a batch's objects.
+# Rows are parsed from runs of this much decompressed text, to the next line end, which bounds a batch's objects.
 ROW_TEXT_BYTES = 1024 * 1024
 
 
@@ -44,53 +44,68 @@ def raw_chunks(blobs: Iterable[RawSource], *, read_ahead: int = 2) -> Iterator[b
     return prefetch(read(), depth=read_ahead)
 
 
-class Gunzip:
-    """Incremental decompression of concatenated gzip members, at most ``max_out`` bytes out at a time."""
+# Raw text is decompressed from slices of at most FEED_BYTES of input into pieces of at most PIECE_BYTES. A
+# call stopped by its output limit copies the input it has not read, and an output over glibc's mmap threshold
+# (128 KiB, see pipeline.tune_allocator) is mapped afresh and faulted in page by page; small slices and pieces
+# are reused from the heap. Cutting 2M events' text into runs took 0.75 s of CPU instead of 1.37 with 4 MiB
+# slices and 1 MiB pieces, and counting their lines 0.44 s instead of 0.75.
+FEED_BYTES = 32 * 1024
+PIECE_BYTES = 64 * 1024
 
-    def __init__(self, max_out: int = CHUNK_BYTES) -> None:
+
+class Gunzip:
+    """Incremental decompression of concatenated gzip members, in pieces of at most PIECE_BYTES."""
+
+    def __init__(self) -> None:
         self._decompressor = isal_zlib.decompressobj(31)
-        self._max_out = max_out
 
     def feed(self, data: bytes) -> Iterator[bytes]:
-        while data:
-            out = self._decompressor.decompress(data, self._max_out)
-            if out:
-                yield out
-            if self._decompressor.eof:
-                data = self._decompressor.unused_data
-                self._decompressor = isal_zlib.decompressobj(31)
-            else:
-                data = self._decompressor.unconsumed_tail
+        whole = memoryview(data)
+        for start in range(0, len(whole), FEED_BYTES):
+            rest: bytes | memoryview = whole[start:start + FEED_BYTES]
+            while rest:
+                out = self._decompressor.decompress(rest, PIECE_BYTES)
+                if out:
+                    yield out
+                if self._decompressor.eof:
+                    rest = self._decompressor.unused_data
+                    self._decompressor = isal_zlib.decompressobj(31)
+                else:
+                    rest = self._decompressor.unconsumed_tail
 
     def flush(self) -> bytes:
         return self._decompressor.flush()
 
 
-def gunzip(chunks: Iterable[bytes], max_out: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """Decompresses a stream of concatenated gzip members."""
-    stream = Gunzip(max_out)
-    for chunk in chunks:
-        yield from stream.feed(chunk)
-    tail = stream.flush()
-    if tail:
-        yield tail
-
-
 def line_text(blobs: Iterable[RawSource]) -> Iterator[bytes]:
-    """Runs of whole JSON Lines rows of raw blobs, about ROW_TEXT_BYTES each (a last row may lack its
-    newline)."""
-    rest = b""
+    """Runs of whole JSON Lines rows of raw blobs, each ending at the first line end from ROW_TEXT_BYTES on
+    (a last row may lack its newline)."""
+    stream = Gunzip()
+    pending: List[bytes] = []  # text not yet in a run
+    size = 0
     # Parsing the rows, not downloading them, sets the pace here: one chunk ahead is enough.
-    for data in gunzip(raw_chunks(blobs, read_ahead=1), ROW_TEXT_BYTES):
-        cut = data.rfind(b"\n") + 1
-        if cut:
-            # One copy of the text per run (a run is sent on to a conversion process, which copies it again).
-            yield b"".join((rest, memoryview(data)[:cut]))
-            rest = data[cut:]
-        else:
-            rest += data
-    if rest.strip():
+    for chunk in raw_chunks(blobs, read_ahead=1):
+        for piece in stream.feed(chunk):
+            pending.append(piece)
+            size += len(piece)
+            while size >= ROW_TEXT_BYTES:
+                last = pending[-1]
+                # The first line end at or after the run's ROW_TEXT_BYTES-th byte; the pieces before ``last``
+                # hold none past it, or an earlier pass would have cut there.
+                cut = last.find(b"\n", max(0, len(last) - (size - ROW_TEXT_BYTES) - 1)) + 1
+                if not cut:
+                    break
+                # One copy of the text per run (a run is sent on to a conversion process, which copies it again).
+                yield b"".join([*pending[:-1], memoryview(last)[:cut]])
+                rest = last[cut:]
+                pending, size = ([rest], len(rest)) if rest else ([], 0)
+    pending.append(stream.flush())
+    rest = b"".join(pending)
+    cut = rest.rfind(b"\n") + 1
+    if rest[cut:].strip():
         yield rest
+    elif cut:
+        yield rest[:cut]  # whitespace after the last line end is no row
 
 
 def rows(blobs: Iterable[RawSource]) -> Iterator[List[dict]]:
