@@ -18,17 +18,14 @@ from shared.ingest import rawstore, snapshots
 from shared.ingest.records import format_time, parse_time
 from shared.platform import storage
 
-CHUNK_BYTES = 4 * 1024 * 1024
 # Rows computed one at a time (sessions) are encoded in batches of this many.
 ROW_BATCH = 2000
 # Rows are parsed from runs of this much decompressed text, to the next line end, which bounds a batch's objects.
 ROW_TEXT_BYTES = 1024 * 1024
 
 
-
-
 def raw_chunks(blobs: Iterable[RawSource], *, read_ahead: int = 2) -> Iterator[bytes]:
-    """The bytes of raw blobs, in order, in chunks of at most CHUNK_BYTES, read ahead on a thread: up to
+    """The bytes of raw blobs, in order, in the storage client's chunks (4 MiB), read ahead on a thread: up to
     ``read_ahead`` chunks wait, and as many are downloaded at once.
 
     Each blob is read only up to the size its plan saw: a blob still being appended to gives the same bytes
