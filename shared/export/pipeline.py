@@ -37,9 +37,9 @@ def tune_allocator() -> None:
     its mmap threshold after the first such frees and then serves them from its arenas, which keep what was
     freed (a two-part JSON export grew the worker to 340 MiB that way, against about 120 with this). 128 KiB,
     not 1 MiB, because the column buffers of a converted run (20-600 KiB each) are freed in another order
-    than they came, which left holes in the arenas. And two
-    arenas at most, not eight per core: each thread that allocates while another does would get an arena of
-    its own, each keeping its own freed and fragmented memory."""
+    than they came, which left holes in the arenas. And two arenas at most, not eight per core: each thread
+    that allocates while another does would get an arena of its own, each keeping its own freed and
+    fragmented memory."""
     global _allocator_tuned
     if _allocator_tuned:
         return
