@@ -145,8 +145,8 @@ def test_json_lines_runs_still_leave_out_what_is_null():
 def test_raw_text_is_cut_into_runs_of_whole_lines(lines, tail, member_bytes, chunk_bytes, run_bytes, feed_bytes,
                                                   piece_bytes):
     data = b"".join(lines) + tail
-    stored = b"".join(gzip.compress(data[at:at + member_bytes]) for at in range(0, len(data), member_bytes))
-    chunks = [stored[at:at + chunk_bytes] for at in range(0, len(stored), chunk_bytes)]
+    gzipped = b"".join(gzip.compress(data[at:at + member_bytes]) for at in range(0, len(data), member_bytes))
+    chunks = [gzipped[at:at + chunk_bytes] for at in range(0, len(gzipped), chunk_bytes)]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sources, "raw_chunks", lambda blobs, **reading: iter(chunks))
         patch.setattr(sources, "ROW_TEXT_BYTES", run_bytes)
