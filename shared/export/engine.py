@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, List
 
 from azure.core.exceptions import AzureError
 
-from shared.export import convert, planning, registry, sources
+from shared.export import planning, registry, sources
 from shared.export.exportformats import GzipSink, gzip_member
 from shared.export.pipeline import Background, Uploads, release_free_memory, tune_allocator
 from shared.export.planning import WorkItem
@@ -105,12 +105,11 @@ def produce(job: "ExportJob", item: WorkItem, stage: Callable[[str, bytes], None
                 sink.write(gzip_member(b""))  # an empty export is still a valid gzip file
             sink.close()
         else:
-            converted = reads_raw and processes > 0
+            converted = reads_raw and (processes > 0 or export_format.converts_on_threads)
             file = export_format.open_file(emit, spec, converted=converted)
             if converted:
-                # The CPU-bound part on every core (shared.export.convert).
-                for count, payload in convert.converted(sources.line_text(item.sources), export_format.convert_run,
-                                                        spec, processes=processes):
+                # The CPU-bound part on every core (shared.export.convert, shared.export.jsonreader).
+                for count, payload in export_format.convert_runs(item.sources, spec, processes):
                     records += count
                     file.write_converted(count, payload)
             else:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from shared.export import arrowbuffers, exportformats, parquet, planning, schemas, sources
-from shared.export.exportformats import RowFile, RunConverter
+from shared.export import convert, exportformats, jsonreader, parquet, planning, schemas, sources
+from shared.export.exportformats import RowFile
 from shared.export.planning import WorkItem
 from shared.export.rows import RowSpec
 from shared.export.schemas import BOOLEAN, INTEGER, JSON, NUMBER, TIME, Column
@@ -156,6 +156,11 @@ ROUTES: Dict[str, ExportRoute] = {route.route: route for export_type in EXPORT_T
                                   for route in export_type.routes}
 
 
+# The rows of raw blobs converted on ``cores`` cores, a run of rows at a time: (rows kept, what the file's
+# write_converted takes) of each run, in order.
+RunsConverter = Callable[[Sequence[planning.RawSource], RowSpec, int], Iterator[Tuple[int, Any]]]
+
+
 @dataclass(frozen=True)
 class ExportFormat:
     """A result file format."""
@@ -165,15 +170,23 @@ class ExportFormat:
     content_type: str  # of each result file
     compression: str  # as the manifest names it
     open_file: Callable[..., RowFile]  # (emit, spec, converted=) -> the file being written
-    convert_run: RunConverter  # a run of raw JSON Lines, converted in a pool process
+    convert_runs: RunsConverter
     schema: Callable[[str, Tuple[Column, ...]], Dict[str, Any]]  # the schema published with its files
     # raw partitions are already files of this format (gzip JSON Lines): a historical export copies their bytes
     copies_raw: bool = False
+    # its runs are converted on threads of the worker, in native code: it needs no conversion processes
+    converts_on_threads: bool = False
 
 
 def _text_format(name: str, extension: str, encoder, **options) -> ExportFormat:
     return ExportFormat(name, extension, "application/gzip", "gzip", exportformats.text_file(encoder),
-                        functools.partial(exportformats.gzip_text_run, encoder), _json_schema, **options)
+                        functools.partial(_in_processes, functools.partial(exportformats.gzip_text_run, encoder)),
+                        _json_schema, **options)
+
+
+def _in_processes(convert_run: exportformats.RunConverter, blobs: Sequence[planning.RawSource], spec: RowSpec,
+                  cores: int) -> Iterator[Tuple[int, Any]]:
+    return convert.converted(sources.line_text(blobs), convert_run, spec, processes=cores)
 
 
 def _json_schema(export_type: str, columns: Tuple[Column, ...]) -> Dict[str, Any]:
@@ -188,7 +201,7 @@ EXPORT_FORMATS: Dict[str, ExportFormat] = {export_format.name: export_format for
     _text_format("JsonBlob", "jsonl.gz", exportformats.JsonLinesEncoder, copies_raw=True),
     _text_format("CsvBlob", "csv.gz", exportformats.CsvEncoder),
     ExportFormat("ParquetBlob", "parquet", "application/vnd.apache.parquet", parquet.COMPRESSION,
-                 parquet.ParquetFile, arrowbuffers.buffers_run, _arrow_schema),
+                 parquet.ParquetFile, jsonreader.converted, _arrow_schema, converts_on_threads=True),
 )}
 DEFAULT_FORMAT = "JsonBlob"
 LAYOUTS = (planning.FLAT, planning.HIVE)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from isal import isal_zlib
 
@@ -74,35 +74,76 @@ class Gunzip:
         return self._decompressor.flush()
 
 
-def line_text(blobs: Iterable[RawSource]) -> Iterator[bytes]:
-    """Runs of whole JSON Lines rows of raw blobs, each ending at the first line end from ROW_TEXT_BYTES on
-    (a last row may lack its newline)."""
+Text = Union[bytes, memoryview]
+
+
+class _RunCutter:
+    """Cuts a stream of text into runs of whole lines, each ending at the first line end from its run_bytes-th
+    byte on, without copying it: the pieces it gives are slices of the pieces it is fed. A line is given once its
+    line end has come, so the text after the last line end can be judged when the stream ends."""
+
+    def __init__(self, run_bytes: int) -> None:
+        self._run_bytes = run_bytes
+        self._size = 0  # bytes given of the current run
+        self._partial: List[Text] = []  # the pieces of a line whose end has not come
+
+    def feed(self, piece: bytes) -> Iterator[Tuple[Text, bool]]:
+        """(text, whether a run ends with it) for what ``piece`` completes."""
+        last_end = piece.rfind(b"\n") + 1
+        if not last_end:
+            if piece:
+                self._partial.append(piece)
+            return
+        for part in self._partial:
+            yield part, False
+            self._size += len(part)
+        self._partial = []
+        view = memoryview(piece)
+        start = 0
+        while True:
+            # The first line end at or after the run's run_bytes-th byte.
+            end = piece.find(b"\n", start + max(0, self._run_bytes - self._size - 1), last_end) + 1
+            if not end:
+                break
+            yield view[start:end], True
+            self._size, start = 0, end
+        if start < last_end:
+            yield view[start:last_end], False
+            self._size += last_end - start
+        if last_end < len(piece):
+            self._partial.append(view[last_end:])
+
+    def finish(self) -> Iterator[Tuple[Text, bool]]:
+        """The end of the last run: a last line without its line end belongs to it, unless it is blank."""
+        partial = b"".join(self._partial)
+        if partial.strip():
+            yield partial, True
+        elif self._size:
+            yield b"", True
+
+
+def line_pieces(blobs: Iterable[RawSource], *, run_bytes: Optional[int] = None) -> Iterator[Tuple[Text, bool]]:
+    """The decompressed text of raw blobs as pieces, each with whether a run of whole JSON Lines rows ends with
+    it: a run ends at the first line end from its ``run_bytes``-th byte on (ROW_TEXT_BYTES unless given), and the
+    last one may lack its line end."""
+    cutter = _RunCutter(run_bytes or ROW_TEXT_BYTES)
     stream = Gunzip()
-    pending: List[bytes] = []  # text not yet in a run
-    size = 0
     # Parsing the rows, not downloading them, sets the pace here: one chunk ahead is enough.
     for chunk in raw_chunks(blobs, read_ahead=1):
         for piece in stream.feed(chunk):
-            pending.append(piece)
-            size += len(piece)
-            while size >= ROW_TEXT_BYTES:
-                last = pending[-1]
-                # The first line end at or after the run's ROW_TEXT_BYTES-th byte; the pieces before ``last``
-                # hold none past it, or an earlier pass would have cut there.
-                cut = last.find(b"\n", max(0, len(last) - (size - ROW_TEXT_BYTES) - 1)) + 1
-                if not cut:
-                    break
-                # One copy of the text per run (a run is sent on to a conversion process, which copies it again).
-                yield b"".join([*pending[:-1], memoryview(last)[:cut]])
-                rest = last[cut:]
-                pending, size = ([rest], len(rest)) if rest else ([], 0)
-    pending.append(stream.flush())
-    rest = b"".join(pending)
-    cut = rest.rfind(b"\n") + 1
-    if rest[cut:].strip():
-        yield rest
-    elif cut:
-        yield rest[:cut]  # whitespace after the last line end is no row
+            yield from cutter.feed(piece)
+    yield from cutter.feed(stream.flush())
+    yield from cutter.finish()
+
+
+def line_text(blobs: Iterable[RawSource]) -> Iterator[bytes]:
+    """Runs of whole JSON Lines rows of raw blobs (see line_pieces), each joined once."""
+    run: List[Text] = []
+    for text, ends in line_pieces(blobs):
+        run.append(text)
+        if ends:
+            yield b"".join(run)
+            run = []
 
 
 def rows(blobs: Iterable[RawSource]) -> Iterator[List[dict]]:
