@@ -1,11 +1,13 @@
-"""Rows as the memory of Arrow arrays, built in plain Python: what a pool process sends back for ParquetBlob.
+"""Rows as the memory of Arrow arrays, built in plain Python: ParquetBlob's exact reading, for the rows of the
+types not kept raw (sessions, snapshots) and for a run of raw rows DuckDB does not read as the files need
+(shared.export.jsonreader says when).
 
-The pool processes never import pyarrow (about 45 MiB each): they decode a run (shared.export.rows) and lay
-each column out as Arrow lays it out (a string column as int32 offsets and UTF-8 bytes; an integer or number
-column as 8-byte values; a boolean column as a byte per row), with a byte per row saying which values are
-present when some are null. The writer's process wraps those bytes as arrays without copying them
-(shared.export.parquet). Text columns are joined and encoded once per column, not per value; nested values
-are laid out from the JSON text they were stored as, without decoding it.
+A run is decoded (shared.export.rows) and each column laid out as Arrow lays it out (a string column as
+int32 offsets and UTF-8 bytes; an integer or number column as 8-byte values; a boolean column as a byte per
+row), with a byte per row saying which values are present when some are null; shared.export.parquet wraps
+those bytes as arrays without copying them. Text columns are joined and encoded once per column, not per
+value; nested values are laid out from the JSON text they were stored as, without decoding it. (It was
+written for conversion processes that never import pyarrow, which is why it builds bytes, not arrays.)
 """
 
 from __future__ import annotations
@@ -84,6 +86,6 @@ def batch_buffers(values: Sequence[Sequence], columns: Sequence[Column]) -> List
 
 
 def buffers_run(text: bytes, spec: RowSpec) -> Tuple[int, List[ColumnBuffers]]:
-    """A pool process's conversion of a run of JSON Lines rows for a Parquet file: each column's buffers."""
+    """The exact reading of a run of raw JSON Lines rows for a Parquet file: each column's buffers."""
     count, values = decode_columns(text, spec)
     return count, batch_buffers(values, spec.columns)

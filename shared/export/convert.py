@@ -1,15 +1,15 @@
-"""Raw JSON Lines rows converted to a result format on every core.
+"""Raw JSON Lines rows converted to a text result format (JsonBlob re-encoded, CsvBlob) on every core.
 
 Parsing, encoding and compressing rows is Python work, and a process runs Python on one core at a time
 whatever its threads. So the worker cuts the raw text into runs of whole lines and a pool of processes
-converts each run with its format's converter (into one gzip member for the text formats, as a gzip file is
-any number of members one after another; into the buffers of Arrow arrays for Parquet); the results come back
-in order, with only a few runs in flight, so memory stays bounded.
+converts each run with its format's converter, into one gzip member (a gzip file is any number of members one
+after another); the results come back in order, with only a few runs in flight, so memory stays bounded.
+(ParquetBlob reads its rows with DuckDB in the worker itself: shared.export.jsonreader.)
 
 The pool starts on first use (never at import) with the `spawn` method, as the worker process runs threads,
-and its processes import only this module and the converter's (`shared.export.exportformats`, or
-`shared.export.arrowbuffers`, neither of which imports pyarrow). If one of them dies, the pool is replaced
-and the part fails with ConversionProcessLost, which the queue retries like any transient error.
+and its processes import only this module and the converter's (`shared.export.exportformats`, which imports
+no pyarrow). If one of them dies, the pool is replaced and the part fails with ConversionProcessLost, which
+the queue retries like any transient error.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """ParquetBlob's reading of raw JSON Lines: DuckDB's JSON reader turns each run of rows into the Arrow columns of
-the file's schema, in C++ on every core, while the worker's threads cut the next run and write the last one.
+the file's schema, in C++ without the GIL, while the part's other threads cut the next run and write the last.
 
 DuckDB is the reader because it keeps a nested value (extras, info, location, appInfo) as JSON text: pyarrow's
 JSON reader makes each object a struct whose shape follows the app's keys. Reading 2M events took DuckDB 1.2 s
