@@ -1,8 +1,8 @@
 """A reverse proxy on a free loopback port in front of one of Azurite's services, whose behaviour a test
 switches: forward every request, answer every request with a redirect to the real service, take requests
-and never answer (a destination that stopped answering), answer some with 503 ServerBusy (throttling), or
-flip a byte in the body of the next upload it forwards (a block damaged on the way). Every request it saw is
-listed with its answer."""
+and never answer (a destination that stopped answering), answer some with 503 ServerBusy (throttling), forward
+one and drop its answer (storage that stored it, then lost the connection), or flip a byte in the body of the
+next upload it forwards (a block damaged on the way). Every request it saw is listed with its answer."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import List, Tuple
 from urllib.parse import urlsplit
 
-FORWARD, REDIRECT, HANG, BUSY, CORRUPT = "forward", "redirect", "hang", "busy", "corrupt"
+FORWARD, REDIRECT, HANG, BUSY, CORRUPT, LOSE = "forward", "redirect", "hang", "busy", "corrupt", "lose"
 BUSY_BODY = (b'<?xml version="1.0" encoding="utf-8"?><Error><Code>ServerBusy</Code><Message>The server is busy.'
              b'</Message></Error>')
 
@@ -22,7 +22,8 @@ class FaultProxy:
         target = urlsplit(target_url)
         self.target_host, self.target_port = target.hostname, target.port
         self.mode = FORWARD
-        # In BUSY mode, the requests whose path holds this text are answered 503 ServerBusy; others pass.
+        # In BUSY mode, the requests whose path holds this text are answered 503 ServerBusy; in LOSE mode, the
+        # first of them is forwarded and its answer dropped. Others pass.
         self.busy_when = ""
         self.seen: List[Tuple[str, str, object]] = []  # (method, path, status or mode)
         self._released = threading.Event()
@@ -67,15 +68,22 @@ class FaultProxy:
                 connection.request(self.command, self.path, body=body, headers=headers)
                 answer = connection.getresponse()
                 data = answer.read()
+                connection.close()
+                if mode == LOSE and proxy.busy_when in self.path:
+                    proxy.mode = FORWARD
+                    proxy.seen.append((self.command, self.path, LOSE))
+                    self.close_connection = True
+                    return
                 proxy.seen.append((self.command, self.path, answer.status))
                 self.send_response(answer.status)
                 for name, value in answer.getheaders():
                     if name.lower() not in ("content-length", "transfer-encoding", "connection"):
                         self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
+                # A HEAD's answer has no body but the length of the body a GET would have (a blob's size).
+                length = answer.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data))
+                self.send_header("Content-Length", length)
                 self.end_headers()
                 self.wfile.write(data)
-                connection.close()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 

@@ -3,6 +3,7 @@ offending record, and concurrent writers lose nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gzip
 import json
@@ -243,13 +244,21 @@ def test_an_app_past_its_rate_is_answered_429_with_retry_after_and_others_are_no
     assert Device(device.azurite, OtherNames()).post(events)[0] == 200
 
 
-def test_storage_throttling_is_a_503_with_retry_after_and_nothing_acknowledged(device, settings_override):
-    from faultproxy import BUSY, FaultProxy
+@contextlib.contextmanager
+def _blob_storage_behind_a_proxy(device, settings_override):
+    """The app's blob storage reached through a FaultProxy (tests/faultproxy.py) that the test drives."""
+    from faultproxy import FaultProxy
 
-    azurite = device.azurite
-    with FaultProxy(f"http://127.0.0.1:{azurite.ports['blob']}") as proxy:
-        settings_override(AzureWebJobsStorage=azurite.connection_string.replace(
-            f"http://127.0.0.1:{azurite.ports['blob']}", proxy.url))
+    blob = f"http://127.0.0.1:{device.azurite.ports['blob']}"
+    with FaultProxy(blob) as proxy:
+        settings_override(AzureWebJobsStorage=device.azurite.connection_string.replace(blob, proxy.url))
+        yield proxy
+
+
+def test_storage_throttling_is_a_503_with_retry_after_and_nothing_acknowledged(device, settings_override):
+    from faultproxy import BUSY
+
+    with _blob_storage_behind_a_proxy(device, settings_override) as proxy:
         proxy.mode, proxy.busy_when = BUSY, "comp=appendblock"
         status, answer = device.post(ONE_OF_EACH)
         assert status == 503 and answer["error"]["code"] == "ServiceUnavailable"
@@ -259,6 +268,19 @@ def test_storage_throttling_is_a_503_with_retry_after_and_nothing_acknowledged(d
         proxy.mode = "forward"  # storage recovers: the batch sent again is stored once
         assert device.post(ONE_OF_EACH) == (200, {"accepted": len(ONE_OF_EACH), "rejected": []})
     assert sum(len(rows) for rows in device.raw_rows().values()) == 5
+
+
+def test_an_append_stored_whose_answer_was_lost_is_found_and_not_stored_again(device, settings_override):
+    from faultproxy import LOSE
+
+    with _blob_storage_behind_a_proxy(device, settings_override) as proxy:
+        proxy.mode, proxy.busy_when = LOSE, "comp=appendblock"
+        event = {"type": "event", "deviceId": "d", "name": "once", "timestamp": T}
+        assert device.post([event]) == (200, {"accepted": 1, "rejected": []})
+        # The append was stored and its answer lost; the next try was refused by its position, and the blob's
+        # tail read back was the batch's: nothing is written twice.
+        assert [s for _, path, s in proxy.seen if "comp=appendblock" in path] == [LOSE, 412]
+    assert [row["name"] for rows in device.raw_rows().values() for row in rows] == ["once"]
 
 
 @pytest.mark.parametrize("year", [1, 9, 99, 999, 1000, 2026, 9999])

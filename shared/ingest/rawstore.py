@@ -201,13 +201,13 @@ class RawWriter:
                 with self._lock:
                     partition.blob = blob
             target = partition.blob
-            client = storage.container(RAW_CONTAINER).get_blob_client(target.name)
             try:
-                client.append_block(member, appendpos_condition=target.length, retry_total=0)
+                storage.append_blocks(RAW_CONTAINER).append_block(target.name, member,
+                                                                  appendpos_condition=target.length)
             except HttpResponseError as error:
                 code = getattr(error, "error_code", None)
                 if code == "AppendPositionConditionNotMet":
-                    if not self._landed(client, target, member):
+                    if not self._landed(target, member):
                         target.blocks = MAX_BLOCKS_PER_BLOB  # not the blob we know: go on in a new one
                         continue
                     # else an earlier try was stored though its answer was lost
@@ -234,8 +234,9 @@ class RawWriter:
             time.sleep(APPEND_PAUSE_SECONDS * 3 ** attempt)
 
     @staticmethod
-    def _landed(client, target: _OpenBlob, member: bytes) -> bool:
+    def _landed(target: _OpenBlob, member: bytes) -> bool:
         """Whether ``member`` is the blob's tail at our position: an earlier try that stored it."""
+        client = storage.container(RAW_CONTAINER).get_blob_client(target.name)
         if client.get_blob_properties().size != target.length + len(member):
             return False
         return client.download_blob(offset=target.length, length=len(member)).readall() == member

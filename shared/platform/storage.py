@@ -16,6 +16,7 @@ from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+from shared.platform.appendblock import AppendBlockClient
 from shared.platform.config import DESTINATION_STORAGE, STORAGE_CONNECTION, ConfigError, Settings, get_settings
 
 _lock = threading.Lock()
@@ -129,6 +130,20 @@ def _ensure_once(key: str, create) -> None:
         pass
     with _lock:
         _created.add(key)
+
+
+def append_blocks(container_name: str) -> AppendBlockClient:
+    """The Append Block client of a container of the app's storage (created on first use, as ``container``),
+    made once and shared: Collect's appends go through it instead of the SDK (shared.platform.appendblock)."""
+    key = "append-blocks:" + container_name
+    with _lock:
+        _settings()
+        client = _clients.get(key)
+    if client is None:
+        client = AppendBlockClient.for_container(container(container_name), on_request=lambda: _count_request(None))
+        with _lock:
+            client = _clients.setdefault(key, client)
+    return client
 
 
 def container(name: str, *, create: bool = True) -> ContainerClient:
