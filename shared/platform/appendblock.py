@@ -23,6 +23,7 @@ import hmac
 import http.client
 import re
 import select
+import socket
 import ssl
 import threading
 import time
@@ -37,6 +38,7 @@ CONNECT_SECONDS = 10.0
 ANSWER_SECONDS = 30.0  # an append of at most 4 MiB
 IDLE_SECONDS = 30.0  # connections unused this long are closed rather than reused
 MAX_IDLE_CONNECTIONS = 32
+MAX_JOINED_BYTES = 1024 * 1024  # larger bodies follow their head in a write of their own, not copied
 _MESSAGE = re.compile(rb"<Message>(.*?)</Message>", re.S)
 
 
@@ -52,8 +54,9 @@ class AppendBlockClient:
         split = urlsplit(container_url)
         if split.scheme not in ("http", "https") or not split.hostname:
             raise ValueError(f"{container_url.split('?')[0]!r} is not an http(s) container URL")
-        self._https = split.scheme == "https"
-        self._host, self._port = split.hostname, split.port
+        https = split.scheme == "https"
+        self._host, self._port = split.hostname, split.port or (443 if https else 80)
+        self._host_header = split.netloc.rsplit("@", 1)[-1]
         self._path = split.path.rstrip("/")
         self._sas = split.query
         self._api_version = api_version
@@ -73,8 +76,8 @@ class AppendBlockClient:
                                 f"a token credential, or a container URL with a SAS")
         self._token: Optional[Tuple[str, float]] = None
         self._lock = threading.Lock()
-        self._idle: List[Tuple[http.client.HTTPConnection, float]] = []
-        self._ssl = ssl.create_default_context() if self._https else None
+        self._idle: List[Tuple[socket.socket, float]] = []
+        self._ssl = ssl.create_default_context() if https else None
 
     @classmethod
     def for_container(cls, container, *, on_request: Optional[Callable[[], None]] = None) -> "AppendBlockClient":
@@ -90,16 +93,27 @@ class AppendBlockClient:
                    "Content-Length": str(len(data))}
         self._authorize(headers, path, len(data))
         target = f"{path}?comp=appendblock" + (f"&{self._sas}" if self._sas else "")
-        connection = self._connection()
+        # Head and body in one write: sent apart, the body waits on the server's delayed acknowledgement of
+        # the head (Nagle), and the thread takes the interpreter lock twice more.
+        request = "".join([f"PUT {target} HTTP/1.1\r\nHost: {self._host_header}\r\n",
+                           *(f"{name}: {value}\r\n" for name, value in headers.items()), "\r\n"]).encode("latin-1")
+        try:
+            connection = self._connection()
+        except OSError as error:
+            raise ServiceRequestError(f"the append to {blob_name} could not be sent: storage at "
+                                      f"{self._host_header} cannot be reached: {error!r}") from error
         if self._on_request is not None:
             self._on_request()
         try:
-            connection.request("PUT", target, body=data, headers=headers)
-        except (OSError, http.client.HTTPException) as error:
+            connection.sendall(request + data if len(data) <= MAX_JOINED_BYTES else request)
+            if len(data) > MAX_JOINED_BYTES:
+                connection.sendall(data)
+        except OSError as error:
             connection.close()
             raise ServiceRequestError(f"the append to {blob_name} could not be sent: {error!r}") from error
         try:
-            response = connection.getresponse()
+            response = http.client.HTTPResponse(connection, method="PUT")
+            response.begin()
             body = response.read()
         except (OSError, http.client.HTTPException) as error:
             connection.close()
@@ -139,7 +153,7 @@ class AppendBlockClient:
                 self._token = (token.token, float(token.expires_on))
             return self._token[0]
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> socket.socket:
         now = time.monotonic()
         while True:
             with self._lock:
@@ -149,11 +163,18 @@ class AppendBlockClient:
             if now - since < IDLE_SECONDS and not _dropped(connection):
                 return connection
             connection.close()
-        if self._https:
-            return http.client.HTTPSConnection(self._host, self._port, timeout=CONNECT_SECONDS, context=self._ssl)
-        return http.client.HTTPConnection(self._host, self._port, timeout=CONNECT_SECONDS)
+        connection = socket.create_connection((self._host, self._port), timeout=CONNECT_SECONDS)
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection.settimeout(ANSWER_SECONDS)
+        if self._ssl is None:
+            return connection
+        try:
+            return self._ssl.wrap_socket(connection, server_hostname=self._host)
+        except OSError:
+            connection.close()
+            raise
 
-    def _keep(self, connection: http.client.HTTPConnection) -> None:
+    def _keep(self, connection: socket.socket) -> None:
         with self._lock:
             if len(self._idle) < MAX_IDLE_CONNECTIONS:
                 self._idle.append((connection, time.monotonic()))
@@ -161,13 +182,10 @@ class AppendBlockClient:
         connection.close()
 
 
-def _dropped(connection: http.client.HTTPConnection) -> bool:
+def _dropped(connection: socket.socket) -> bool:
     """Whether the server closed a kept-alive connection: an idle socket that is readable holds its end."""
-    sock = connection.sock
-    if sock is None:
-        return True
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        readable, _, _ = select.select([connection], [], [], 0)
     except (OSError, ValueError):
         return True
     return bool(readable)
