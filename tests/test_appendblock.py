@@ -8,7 +8,7 @@ import datetime as dt
 import os
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from azure.core.credentials import AccessToken, AzureNamedKeyCredential
@@ -87,6 +87,7 @@ class _StandIn(BaseHTTPRequestHandler):
     without answering. Records each request's path and Authorization header."""
 
     protocol_version = "HTTP/1.1"
+    timeout = 10  # a connection the client keeps open cannot hold the server past its test
     behaviour = "keep"
     seen: list
     closed: threading.Semaphore
@@ -116,7 +117,9 @@ def stand_in():
         seen: list = []
         closed = threading.Semaphore(0)
 
-    server = HTTPServer(("127.0.0.1", 0), Handler)
+    # Threaded, so stopping it does not wait on a connection a client still keeps (as a failed test's does).
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
