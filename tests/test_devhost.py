@@ -238,6 +238,7 @@ def test_timer_with_run_on_startup_fires_at_start(semantics):
 def test_stop_waits_out_its_grace_then_leaves_a_running_message_to_its_retry(semantics, app_env, names):
     host = semantics(functions=["Sleepy"])
     queue = queue_client(app_env, names.queue("sleepy"))
+    assert wait_for(lambda: queue_exists(queue))  # the listener creates its queue on its own thread
     queue.send_message(base64.b64encode(b"hold").decode())
     assert wait_for(lambda: recorder().of("Sleepy"))
     try:
