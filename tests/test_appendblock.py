@@ -15,6 +15,7 @@ from azure.core.credentials import AccessToken, AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
+from shared.platform import appendblock
 from shared.platform.appendblock import AppendBlockClient
 
 API_VERSION = "2021-08-06"
@@ -40,7 +41,8 @@ def _appended(client: AppendBlockClient, container, blob: str, pieces) -> bytes:
 def test_blocks_land_in_order_with_the_account_key_and_each_request_is_counted(container):
     sent = []
     client = AppendBlockClient.for_container(container, on_request=lambda: sent.append(1))
-    pieces = [os.urandom(size) for size in (1, 1500, 70_000, 3)]
+    # A piece over MAX_JOINED_BYTES has its head and body sent in two writes.
+    pieces = [os.urandom(size) for size in (1, 1500, 70_000, appendblock.MAX_JOINED_BYTES + 1, 3)]
     assert _appended(client, container, "raw/app/event/2026/01/01/00/w-1.jsonl.gz", pieces) == b"".join(pieces)
     assert len(sent) == len(pieces)
 
