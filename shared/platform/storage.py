@@ -119,6 +119,19 @@ def destination_queue_service() -> QueueServiceClient:
     return _service("destination-queue")
 
 
+def _shared(key: str, build: Callable[[], Any]) -> Any:
+    """The client cached under ``key`` for the settings in force, built (outside the lock: building one may
+    make the service client it comes from) on first use."""
+    with _lock:
+        _settings()
+        client = _clients.get(key)
+    if client is None:
+        client = build()
+        with _lock:
+            client = _clients.setdefault(key, client)
+    return client
+
+
 def _ensure_once(key: str, create) -> None:
     with _lock:
         _settings()
@@ -135,28 +148,14 @@ def _ensure_once(key: str, create) -> None:
 def append_blocks(container_name: str) -> AppendBlockClient:
     """The Append Block client of a container of the app's storage (created on first use, as ``container``),
     made once and shared: Collect's appends go through it instead of the SDK (shared.platform.appendblock)."""
-    key = "append-blocks:" + container_name
-    with _lock:
-        _settings()
-        client = _clients.get(key)
-    if client is None:
-        client = AppendBlockClient.for_container(container(container_name), on_request=lambda: _count_request(None))
-        with _lock:
-            client = _clients.setdefault(key, client)
-    return client
+    return _shared("append-blocks:" + container_name, lambda: AppendBlockClient.for_container(
+        container(container_name), on_request=lambda: _count_request(None)))
 
 
 def container(name: str, *, create: bool = True) -> ContainerClient:
     """A container of the app's storage; created on first use in this process when ``create``. The client
-    is made once and shared (clients are thread-safe): Collect asks for one on every append."""
-    key = "container:" + name
-    with _lock:
-        _settings()
-        client = _clients.get(key)
-    if client is None:
-        client = blob_service().get_container_client(name)
-        with _lock:
-            client = _clients.setdefault(key, client)
+    is made once and shared (clients are thread-safe): Collect asks for one for every raw blob it opens."""
+    client = _shared("container:" + name, lambda: blob_service().get_container_client(name))
     if create:
         _ensure_once("blob:" + name, client.create_container)
     return client
@@ -180,13 +179,7 @@ def destination_queue(name: str) -> QueueClient:
 
 
 def _queue_of(service: Callable[[], QueueServiceClient], prefix: str, name: str, create: bool) -> QueueClient:
-    with _lock:
-        _settings()
-        client = _clients.get(prefix + name)
-    if client is None:
-        client = base64_queue(service(), name)
-        with _lock:
-            client = _clients.setdefault(prefix + name, client)
+    client = _shared(prefix + name, lambda: base64_queue(service(), name))
     if create:
         _ensure_once(prefix + name, client.create_queue)
     return client
