@@ -24,7 +24,7 @@ class FaultProxy:
         self.mode = FORWARD
         # In BUSY mode, the requests whose path holds this text are answered 503 ServerBusy; in LOSE mode, the
         # first of them is forwarded and its answer dropped. Others pass.
-        self.busy_when = ""
+        self.fault_when = ""
         self.seen: List[Tuple[str, str, object]] = []  # (method, path, status or mode)
         self._released = threading.Event()
         proxy = self
@@ -43,7 +43,7 @@ class FaultProxy:
                     proxy._released.wait(120)
                     self.close_connection = True
                     return
-                if mode == BUSY and proxy.busy_when in self.path:
+                if mode == BUSY and proxy.fault_when in self.path:
                     proxy.seen.append((self.command, self.path, 503))
                     self.send_response(503)
                     self.send_header("x-ms-error-code", "ServerBusy")
@@ -69,7 +69,7 @@ class FaultProxy:
                 answer = connection.getresponse()
                 data = answer.read()
                 connection.close()
-                if mode == LOSE and proxy.busy_when in self.path:
+                if mode == LOSE and proxy.fault_when in self.path:
                     proxy.mode = FORWARD
                     proxy.seen.append((self.command, self.path, LOSE))
                     self.close_connection = True

@@ -259,7 +259,7 @@ def test_storage_throttling_is_a_503_with_retry_after_and_nothing_acknowledged(d
     from faultproxy import BUSY
 
     with _blob_storage_behind_a_proxy(device, settings_override) as proxy:
-        proxy.mode, proxy.busy_when = BUSY, "comp=appendblock"
+        proxy.mode, proxy.fault_when = BUSY, "comp=appendblock"
         status, answer = device.post(ONE_OF_EACH)
         assert status == 503 and answer["error"]["code"] == "ServiceUnavailable"
         # Each of the batch's five raw partitions was tried a few times, briefly, then the batch refused whole.
@@ -274,7 +274,7 @@ def test_an_append_stored_whose_answer_was_lost_is_found_and_not_stored_again(de
     from faultproxy import LOSE
 
     with _blob_storage_behind_a_proxy(device, settings_override) as proxy:
-        proxy.mode, proxy.busy_when = LOSE, "comp=appendblock"
+        proxy.mode, proxy.fault_when = LOSE, "comp=appendblock"
         event = {"type": "event", "deviceId": "d", "name": "once", "timestamp": T}
         assert device.post([event]) == (200, {"accepted": 1, "rejected": []})
         # The append was stored and its answer lost; the next try was refused by its position, and the blob's
