@@ -46,6 +46,16 @@ POISON = [
     ({"type": "token", "deviceId": "dev\n", "token": "t"}, "deviceId", "holds '\\n'"),
     ({"type": "tag", "deviceId": "d", "name": "level\n", "value": 1}, "name", "a-z, A-Z, 0-9 and _"),
     (dict(EVENT, extras={"k\n": 1}), "extras", "must be 1 to 64 of a-z"),
+    # A type that is not text once raised TypeError (unhashable) out of the checks: a 500.
+    ({"type": ["event"], "deviceId": "d"}, "type", "must be one of"),
+    ({"type": {"event": 1}, "deviceId": "d"}, "type", "must be one of"),
+    # Flat extras, as the quick path takes them (shared.ingest.records.quick_row), still fully checked.
+    (dict(EVENT, extras={"k": "\udc00"}), "extras.k", "lone surrogate"),
+    (dict(EVENT, extras={"a,b": 1}), "extras", "must be 1 to 64 of a-z"),
+    (dict(EVENT, extras={"k": 2**63}), "extras", "64-bit range"),
+    (dict(EVENT, extras={"k": "x" * 1100}), "extras", "bytes once encoded"),
+    (dict(EVENT, timestamp="2026-02-30T00:00:00.000Z"), "timestamp", "not an ISO 8601 time"),
+    (dict(EVENT, timestamp=T, jobId=""), "jobId", "must be 1 to"),
 ]
 
 

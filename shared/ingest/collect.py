@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 from shared.ingest import rawstore, snapshots
-from shared.ingest.records import HISTORICAL_TYPES, RecordError, normalize
+from shared.ingest.records import HISTORICAL_TYPES, RecordError, Row, normalize, quick_row, stored_row
 
 
 @dataclass(frozen=True)
@@ -31,16 +31,24 @@ class CheckedBatch:
 def check(app_id: str, raw_records: list, *, received: Optional[dt.datetime] = None) -> CheckedBatch:
     """Checks every record; the answer body is {"accepted": n, "rejected": [{index, field, reason}]}."""
     received = received or dt.datetime.now(dt.timezone.utc)
-    accepted, rejected = [], []
+    rows: List[Row] = []
+    snapshot: List[dict] = []
+    rejected = []
     for index, raw in enumerate(raw_records):
-        try:
-            accepted.append(normalize(raw, now=received))
-        except RecordError as error:
-            rejected.append({"index": index, "field": error.field, "reason": error.reason})
-    historical = [record for record in accepted if record["type"] in HISTORICAL_TYPES]
-    snapshot = [record for record in accepted if record["type"] not in HISTORICAL_TYPES]
-    return CheckedBatch({"accepted": len(accepted), "rejected": rejected}, received,
-                        rawstore.partition_lines(app_id, historical), snapshot)
+        row = quick_row(raw, received)
+        if row is None:
+            try:
+                record = normalize(raw, now=received)
+            except RecordError as error:
+                rejected.append({"index": index, "field": error.field, "reason": error.reason})
+                continue
+            if record["type"] not in HISTORICAL_TYPES:
+                snapshot.append(record)
+                continue
+            row = stored_row(record)
+        rows.append(row)
+    return CheckedBatch({"accepted": len(rows) + len(snapshot), "rejected": rejected}, received,
+                        rawstore.partition_rows(app_id, rows), snapshot)
 
 
 def write(app_id: str, batch: CheckedBatch, *, partitions: Optional[List[str]] = None,

@@ -23,7 +23,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ServiceRequestError, ServiceResponseError
 from isal import igzip
 
-from shared.ingest.records import encode_line, parse_time, partition_time
+from shared.ingest.records import Row, parse_time, partition_time, stored_row
 from shared.platform import storage
 from shared.platform.errors import TransientError
 
@@ -250,14 +250,17 @@ class RawWriter:
 
 def partition_lines(app_id: str, records: Iterable[dict]) -> Dict[str, List[bytes]]:
     """Normalized historical records as stored rows, by partition prefix, in their order."""
+    return partition_rows(app_id, (stored_row(record) for record in records))
+
+
+def partition_rows(app_id: str, rows: Iterable[Row]) -> Dict[str, List[bytes]]:
+    """Stored rows by partition prefix, in their order."""
     groups: Dict[str, List[bytes]] = defaultdict(list)
-    for record in records:
+    for kind, moment, line in rows:
         # The time is in the stored form (YYYY-MM-DDTHH:...), so its hour partition is a matter of slicing;
         # the year as hour_prefix writes it (strftime's %Y does not pad years before 1000).
-        moment = partition_time(record)
         year = moment[:4] if moment[0] != "0" else str(int(moment[:4]))
-        prefix = f"{app_id}/{record['type']}/{year}/{moment[5:7]}/{moment[8:10]}/{moment[11:13]}/"
-        groups[prefix].append(encode_line(record))
+        groups[f"{app_id}/{kind}/{year}/{moment[5:7]}/{moment[8:10]}/{moment[11:13]}/"].append(line)
     return dict(groups)
 
 
