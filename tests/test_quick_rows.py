@@ -3,8 +3,9 @@ it stores the same bytes under the same partition as normalize and encode_line w
 record the full checks refuse to them.
 
 Records are built near the quick path's edges (lengths at their limits, times at the day's edges and just
-past the clock limit, flat extras with floats at every magnitude, integers at 64 bits, lone surrogates, keys
-one character out) and sent through JSON as a client sends them, then read as Collect reads them.
+past the clock limit, extras with floats at every magnitude, integers at 64 bits, lone surrogates, keys one
+character out, objects and arrays nested to past the record's limit) and sent through JSON as a client sends
+them, then read as Collect reads them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from test_accepted_records_export import record_strategy
@@ -51,13 +53,26 @@ flat_values = usually(st.one_of(st.none(), st.booleans(), plain_texts, st.intege
                       st.one_of(floats, texts, st.integers(-2**63 - 2, 2**63 + 1), st.just("y" * 1020)))
 extras_keys = usually(st.from_regex(r"[a-zA-Z0-9_]{1,4}", fullmatch=True),
                       st.sampled_from(["k" * 64, "k" * 65, "", "a,b", "k\n", "\ud800", "é"]))
-extras = st.one_of(st.none(), st.dictionaries(extras_keys, flat_values, max_size=4),
+
+
+@st.composite
+def nested_extras(draw):
+    """Extras holding objects and arrays 1 to 16 deep: a record allows 16 levels, itself and its extras two."""
+    value = draw(flat_values)
+    wrappers = usually(st.sampled_from([lambda v: {"k": v}, lambda v: [v], lambda v: [1.5, v, None]]),
+                       st.just(lambda v: {"\ud800": v}))
+    for _ in range(draw(st.one_of(st.integers(1, 16), st.integers(13, 16)))):
+        value = draw(wrappers)(value)
+    return {draw(extras_keys): value}
+
+
+extras = st.one_of(st.none(), st.dictionaries(extras_keys, flat_values, max_size=4), nested_extras(),
                    usually(st.dictionaries(extras_keys, flat_values, max_size=3),
                            st.dictionaries(extras_keys, st.lists(flat_values, max_size=2), max_size=2)))
 
 
 @st.composite
-def near_quick(draw):
+def near_quick(draw, extras=extras):
     """A historical record as an SDK sends it, often with a field bent."""
     kind = draw(st.sampled_from(["activity", "event", "error", "job", "crash"]))
     optional = usually(st.one_of(st.none(), plain_texts), texts)
@@ -95,15 +110,25 @@ def full_row(raw):
     return stored_row(record) if record["type"] in HISTORICAL_TYPES else None
 
 
-@settings(max_examples=3000, deadline=None)
-@given(record=st.one_of(near_quick(), near_quick(), record_strategy))
-def test_a_quick_row_is_what_the_full_checks_store(record):
+def assert_a_quick_row_is_the_full_checks_row(record):
     raw = as_collect_reads_it(record)
     row = quick_row(raw, NOW)
     if row is not None:
         assert row == full_row(raw)
         assert json.loads(row.line) == normalize(raw, now=NOW)
     event("quick" if row is not None else "full checks")
+
+
+@settings(max_examples=3000, deadline=None)
+@given(record=st.one_of(near_quick(), near_quick(), record_strategy))
+def test_a_quick_row_is_what_the_full_checks_store(record):
+    assert_a_quick_row_is_the_full_checks_row(record)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(record=near_quick(extras=nested_extras()))
+def test_nested_extras_take_the_quick_path_only_within_the_records_nesting_limit(record):
+    assert_a_quick_row_is_the_full_checks_row(record)
 
 
 def test_the_records_sdks_send_take_the_quick_path():
@@ -113,3 +138,18 @@ def test_the_records_sdks_send_take_the_quick_path():
     records = [as_collect_reads_it(record) for batch in make_batches(4, 50) for record in batch]
     rows = [quick_row(record, now) for record in records]
     assert rows == [stored_row(normalize(record, now=now)) for record in records]
+
+
+def test_extras_nested_to_the_records_limit_take_the_quick_path_and_one_level_more_the_full_checks():
+    def record(levels):
+        value = 1
+        for _ in range(levels):
+            value = {"k": value}
+        return {"type": "event", "deviceId": "d", "name": "e", "timestamp": "2026-03-01T11:00:00.000Z",
+                "extras": {"x": value}}
+
+    # The record is level 1 and its extras level 2: 14 objects inside them reach the limit of 16.
+    assert quick_row(record(14), NOW) == stored_row(normalize(record(14), now=NOW))
+    assert quick_row(record(15), NOW) is None
+    with pytest.raises(RecordError, match="more than 16 levels"):
+        normalize(record(15), now=NOW)

@@ -12,7 +12,7 @@ import json
 import math
 import re
 import unicodedata
-from typing import Any, Callable, Dict, Literal, NamedTuple, Optional, Tuple, Union, overload
+from typing import Any, Callable, Dict, Iterable, Literal, NamedTuple, Optional, Tuple, Union, overload
 
 import msgspec
 
@@ -273,24 +273,37 @@ class _Extras:
         return _extras(raw)
 
     def quick(self, value: Any, now: dt.datetime) -> Any:
-        """Flat extras only (no object or array in them), with numbers every encoder writes alike; the size
-        is checked on the encoded row by quick_row."""
+        """Extras whose numbers every encoder writes alike, nested within the record's limit; the size is
+        checked on the encoded row by quick_row, and a lone surrogate by its encoding."""
         if value is None:
             return None
         if type(value) is not dict or not all(map(_EXTRAS_KEY, value)):
             return _DOUBT
-        for item in value.values():
-            kind = type(item)
-            if kind is str or kind is bool or item is None:
+        # The record is level 1 and its extras level 2: objects and arrays inside may go MAX_NESTING - 2 deeper.
+        return value if _plain_values(value.values(), MAX_NESTING - 2) else _DOUBT
+
+
+def _plain_values(values: Iterable[Any], levels: int) -> bool:
+    """Whether every value is a string, boolean, null, 64-bit integer, float in _PLAIN_FLOATS, or an object or
+    array of such values nested at most ``levels`` deep."""
+    for item in values:
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int:
+            if -2**63 <= item < 2**63:
                 continue
-            if kind is int:
-                if -2**63 <= item < 2**63:
-                    continue
-            elif kind is float:
-                if item == 0.0 or _PLAIN_FLOATS[0] <= abs(item) < _PLAIN_FLOATS[1]:  # NaN and inf fail both
-                    continue
-            return _DOUBT
-        return value
+        elif kind is float:
+            if item == 0.0 or _PLAIN_FLOATS[0] <= abs(item) < _PLAIN_FLOATS[1]:  # NaN and inf fail both
+                continue
+        elif kind is dict and levels > 0:
+            if _plain_values(item.values(), levels - 1):
+                continue
+        elif kind is list and levels > 0:
+            if _plain_values(item, levels - 1):
+                continue
+        return False
+    return True
 
 
 _Rule = Union[_Text, _Time, _Extras]
@@ -409,9 +422,9 @@ _ENCODE = msgspec.json.Encoder().encode
 
 def quick_row(raw: Any, now: dt.datetime) -> Optional[Row]:
     """The stored row of a historical record that plainly passes every check, or None when normalize must
-    decide: a time in another form than the stored one, nested extras, a float msgspec writes otherwise than
-    encode_line, a device id outside ASCII, anything refused. Most records SDKs send take this way, at a third
-    of the cost; what it returns is what stored_row(normalize(raw)) returns (tests/test_quick_rows.py)."""
+    decide: a time in another form than the stored one, a float msgspec writes otherwise than encode_line, a
+    device id outside ASCII, extras nested too deep, anything refused. Most records SDKs send take this way,
+    at a third of the cost; what it returns is what stored_row(normalize(raw)) returns (tests/test_quick_rows.py)."""
     if type(raw) is not dict:
         return None
     kind = raw.get("type")
