@@ -179,7 +179,10 @@ class GzipSink:
             self._flush_block(self._block_bytes)
 
     def _flush_block(self, size: Optional[int] = None) -> None:
-        block = bytes(self._pending[:size] if size else self._pending)
+        # Copied once, through a view: a slice of the bytearray and then bytes of it copied each block twice,
+        # into memory mapped afresh (over glibc's mmap threshold, see pipeline.tune_allocator) and faulted in.
+        with memoryview(self._pending) as pending:
+            block = bytes(pending[:size] if size else pending)
         del self._pending[:len(block)]
         if block:
             self.md5.update(block)
