@@ -121,10 +121,6 @@ def _text(raw: dict, field: str, *, limit: int, required: bool) -> Optional[str]
     return value
 
 
-def _name(raw: dict) -> str:
-    return _text(raw, "name", limit=MAX_NAME, required=True)
-
-
 def _portable_numbers(value: Any, field: str) -> None:
     """Raises unless every number in ``value`` reads back the same in any JSON reader: finite, and integers
     within 64 bits (Python's json accepts NaN, Infinity and 1e400, which are not JSON)."""
