@@ -68,18 +68,23 @@ def parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def _stored_time(value: str, field: str, now: dt.datetime) -> str:
+    """A time already in the stored form (_STORED_TIME), as SDKs send it: such texts order as the times they
+    name."""
+    if value > _latest_accepted(now):
+        raise RecordError(field, f"is more than a day after the time it was received ({format_time(now)}); "
+                                 f"the device's clock is wrong")
+    try:
+        dt.datetime.fromisoformat(value[:-1])
+    except ValueError:
+        raise RecordError(field, f"is not an ISO 8601 time: {value[:40]!r}") from None
+    return value
+
+
 def _time(raw: dict, field: str, now: dt.datetime) -> str:
     value = raw.get(field)
     if type(value) is str and _STORED_TIME.match(value):
-        # Already in the stored form, as SDKs send it: such texts order as the times they name.
-        if value > _latest_accepted(now):
-            raise RecordError(field, f"is more than a day after the time it was received ({format_time(now)}); "
-                                     f"the device's clock is wrong")
-        try:
-            dt.datetime.fromisoformat(value[:-1])
-        except ValueError:
-            raise RecordError(field, f"is not an ISO 8601 time: {value[:40]!r}") from None
-        return value
+        return _stored_time(value, field, now)
     if value is None:
         raise RecordError(field, "is required: an ISO 8601 time with a zone, such as 2026-01-31T12:00:00Z")
     if not isinstance(value, str):
@@ -255,12 +260,11 @@ class _Time:
         return _time(raw, field, now)
 
     def quick(self, value: Any, now: dt.datetime) -> Any:
-        if type(value) is str and _STORED_TIME.match(value) and value <= _latest_accepted(now):
+        if type(value) is str and _STORED_TIME.match(value):
             try:
-                dt.datetime.fromisoformat(value[:-1])
-            except ValueError:
+                return _stored_time(value, "", now)
+            except RecordError:
                 return _DOUBT
-            return value
         return _DOUBT
 
 
