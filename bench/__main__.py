@@ -20,6 +20,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,12 @@ from shared.platform import apps, config, storage
 API_VERSION = "2014-12-01"
 DAY = dt.date(2026, 1, 15)
 BENCH_KEY = "YmVuY2htYXJrLW9ubHkta2V5LW5vdC1hLXNlY3JldCE="
+
+
+def cpu_seconds() -> float:
+    """User plus system CPU seconds this process used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def log(text: str) -> None:
@@ -74,10 +81,10 @@ def export(host: HostProcess, collection: str, app: str, key: str, container_url
 SMALL_AFTER_BIG_SECONDS = 3.0
 
 
-def fairness(env: Dict[str, str], keys: dict, container_url: str, big: int) -> Dict[str, dict]:
+def fairness(env: Dict[str, str], keys: dict, container_url: str, big: int, storage_pid: int) -> Dict[str, dict]:
     """A 10k-record export of one app created while a big ParquetBlob export of another app runs: the small
     one's time to Succeeded, and the big one's time and peak memory (which includes the small one's)."""
-    host = HostProcess(env)
+    host = HostProcess(env, storage_pid)
     try:
         log(f"fairness: a 10k-record export while a ParquetBlob export of {big:,} records runs ...")
         sampler = host.sample()
@@ -128,13 +135,14 @@ def duckdb_parquet_baseline(files: List[str], workdir: str) -> dict:
     import duckdb
 
     output = os.path.join(workdir, "out.parquet")
-    started = time.perf_counter()
+    started, cpu_at_start = time.perf_counter(), cpu_seconds()
     connection = duckdb.connect()
     connection.execute("SET threads = 2")
     connection.execute(f"COPY (SELECT * FROM read_json({files!r}, format='newline_delimited')) "
                        f"TO '{output}' (FORMAT parquet, COMPRESSION zstd)")
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "records": _one(connection, f"SELECT count(*) FROM read_parquet('{output}')")}
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_at_start
+    return {"seconds": seconds, "cpu_s": cpu,
+            "records": _one(connection, f"SELECT count(*) FROM read_parquet('{output}')")}
 
 
 def polars_baseline(files: List[str], workdir: str, target: str) -> dict:
@@ -142,9 +150,12 @@ def polars_baseline(files: List[str], workdir: str, target: str) -> dict:
     into a gzip file, the output CsvBlob and the DuckDB baseline write (polars' write_csv does not compress, so
     it writes through Python's gzip at zlib's default level, 6; gzip.open's own default, 9, is 3x slower)."""
     code = (
-        "import gzip, sys, time, polars as pl\n"
+        "import gzip, resource, sys, time, polars as pl\n"
+        "def cpu():\n"
+        "    usage = resource.getrusage(resource.RUSAGE_SELF)\n"
+        "    return usage.ru_utime + usage.ru_stime\n"
         "files, target, out = sys.argv[1:-2], sys.argv[-2], sys.argv[-1]\n"
-        "started = time.perf_counter()\n"
+        "started, cpu_at_start = time.perf_counter(), cpu()\n"
         "frame = pl.concat([pl.read_ndjson(f) for f in files], how='diagonal_relaxed')\n"
         "if target == 'parquet':\n"
         "    frame.write_parquet(out, compression='zstd')\n"
@@ -152,24 +163,24 @@ def polars_baseline(files: List[str], workdir: str, target: str) -> dict:
         "    with gzip.open(out, 'wb', compresslevel=6) as handle:\n"
         "        frame.with_columns([pl.col(n).struct.json_encode() for n, t in frame.schema.items()"
         " if isinstance(t, pl.Struct)]).write_csv(handle)\n"
-        "print(time.perf_counter() - started, frame.height)\n")
+        "print(time.perf_counter() - started, frame.height, cpu() - cpu_at_start)\n")
     output = os.path.join(workdir, "polars.parquet" if target == "parquet" else "polars.csv.gz")
     # Its own process, so POLARS_MAX_THREADS holds from its start.
     answer = subprocess.run([sys.executable, "-c", code, *files, target, output], check=True, capture_output=True,
                             text=True, env=dict(os.environ, POLARS_MAX_THREADS="2")).stdout.split()
-    return {"seconds": float(answer[0]), "records": int(answer[1])}
+    return {"seconds": float(answer[0]), "records": int(answer[1]), "cpu_s": float(answer[2])}
 
 
 def duckdb_baseline(files: List[str], workdir: str) -> dict:
     import duckdb
 
     output = os.path.join(workdir, "out.csv.gz")
-    started = time.perf_counter()
+    started, cpu_at_start = time.perf_counter(), cpu_seconds()
     connection = duckdb.connect()
     connection.execute(f"COPY (SELECT * FROM read_json({files!r}, format='newline_delimited')) "
                        f"TO '{output}' (HEADER, COMPRESSION gzip)")
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "records": _one(connection, f"SELECT count(*) FROM read_csv('{output}')"),
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_at_start
+    return {"seconds": seconds, "cpu_s": cpu, "records": _one(connection, f"SELECT count(*) FROM read_csv('{output}')"),
             "bytes": os.path.getsize(output), "threads": _one(connection, "SELECT current_setting('threads')")}
 
 
@@ -243,7 +254,7 @@ def main(argv=None) -> int:
             host.stop()
         for size, label, export_format in (("half", "csv_half", "CsvBlob"), ("full", "csv", "CsvBlob"),
                                            ("full", "parquet", "ParquetBlob")):
-            host = HostProcess(env)
+            host = HostProcess(env, azurite.pid)
             try:
                 log(f"{export_format} export of {sizes[size]:,} records ...")
                 warm_up(host, export_format)
@@ -252,7 +263,7 @@ def main(argv=None) -> int:
                 results[label].update(host.stop_sampling(sampler))
             finally:
                 host.stop()
-        results.update(fairness(env, keys, container_url, sizes["big"]))
+        results.update(fairness(env, keys, container_url, sizes["big"], azurite.pid))
         ingestion = ingest.run(env, clients=arguments.clients, seconds=arguments.ingest_seconds, batch_size=50)
 
     print(f"{'measure':<22}{'records':>12}{'seconds':>10}{'records/s':>14}{'MB/s (raw in)':>15}{'peak MiB':>10}"
@@ -296,6 +307,14 @@ def main(argv=None) -> int:
     print(f"memory parquet_peak_mib={ratios['parquet_peak_mib']:.0f}")
     print(f"memory parquet_big_peak_mib={ratios['parquet_big_peak_mib']:.0f} big_records={sizes['big']}")
     print(f"fairness small_while_big_s={ratios['small_while_big_s']:.2f}")
+    for ours, label in (("parquet", "parquet"), ("csv", "csv")):
+        # CPU seconds, for what the wall-clock ratios cannot show on a machine whose cores the storage emulator
+        # shares: how much work the export itself did, against the peers' work on the same rows.
+        host_cpu, polars_cpu = results[ours]["cpu_s"], results[f"polars_{label}"]["cpu_s"]
+        duckdb_cpu = results["duckdb_parquet" if label == "parquet" else "duckdb"]["cpu_s"]
+        print(f"cpu {label}_s={host_cpu:.2f} storage_s={results[ours]['storage_cpu_s']:.2f} "
+              f"polars_{label}_s={polars_cpu:.2f} duckdb_{label}_s={duckdb_cpu:.2f}")
+        print(f"cpu {label}_over_polars={polars_cpu / host_cpu:.2f} {label}_over_duckdb={duckdb_cpu / host_cpu:.2f}")
     ingest.report(ingestion)
     os.makedirs(os.path.dirname(arguments.output), exist_ok=True)
     with open(arguments.output, "w", encoding="utf-8") as handle:

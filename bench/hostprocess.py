@@ -1,4 +1,5 @@
-"""The local host in a process of its own, for the benchmarks: its address, and its memory while it works."""
+"""The local host in a process of its own, for the benchmarks: its address, and its memory and CPU while it
+works."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 import tempfile
 import threading
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import psutil
 
@@ -17,14 +18,17 @@ MIB = 1024 * 1024
 
 
 class HostProcess:
-    """The local host in a process of its own, so its memory is measured alone."""
+    """The local host in a process of its own, so its memory and CPU are measured alone; ``storage_pid`` is the
+    storage emulator's process, whose CPU is measured beside (on one machine, it shares the cores)."""
 
-    def __init__(self, env: Dict[str, str]) -> None:
+    def __init__(self, env: Dict[str, str], storage_pid: Optional[int] = None) -> None:
+        self.storage_pid = storage_pid
         self.port = free_port()
         self.process = start_host(env, self.port, os.path.join(tempfile.gettempdir(), "ee-bench-host.log"))
         self.url = f"http://127.0.0.1:{self.port}"
         self.peak_rss = self.peak_pss = 0
         self._sampling = False
+        self._cpu_at_start = self._storage_cpu_at_start = 0.0
 
     def _processes(self) -> List[psutil.Process]:
         process = psutil.Process(self.process.pid)
@@ -32,9 +36,13 @@ class HostProcess:
 
     def sample(self):
         """Samples the summed RSS every 20 ms and the summed PSS every 200 ms (reading a process's PSS takes
-        about a millisecond of CPU, which a faster sampling would take from the export it measures)."""
+        about a millisecond of CPU, which a faster sampling would take from the export it measures), and notes
+        the CPU used so far."""
         self._sampling = True
         self.peak_rss = self.peak_pss = 0
+        self._cpu_at_start = tree_cpu_seconds(self.process.pid)
+        if self.storage_pid is not None:
+            self._storage_cpu_at_start = tree_cpu_seconds(self.storage_pid)
 
         def loop():
             ticks = 0
@@ -54,12 +62,31 @@ class HostProcess:
         return thread
 
     def stop_sampling(self, thread) -> Dict[str, float]:
+        """The peaks, and the CPU seconds used since ``sample`` by the host and by the storage emulator."""
         self._sampling = False
         thread.join()
-        return {"peak_pss_mib": self.peak_pss / MIB, "peak_rss_mib": self.peak_rss / MIB}
+        figures = {"peak_pss_mib": self.peak_pss / MIB, "peak_rss_mib": self.peak_rss / MIB,
+                   "cpu_s": tree_cpu_seconds(self.process.pid) - self._cpu_at_start}
+        if self.storage_pid is not None:
+            figures["storage_cpu_s"] = tree_cpu_seconds(self.storage_pid) - self._storage_cpu_at_start
+        return figures
 
     def stop(self) -> None:
         stop_host(self.process, grace_seconds=30)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds used so far by a process and its live descendants (the host's conversion
+    processes live as long as it does, so none is missed between two readings)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root] + root.children(recursive=True):
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # ended between the listing and the reading
+            continue
+        total += times.user + times.system
+    return total
 
 
 def _pss(pid: int) -> int:

@@ -79,6 +79,13 @@ class Azurite:
         return cls(location=location, ports={service: free_port() for service in SERVICES})
 
     @property
+    def pid(self) -> int:
+        """The process id of the running emulator."""
+        if self.process is None:
+            raise AzuriteError("Azurite is not running")
+        return self.process.pid
+
+    @property
     def connection_string(self) -> str:
         return connection_string(self.host, self.ports)
 
