@@ -414,8 +414,7 @@ def stored_row(record: Dict[str, Any]) -> Row:
     return Row(record["type"], partition_time(record), encode_line(record))
 
 
-_QUICK_FIELDS = {kind: (frozenset(field for field, _ in fields) | {"type", "deviceId", "userId"}, (_USER_ID,) + fields,
-                        "start" if "start" in dict(fields) else "timestamp")
+_QUICK_FIELDS = {kind: (frozenset(field for field, _ in fields) | {"type", "deviceId", "userId"}, (_USER_ID,) + fields)
                  for kind, fields in _HISTORICAL_FIELDS.items()}
 _ENCODE = msgspec.json.Encoder().encode
 
@@ -430,7 +429,7 @@ def quick_row(raw: Any, now: dt.datetime) -> Optional[Row]:
     kind = raw.get("type")
     if type(kind) is not str or kind not in _QUICK_FIELDS:
         return None
-    names, fields, filed_under = _QUICK_FIELDS[kind]
+    names, fields = _QUICK_FIELDS[kind]
     device = raw.get("deviceId")
     if not names.issuperset(raw) or type(device) is not str or not _ASCII_DEVICE_ID.match(device):
         return None
@@ -450,4 +449,4 @@ def quick_row(raw: Any, now: dt.datetime) -> Optional[Row]:
     # The extras' encoding is part of the row, so a short row has small enough extras.
     if len(line) > MAX_EXTRAS_BYTES and len(_ENCODE(record.get("extras"))) > MAX_EXTRAS_BYTES:
         return None
-    return Row(kind, record[filed_under], line + b"\n")
+    return Row(kind, partition_time(record), line + b"\n")
