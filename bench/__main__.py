@@ -33,6 +33,7 @@ import requests
 from bench import ingest
 from bench.hostprocess import MIB, HostProcess
 from devhost.azurite import REPO_ROOT, Azurite
+from shared.export import snapshotstate
 from shared.ingest import rawstore
 from shared.platform import apps, config, storage
 
@@ -51,15 +52,18 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def export(host: HostProcess, collection: str, app: str, key: str, container_url: str, export_format: str) -> dict:
+def export(host: HostProcess, collection: str, app: str, key: str, container_url: str, export_format: str, *,
+           route: str = "events") -> dict:
     base = (f"{host.url}/subscriptions/bench/resourceGroups/bench/providers/Microsoft.MobileEngagement/"
             f"appcollections/{collection}/apps/{app}/devices/exportTasks")
     headers = {"Authorization": f"Bearer {key}"}
+    body = {"containerUrl": container_url, "exportFormat": export_format}
+    if route == "events":
+        body.update(startDate=DAY.isoformat(), endDate=DAY.isoformat())
     posted_at = dt.datetime.now(dt.timezone.utc)
     started = time.perf_counter()
-    response = requests.post(f"{base}/events", params={"api-version": API_VERSION}, headers=headers, timeout=60,
-                             json={"containerUrl": container_url, "startDate": DAY.isoformat(),
-                                   "endDate": DAY.isoformat(), "exportFormat": export_format})
+    response = requests.post(f"{base}/{route}", params={"api-version": API_VERSION}, headers=headers, timeout=60,
+                             json=body)
     response.raise_for_status()
     location = response.headers["Location"]
     while True:
@@ -200,9 +204,11 @@ def main(argv=None) -> int:
     parser.add_argument("--ingest-seconds", type=float, default=15.0, help="how long each ingestion run sends")
     parser.add_argument("--big-records", type=int, default=int(os.environ.get("BIG_RECORDS") or 10_000_000),
                         help="events of the big ParquetBlob export that the fairness run starts first")
+    parser.add_argument("--devices", type=int, default=int(os.environ.get("DEVICES") or 200_000),
+                        help="devices of the app whose Device export is measured")
     arguments = parser.parse_args(argv)
     records = arguments.records
-    from sampledata import load_events
+    from sampledata import load_devices, load_events
 
     with tempfile.TemporaryDirectory(prefix="ee-bench-") as workdir, \
             Azurite.on_free_ports(os.path.join(workdir, "azurite")) as azurite:
@@ -264,6 +270,29 @@ def main(argv=None) -> int:
             finally:
                 host.stop()
         results.update(fairness(env, keys, container_url, sizes["big"], azurite.pid))
+        keys["devices"] = apps.register_app("bench", "devices")
+        started = time.perf_counter()
+        logged = load_devices("bench~devices", arguments.devices)
+        log(f"generated {arguments.devices:,} devices ({logged:,} device, tag, token and push records) for "
+            f"bench/devices in {time.perf_counter() - started:.1f}s")
+        log("folding its snapshot log into its state, as the StartExport timer's compaction does ...")
+        started, cpu_at_start = time.perf_counter(), cpu_seconds()
+        snapshotstate.compact("bench~devices")
+        results["compaction"] = {"seconds": time.perf_counter() - started, "cpu_s": cpu_seconds() - cpu_at_start,
+                                 "records": logged}
+        # Reports that came after the compaction, which the export folds on top of the state: 1% of the devices.
+        recent = load_devices("bench~devices", arguments.devices // 100, seed=2)
+        log(f"  then {recent:,} records of {arguments.devices // 100:,} other devices, after the state")
+        host = HostProcess(env, azurite.pid)
+        try:
+            log(f"Device export of {arguments.devices:,} devices (CsvBlob) ...")
+            warm_up(host, "CsvBlob")
+            sampler = host.sample()
+            results["devices"] = export(host, "bench", "devices", keys["devices"].export_key, container_url,
+                                        "CsvBlob", route="devices")
+            results["devices"].update(host.stop_sampling(sampler))
+        finally:
+            host.stop()
         ingestion = ingest.run(env, clients=arguments.clients, seconds=arguments.ingest_seconds, batch_size=50)
 
     print(f"{'measure':<22}{'records':>12}{'seconds':>10}{'records/s':>14}{'MB/s (raw in)':>15}{'peak MiB':>10}"
@@ -277,13 +306,15 @@ def main(argv=None) -> int:
                               ("CsvBlob export (1/2)", "csv_half", sizes["half"]),
                               ("small export latency", "latency", sizes["small"]),
                               ("ParquetBlob export (big)", "big_parquet", sizes["big"]),
-                              ("small while big runs", "small_while_big", sizes["small"])):
+                              ("small while big runs", "small_while_big", sizes["small"]),
+                              ("Device export (CSV)", "devices", results["devices"]["records"])):
         figures = results[key]
         input_bytes = raw_bytes * count / records
         pss = f"{figures['peak_pss_mib']:.0f}" if "peak_pss_mib" in figures else "-"
         rss = f"{figures['peak_rss_mib']:.0f}" if "peak_rss_mib" in figures else "-"
+        throughput = f"{input_bytes / MIB / figures['seconds']:.1f}" if key != "devices" else "-"
         print(f"{label:<22}{count:>12,}{figures['seconds']:>10.2f}{count / figures['seconds']:>14,.0f}"
-              f"{input_bytes / MIB / figures['seconds']:>15.1f}{pss:>10}{rss:>11}")
+              f"{throughput:>15}{pss:>10}{rss:>11}")
     ratios = {
         "json_over_rawcopy": results["rawcopy"]["seconds"] / results["json"]["seconds"],
         "csv_over_duckdb": results["duckdb"]["seconds"] / results["csv"]["seconds"],
@@ -296,6 +327,12 @@ def main(argv=None) -> int:
         "parquet_peak_mib": results["parquet"]["peak_pss_mib"],
         "parquet_big_peak_mib": results["big_parquet"]["peak_pss_mib"],
         "small_while_big_s": results["small_while_big"]["seconds"],
+        "devices_export_s": results["devices"]["seconds"],
+        "compaction_s": results["compaction"]["seconds"],
+        "devices_peak_mib": results["devices"]["peak_pss_mib"],
+        # records/s of the Device export over the CsvBlob export's
+        "snapshot_over_csv": (results["devices"]["records"] / results["devices"]["seconds"])
+        / (results["csv"]["records"] / results["csv"]["seconds"]),
     }
     print(f"ratio json/rawcopy={ratios['json_over_rawcopy']:.2f}")
     print(f"ratio csv/duckdb={ratios['csv_over_duckdb']:.2f}")
@@ -307,6 +344,10 @@ def main(argv=None) -> int:
     print(f"memory parquet_peak_mib={ratios['parquet_peak_mib']:.0f}")
     print(f"memory parquet_big_peak_mib={ratios['parquet_big_peak_mib']:.0f} big_records={sizes['big']}")
     print(f"fairness small_while_big_s={ratios['small_while_big_s']:.2f}")
+    print(f"snapshot devices_export_s={ratios['devices_export_s']:.2f} devices={results['devices']['records']} "
+          f"peak_mib={ratios['devices_peak_mib']:.0f}")
+    print(f"snapshot compaction_s={ratios['compaction_s']:.2f} records={results['compaction']['records']}")
+    print(f"ratio snapshot/csv={ratios['snapshot_over_csv']:.2f}")
     for label, duckdb_key in (("parquet", "duckdb_parquet"), ("csv", "duckdb")):
         # CPU seconds, for what the wall-clock ratios cannot show on a machine whose cores the storage emulator
         # shares: how much work the export itself did, against the peers' work on the same rows.

@@ -6,9 +6,14 @@ fixed time. The baseline runs the same way on the same Azurite: as many clients 
 encoded and gzip'd as the raw store writes them, straight to append blobs with azure-storage-blob. The
 clients run in processes of their own, so neither side shares an interpreter with what it measures.
 
-It prints requests/s, records/s, p50 and p99 latency for both, the storage requests the host made per
-request (from its /health), acked against stored (counted back from the raw store), and
-`ratio collect/append=`. `make bench` runs the same section after the export figures.
+Collect then runs three more times on the same host: SDK-sized batches of which 30% are snapshot records
+(device reports, tags and tokens of distinct devices), and backend-sized batches (500 records) without and
+with that share.
+
+It prints requests/s, records/s, p50 and p99 latency for each, the storage requests the host made per
+request (from its /health), acked against stored (counted back from the raw store), `ratio collect/append=`
+and `ratio collect_mixed/collect=` (records/s with 30% snapshot records over records/s without, the lower of
+the two batch sizes'). `make bench` runs the same section after the export figures.
 """
 
 from __future__ import annotations
@@ -66,15 +71,39 @@ def session_batch(rng: random.Random, now: dt.datetime, size: int) -> List[dict]
     return records[:size]
 
 
+def mixed_batch(rng: random.Random, now: dt.datetime, size: int, share: float = 0.3) -> List[dict]:
+    """A batch whose ``share`` of records are snapshot records of distinct devices, each reporting itself, a tag
+    and its push token, as a backend forwarding its users' reports sends them; the rest a session's records."""
+    from sampledata.generator import CARRIERS, MODELS, PLACES
+
+    snapshot: List[dict] = []
+    while len(snapshot) < round(size * share):
+        device = f"{rng.getrandbits(128):032x}"
+        model, maker, firmware, version, _ = rng.choice(MODELS)
+        country, region, locality = rng.choice(PLACES)
+        snapshot += [
+            {"type": "device", "deviceId": device, "timestamp": _iso(now - dt.timedelta(seconds=rng.randint(0, 600))),
+             "info": {"phoneModel": model, "phoneManufacturer": maker, "firmwareName": firmware,
+                      "firmwareVersion": version, "carrierName": rng.choice(CARRIERS),
+                      "applicationVersionCode": rng.randint(200, 299)},
+             "location": {"countrycode": country, "region": region, "locality": locality},
+             "nativePushEnabled": rng.random() < 0.7},
+            {"type": "tag", "deviceId": device, "name": "coins", "value": rng.randint(0, 100_000)},
+            {"type": "token", "deviceId": device, "token": f"tok-{rng.getrandbits(128):032x}", "platform": "fcm"}]
+    snapshot = snapshot[:round(size * share)]
+    return session_batch(rng, now, size - len(snapshot)) + snapshot
+
+
 def _iso(moment: dt.datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def make_batches(count: int, size: int, seed: int = 7) -> List[List[dict]]:
+def make_batches(count: int, size: int, seed: int = 7, *, mixed: bool = False) -> List[List[dict]]:
     rng = random.Random(seed)
     # A minute back from now: every batch stays within the hour it was made in for a short run, as an SDK's do.
     now = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
-    return [session_batch(rng, now, size) for _ in range(count)]
+    make = mixed_batch if mixed else session_batch
+    return [make(rng, now, size) for _ in range(count)]
 
 
 def collect_bodies(batches: List[List[dict]]) -> List[Tuple[bytes, int]]:
@@ -225,8 +254,15 @@ def storage_requests(host_url: str) -> int:
     return requests.get(f"{host_url}/health", timeout=30).json()["storageRequests"] - 1
 
 
+# Backend-sized batches (many devices each), beside the SDK-sized ones.
+BACKEND_BATCH = 500
+BACKEND_BATCHES = 60
+
+
 def run(env: Dict[str, str], *, clients: int, seconds: float, batch_size: int) -> dict:
-    """The ingestion section on the Azurite of ``env``: the baseline, then Collect; returns the figures."""
+    """The ingestion section on the Azurite of ``env``: the baseline, then Collect with SDK-sized batches of
+    session records, then with batches of which 30% are snapshot records, then both backend-sized; returns the
+    figures."""
     from bench.hostprocess import HostProcess
     from shared.platform import apps, storage
 
@@ -246,28 +282,49 @@ def run(env: Dict[str, str], *, clients: int, seconds: float, batch_size: int) -
         before = storage_requests(host.url)
         collect = drive("collect", target, collect_bodies(batches), clients=clients, seconds=seconds)
         collect["storage_requests"] = storage_requests(host.url) - before
+        runs = {}
+        for label, size, count, mixed in (("mixed", batch_size, BATCHES, True),
+                                          ("backend", BACKEND_BATCH, BACKEND_BATCHES, False),
+                                          ("backend_mixed", BACKEND_BATCH, BACKEND_BATCHES, True)):
+            log(f"collect: {clients} clients posting {size}-record gzip batches"
+                f"{', 30% snapshot records' if mixed else ''} for {seconds:.0f}s ...")
+            runs[label] = drive("collect", target, collect_bodies(make_batches(count, size, mixed=mixed)),
+                                clients=clients, seconds=seconds)
     finally:
         host.stop()
     collect["stored"] = stored_records(apps.app_ref(COLLECTION, app_name).id)
-    return {"append": append, "collect": collect, "clients": clients, "batch_size": batch_size,
-            "ratio_collect_over_append": collect["requests_per_s"] / append["requests_per_s"]}
+    acked = collect["acked"] + sum(row["acked"] for row in runs.values())
+    return {"append": append, "collect": collect, **runs, "clients": clients, "batch_size": batch_size,
+            "acked_all": acked, "ratio_collect_over_append": collect["requests_per_s"] / append["requests_per_s"],
+            "ratio_mixed_over_collect": runs["mixed"]["records_per_s"] / collect["records_per_s"],
+            "ratio_backend_mixed_over_backend": (runs["backend_mixed"]["records_per_s"]
+                                                 / runs["backend"]["records_per_s"])}
 
 
 def report(figures: dict) -> None:
     append, collect = figures["append"], figures["collect"]
     print(f"{'ingestion':<24}{'requests/s':>12}{'records/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'not ok':>8}")
-    for label, row in (("append (baseline)", append), ("collect", collect)):
+    size, backend = figures["batch_size"], BACKEND_BATCH
+    rows = (("append (baseline)", append), ("collect", collect), ("collect 30% snapshot", figures["mixed"]),
+            (f"collect x{backend}", figures["backend"]), (f"collect x{backend} 30% snap.", figures["backend_mixed"]))
+    for label, row in rows:
         print(f"{label:<24}{row['requests_per_s']:>12,.0f}{row['records_per_s']:>12,.0f}{row['p50_ms']:>9.1f}"
               f"{row['p99_ms']:>9.1f}{row['requests'] - row['ok']:>8}")
     per_request = collect["storage_requests"] / max(1, collect["requests"])
-    for label, row in (("append", append), ("collect", collect)):
+    for label, row in rows:
         if row["requests"] != row["ok"]:
             print(f"ingest {label} answers: {row['statuses']}")
     print(f"ratio collect/append={figures['ratio_collect_over_append']:.2f}")
+    # The lower of the two sizes' ratios: the target holds for both.
+    mixed_ratio = min(figures["ratio_mixed_over_collect"], figures["ratio_backend_mixed_over_backend"])
+    print(f"ratio collect_mixed/collect={mixed_ratio:.2f}")
+    print(f"ingest mixed batch_{size}={figures['ratio_mixed_over_collect']:.2f} "
+          f"batch_{backend}={figures['ratio_backend_mixed_over_backend']:.2f} "
+          f"p99_ms_{size}={figures['mixed']['p99_ms']:.1f} p99_ms_{backend}={figures['backend_mixed']['p99_ms']:.1f}")
     print(f"ingest records_per_s={collect['records_per_s']:.0f} requests_per_s={collect['requests_per_s']:.0f} "
           f"p50_ms={collect['p50_ms']:.1f} p99_ms={collect['p99_ms']:.1f}")
     print(f"ingest storage_requests_per_request={per_request:.2f}")
-    print(f"ingest acked={collect['acked']} stored={collect['stored']}")
+    print(f"ingest acked={figures['acked_all']} stored={collect['stored']}")
 
 
 def main(argv=None) -> int:
@@ -287,7 +344,7 @@ def main(argv=None) -> int:
         config.reset_settings()
         figures = run(env, clients=arguments.clients, seconds=arguments.seconds, batch_size=arguments.batch_size)
     report(figures)
-    return 0 if figures["collect"]["acked"] == figures["collect"]["stored"] else 1
+    return 0 if figures["acked_all"] == figures["collect"]["stored"] else 1
 
 
 if __name__ == "__main__":

@@ -7,10 +7,12 @@ import datetime as dt
 import gzip
 import json
 import random
+import time
+import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 from shared.ingest import rawstore, snapshots
 from shared.ingest.records import encode_line, format_time
@@ -63,77 +65,132 @@ def _user_id(seed: int, index: int) -> Optional[str]:
 
 def day_records(plan: Plan, day: dt.date) -> Iterator[dict]:
     """The historical records of one day, every device."""
-    midnight = dt.datetime.combine(day, dt.time(), dt.timezone.utc)
     for index in range(plan.devices):
-        rng = random.Random(f"day:{plan.seed}:{index}:{day.isoformat()}")
-        device, user = _device_id(plan.seed, index), _user_id(plan.seed, index)
-        common = {"deviceId": device, **({"userId": user} if user else {})}
-        for _ in range(rng.choice((0, 1, 1, 2, 2, 3))):
-            session = f"s-{rng.getrandbits(64):016x}"
-            clock = midnight + dt.timedelta(seconds=rng.randint(0, 86_000))
-            for _ in range(rng.randint(1, 5)):
-                name = rng.choice(ACTIVITIES)
-                end = clock + dt.timedelta(seconds=rng.randint(5, 300), milliseconds=rng.randint(0, 999))
-                yield {"type": "activity", **common, "sessionId": session, "name": name,
-                       "start": format_time(clock), "end": format_time(end), "extras": _extras(rng, name)}
-                for _ in range(rng.randint(0, 3)):
-                    moment = clock + (end - clock) * rng.random()
-                    event = rng.choice(EVENTS)
-                    yield {"type": "event", **common, "sessionId": session, "name": event,
-                           "timestamp": format_time(moment), "extras": _extras(rng, name)}
-                if rng.random() < 0.04:
-                    yield {"type": "error", **common, "sessionId": session, "name": rng.choice(ERRORS),
-                           "timestamp": format_time(end), "extras": {"code": rng.randint(400, 599)}}
-                clock = end + dt.timedelta(seconds=rng.randint(0, 20))
-        if rng.random() < 0.3:
-            start = midnight + dt.timedelta(seconds=rng.randint(0, 86_000))
-            yield {"type": "job", **common, "name": rng.choice(JOBS), "start": format_time(start),
-                   "end": format_time(start + dt.timedelta(seconds=rng.randint(1, 120))),
-                   "extras": {"items": rng.randint(1, 50)}}
-        if rng.random() < 0.02:
-            yield {"type": "crash", **common, "timestamp": format_time(midnight + dt.timedelta(
-                seconds=rng.randint(0, 86_399))), "crashType": rng.choice(CRASHES),
-                "message": "unexpected state", "stack": "at Game.update(Game.java:42)\nat Loop.run(Loop.java:7)"}
+        yield from device_day_records(plan, day, index)
+
+
+def device_day_records(plan: Plan, day: dt.date, index: int) -> Iterator[dict]:
+    """The historical records of one device on one day."""
+    midnight = dt.datetime.combine(day, dt.time(), dt.timezone.utc)
+    rng = random.Random(f"day:{plan.seed}:{index}:{day.isoformat()}")
+    device, user = _device_id(plan.seed, index), _user_id(plan.seed, index)
+    common = {"deviceId": device, **({"userId": user} if user else {})}
+    for _ in range(rng.choice((0, 1, 1, 2, 2, 3))):
+        session = f"s-{rng.getrandbits(64):016x}"
+        clock = midnight + dt.timedelta(seconds=rng.randint(0, 86_000))
+        for _ in range(rng.randint(1, 5)):
+            name = rng.choice(ACTIVITIES)
+            end = clock + dt.timedelta(seconds=rng.randint(5, 300), milliseconds=rng.randint(0, 999))
+            yield {"type": "activity", **common, "sessionId": session, "name": name,
+                   "start": format_time(clock), "end": format_time(end), "extras": _extras(rng, name)}
+            for _ in range(rng.randint(0, 3)):
+                moment = clock + (end - clock) * rng.random()
+                event = rng.choice(EVENTS)
+                yield {"type": "event", **common, "sessionId": session, "name": event,
+                       "timestamp": format_time(moment), "extras": _extras(rng, name)}
+            if rng.random() < 0.04:
+                yield {"type": "error", **common, "sessionId": session, "name": rng.choice(ERRORS),
+                       "timestamp": format_time(end), "extras": {"code": rng.randint(400, 599)}}
+            clock = end + dt.timedelta(seconds=rng.randint(0, 20))
+    if rng.random() < 0.3:
+        start = midnight + dt.timedelta(seconds=rng.randint(0, 86_000))
+        yield {"type": "job", **common, "name": rng.choice(JOBS), "start": format_time(start),
+               "end": format_time(start + dt.timedelta(seconds=rng.randint(1, 120))),
+               "extras": {"items": rng.randint(1, 50)}}
+    if rng.random() < 0.02:
+        yield {"type": "crash", **common, "timestamp": format_time(midnight + dt.timedelta(
+            seconds=rng.randint(0, 86_399))), "crashType": rng.choice(CRASHES),
+            "message": "unexpected state", "stack": "at Game.update(Game.java:42)\nat Loop.run(Loop.java:7)"}
 
 
 def snapshot_records(plan: Plan) -> Iterator[dict]:
     """Devices, tags, tokens and push feedback: the current state of every device."""
+    for index in range(plan.devices):
+        yield from device_snapshot_records(plan, index)
+
+
+def device_snapshot_records(plan: Plan, index: int) -> Iterator[dict]:
+    """One device's report, its tags, its token and its push feedback."""
     seen = format_time(dt.datetime.combine(plan.last_day, dt.time(12), dt.timezone.utc))
     campaign_day = dt.datetime.combine(plan.last_day, dt.time(9), dt.timezone.utc)
-    for index in range(plan.devices):
-        rng = random.Random(f"snapshot:{plan.seed}:{index}")
-        device, user = _device_id(plan.seed, index), _user_id(plan.seed, index)
-        model, maker, firmware, version, api_level = rng.choice(MODELS)
-        country, region, locality = rng.choice(PLACES)
-        info = {"phoneModel": model, "phoneManufacturer": maker, "firmwareVersion": version,
-                "firmwareName": firmware, "carrierCountry": country.lower(), "locale": f"{country.lower()}_{country}",
-                "carrierName": rng.choice(CARRIERS), "networkType": rng.choice(("WIFI", "MOBILE")),
-                "applicationVersionName": f"2.{rng.randint(0, 9)}.0", "applicationVersionCode": rng.randint(200, 299),
-                "timeZoneOffset": rng.choice((0, 3600, -28800, 32400)), "serviceVersion": "4.1.0"}
-        if api_level:
-            info["androidAPILevel"] = api_level
-        yield {"type": "device", "deviceId": device, "timestamp": seen, "info": info,
-               "location": {"countrycode": country, "region": region, "locality": locality},
-               "nativePushEnabled": rng.random() < 0.7}
-        yield {"type": "tag", "deviceId": device, "name": "favorite_mode", "value": rng.choice(("solo", "coop"))}
-        yield {"type": "tag", "deviceId": device, "name": "coins", "value": rng.randint(0, 100_000)}
-        yield {"type": "tag", "deviceId": device, "name": "signup_date", "value": (
-            plan.last_day - dt.timedelta(days=rng.randint(0, 700))).isoformat()}
-        yield {"type": "tag", "deviceId": device, "name": "premium", "value": rng.random() < 0.1}
-        token = {"type": "token", "deviceId": device, "token": f"tok-{rng.getrandbits(128):032x}",
-                 "platform": "apns" if firmware == "iOS" else "fcm"}
-        if user:
-            token["userId"] = user
-        yield token
-        for campaign in range(1, 4):
-            if rng.random() < 0.5:
-                continue
-            kind = CAMPAIGN_TYPES[campaign % len(CAMPAIGN_TYPES)]
-            moment = campaign_day + dt.timedelta(hours=campaign)
-            for action in ("pushed", "replied", "actioned")[:rng.randint(1, 3)]:
-                yield {"type": "push", "deviceId": device, "campaignId": campaign, "campaignType": kind,
-                       "action": action, "timestamp": format_time(moment)}
-                moment += dt.timedelta(minutes=rng.randint(1, 90))
+    rng = random.Random(f"snapshot:{plan.seed}:{index}")
+    device, user = _device_id(plan.seed, index), _user_id(plan.seed, index)
+    model, maker, firmware, version, api_level = rng.choice(MODELS)
+    country, region, locality = rng.choice(PLACES)
+    info = {"phoneModel": model, "phoneManufacturer": maker, "firmwareVersion": version,
+            "firmwareName": firmware, "carrierCountry": country.lower(), "locale": f"{country.lower()}_{country}",
+            "carrierName": rng.choice(CARRIERS), "networkType": rng.choice(("WIFI", "MOBILE")),
+            "applicationVersionName": f"2.{rng.randint(0, 9)}.0", "applicationVersionCode": rng.randint(200, 299),
+            "timeZoneOffset": rng.choice((0, 3600, -28800, 32400)), "serviceVersion": "4.1.0"}
+    if api_level:
+        info["androidAPILevel"] = api_level
+    yield {"type": "device", "deviceId": device, "timestamp": seen, "info": info,
+           "location": {"countrycode": country, "region": region, "locality": locality},
+           "nativePushEnabled": rng.random() < 0.7}
+    yield {"type": "tag", "deviceId": device, "name": "favorite_mode", "value": rng.choice(("solo", "coop"))}
+    yield {"type": "tag", "deviceId": device, "name": "coins", "value": rng.randint(0, 100_000)}
+    yield {"type": "tag", "deviceId": device, "name": "signup_date", "value": (
+        plan.last_day - dt.timedelta(days=rng.randint(0, 700))).isoformat()}
+    yield {"type": "tag", "deviceId": device, "name": "premium", "value": rng.random() < 0.1}
+    token = {"type": "token", "deviceId": device, "token": f"tok-{rng.getrandbits(128):032x}",
+             "platform": "apns" if firmware == "iOS" else "fcm"}
+    if user:
+        token["userId"] = user
+    yield token
+    for campaign in range(1, 4):
+        if rng.random() < 0.5:
+            continue
+        kind = CAMPAIGN_TYPES[campaign % len(CAMPAIGN_TYPES)]
+        moment = campaign_day + dt.timedelta(hours=campaign)
+        for action in ("pushed", "replied", "actioned")[:rng.randint(1, 3)]:
+            yield {"type": "push", "deviceId": device, "campaignId": campaign, "campaignType": kind,
+                   "action": action, "timestamp": format_time(moment)}
+            moment += dt.timedelta(minutes=rng.randint(1, 90))
+
+
+def device_updates(plan: Plan, index: int) -> Iterator[dict]:
+    """What a device sends after its first report, for about half of the devices: a later report without its
+    location, a stale report (older than what is known, so it changes only firstSeen), a tag changed, a tag
+    removed (set to null), a new push token."""
+    rng = random.Random(f"updates:{plan.seed}:{index}")
+    if rng.random() < 0.5:
+        return
+    device = _device_id(plan.seed, index)
+    noon = dt.datetime.combine(plan.last_day, dt.time(12), dt.timezone.utc)
+    later, stale = noon + dt.timedelta(hours=rng.randint(1, 11)), noon - dt.timedelta(days=rng.randint(1, 30))
+    yield {"type": "device", "deviceId": device, "timestamp": format_time(later),
+           "info": {"phoneModel": "Pixel 9", "phoneManufacturer": "Google", "firmwareName": "Android",
+                    "firmwareVersion": "15", "applicationVersionName": "3.0.0", "applicationVersionCode": 300},
+           "nativePushEnabled": rng.random() < 0.5}
+    yield {"type": "device", "deviceId": device, "timestamp": format_time(stale),
+           "info": {"phoneModel": "stale", "phoneManufacturer": "stale"}, "location": {"countrycode": "XX"}}
+    yield {"type": "tag", "deviceId": device, "name": "coins", "value": rng.randint(0, 100_000)}
+    yield {"type": "tag", "deviceId": device, "name": "premium", "value": None}
+    yield {"type": "token", "deviceId": device, "token": f"tok-{rng.getrandbits(128):032x}", "platform": "fcm"}
+
+
+def backend_records(plan: Plan) -> Iterator[dict]:
+    """Every record of the plan in the order a backend that forwards its users' data sends them (see
+    ``backend_phases``)."""
+    for phase in backend_phases(plan):
+        yield from phase
+
+
+def backend_phases(plan: Plan) -> List[Iterator[dict]]:
+    """The plan as a backend sends it, in two phases: device by device, each one's history, report, tags, token
+    and push feedback; then what devices sent later (``device_updates``), which must arrive after the first
+    phase. Cut into batches of a few hundred, each batch holds dozens of devices, many in one snapshot bucket."""
+    def first() -> Iterator[dict]:
+        for index in range(plan.devices):
+            for day in plan.day_list:
+                yield from device_day_records(plan, day, index)
+            yield from device_snapshot_records(plan, index)
+
+    def later() -> Iterator[dict]:
+        for index in range(plan.devices):
+            yield from device_updates(plan, index)
+
+    return [first(), later()]
 
 
 def records(plan: Plan) -> Iterator[dict]:
@@ -144,7 +201,8 @@ def records(plan: Plan) -> Iterator[dict]:
 
 
 def load(app_id: str, plan: Plan, *, progress=None) -> Dict[str, int]:
-    """Writes the plan straight into the stores (the raw store and the snapshot tables); returns counts."""
+    """Writes the plan straight into the raw store (historical records and the snapshot log), as Collect would
+    store them; returns counts."""
     counts: Dict[str, int] = defaultdict(int)
     writer = rawstore.writer()
     for day in plan.day_list:
@@ -157,49 +215,95 @@ def load(app_id: str, plan: Plan, *, progress=None) -> Dict[str, int]:
             list(pool.map(lambda item: writer.append_lines(*item), partitions.items()))
         if progress:
             progress(f"{day.isoformat()}: {sum(len(v) for v in partitions.values())} historical records")
-    batch: List[dict] = []
-    for record in snapshot_records(plan):
-        counts[record["type"]] += 1
-        batch.append(record)
-        if len(batch) >= 20_000:
-            snapshots.store(app_id, batch, replace=True)
-            batch = []
-    if batch:
-        snapshots.store(app_id, batch, replace=True)
+    for kind, count in log_snapshot(app_id, snapshot_records(plan)).items():
+        counts[kind] += count
     return dict(counts)
 
 
-def post(base_url: str, collection: str, app: str, collect_key: str, plan: Plan, *, batch_size: int = 1000,
-         session=None) -> Dict[str, int]:
-    """Sends the plan through the Collect endpoint, gzip-compressed, in batches; returns counts."""
+def log_snapshot(app_id: str, records: Iterable[dict]) -> Dict[str, int]:
+    """Appends snapshot records to the app's snapshot log as Collect would, 20,000 a batch; returns counts."""
+    counts: Dict[str, int] = defaultdict(int)
+    writer = rawstore.writer()
+    batch: List[dict] = []
+
+    def log() -> None:
+        writer.append_rows(rawstore.partition_rows(app_id, snapshots.log_rows(batch, dt.datetime.now(
+            dt.timezone.utc))))
+
+    for record in records:
+        counts[record["type"]] += 1
+        batch.append(record)
+        if len(batch) >= 20_000:
+            log()
+            batch = []
+    if batch:
+        log()
+    return dict(counts)
+
+
+def load_devices(app_id: str, devices: int, *, seed: int = 1) -> int:
+    """The snapshot records of ``devices`` devices (report, tags, token, push feedback) into the app's snapshot
+    log; returns how many records."""
+    plan = Plan(devices=devices, days=1, last_day=dt.date(2026, 1, 15), seed=seed)
+    return sum(log_snapshot(app_id, snapshot_records(plan)).values())
+
+
+# A backend's batch: a few hundred records, gzip, each with its own Idempotency-Key so a retry is stored once.
+BACKEND_BATCH = 500
+POST_TRIES = 8
+
+
+def post(base_url: str, collection: str, app: str, collect_key: str, plan: Plan, *,
+         batch_size: int = BACKEND_BATCH, concurrency: int = 4, session=None) -> Dict[str, int]:
+    """Sends the plan through the Collect endpoint over HTTP as a backend does (``backend_phases``): gzip
+    batches of ``batch_size`` records, ``concurrency`` at a time, each with an Idempotency-Key that its
+    retries keep (after a lost answer, a 409, 429 or 5xx, waiting as Retry-After says). Returns counts of
+    the records sent by type; raises if Collect refuses any."""
     import requests
 
     session = session or requests.Session()
     url = (f"{base_url}/subscriptions/sample/resourceGroups/sample/providers/Microsoft.MobileEngagement/"
            f"appcollections/{collection}/apps/{app}/devices/collect")
     counts: Dict[str, int] = defaultdict(int)
-    batch: List[dict] = []
 
-    def send():
+    def send(batch: List[dict]) -> None:
         body = gzip.compress(json.dumps({"records": batch}).encode(), 5)
-        response = session.post(url, params={"api-version": "2014-12-01"}, data=body, timeout=60, headers={
-            "Authorization": f"Bearer {collect_key}", "Content-Type": "application/json",
-            "Content-Encoding": "gzip"})
-        response.raise_for_status()
-        result = response.json()
-        if result["rejected"]:
-            raise ValueError(f"Collect refused sample records: {result['rejected'][:3]}")
+        headers = {"Authorization": f"Bearer {collect_key}", "Content-Type": "application/json",
+                   "Content-Encoding": "gzip", "Idempotency-Key": str(uuid.uuid4())}
+        for attempt in range(POST_TRIES):
+            last = attempt + 1 == POST_TRIES
+            try:
+                response = session.post(url, params={"api-version": "2014-12-01"}, data=body, timeout=60,
+                                        headers=headers)
+            except requests.ConnectionError:
+                if last:
+                    raise
+                time.sleep(0.5 * 2 ** attempt)
+                continue
+            if not last and (response.status_code in (409, 429) or response.status_code >= 500):
+                time.sleep(float(response.headers.get("Retry-After", 0.5 * 2 ** attempt)))
+                continue
+            response.raise_for_status()
+            result = response.json()
+            if result["rejected"]:
+                raise ValueError(f"Collect refused sample records: {result['rejected'][:3]}")
+            return
 
-    for record in records(plan):
-        counts[record["type"]] += 1
-        batch.append(record)
-        if len(batch) >= batch_size:
-            send()
-            batch = []
-    if batch:
-        send()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for phase in backend_phases(plan):
+            pending = []
+            batch: List[dict] = []
+            for record in phase:
+                counts[record["type"]] += 1
+                batch.append(record)
+                if len(batch) >= batch_size:
+                    pending.append(pool.submit(send, batch))
+                    batch = []
+            if batch:
+                pending.append(pool.submit(send, batch))
+            for future in pending:  # the next phase starts once this one is stored
+                future.result()
     return dict(counts)
-
 
 
 def event_records(day: dt.date, count: int, *, seed: int = 1) -> Iterator[dict]:

@@ -42,34 +42,59 @@ def sessions(all_records, first, last):
     return rows
 
 
-def devices(all_records):
-    tags = defaultdict(dict)
+def _tag_state(all_records):
+    """(device, name) -> value, in the order the records were sent: a later set wins, null removes the tag."""
+    state = {}
     for r in all_records:
         if r["type"] == "tag":
-            tags[r["deviceId"]][r["name"]] = r["value"]
-    return [{"deviceId": r["deviceId"], "firstSeen": r["timestamp"], "lastSeen": r["timestamp"],
-             "nativePushEnabled": r["nativePushEnabled"], "info": r["info"], "location": r["location"],
-             "appInfo": tags[r["deviceId"]]} for r in all_records if r["type"] == "device"]
+            if r["value"] is None:
+                state.pop((r["deviceId"], r["name"]), None)
+            else:
+                state[(r["deviceId"], r["name"])] = r["value"]
+    return state
+
+
+def devices(all_records):
+    """Each device's state from its reports, in the order they were sent: firstSeen the earliest report's time;
+    a report at or after the latest one known sets lastSeen and the info, location and nativePushEnabled it
+    carries (what it leaves out stays); an older report changes nothing else."""
+    app_info = defaultdict(dict)
+    for (device, name), value in _tag_state(all_records).items():
+        app_info[device][name] = value
+    state = {}
+    for r in all_records:
+        if r["type"] != "device":
+            continue
+        seen = r["timestamp"]  # the generated reports all carry their time
+        row = state.setdefault(r["deviceId"], {"deviceId": r["deviceId"], "firstSeen": seen, "lastSeen": seen,
+                                               "nativePushEnabled": None, "info": None, "location": None})
+        row["firstSeen"] = min(row["firstSeen"], seen)
+        if seen >= row["lastSeen"]:
+            row["lastSeen"] = seen
+            row.update({k: r[k] for k in ("info", "location", "nativePushEnabled") if r.get(k) is not None})
+    return [dict(row, appInfo=app_info[device]) for device, row in state.items()]
 
 
 def tags(all_records):
-    return [{"deviceId": r["deviceId"], "name": r["name"], "value": r["value"]}
-            for r in all_records if r["type"] == "tag"]
+    return [{"deviceId": device, "name": name, "value": value}
+            for (device, name), value in _tag_state(all_records).items()]
 
 
 def tokens(all_records, export_user_id):
+    """Each device's latest token record (a new one replaces the whole row)."""
+    latest = {r["deviceId"]: r for r in all_records if r["type"] == "token"}
     rows = []
-    for r in all_records:
-        if r["type"] == "token":
-            row = {k: r[k] for k in ("deviceId", "token", "platform") if r.get(k) is not None}
-            if export_user_id and r.get("userId"):
-                row["userId"] = r["userId"]
-            rows.append(row)
+    for r in latest.values():
+        row = {k: r[k] for k in ("deviceId", "token", "platform") if r.get(k) is not None}
+        if export_user_id and r.get("userId"):
+            row["userId"] = r["userId"]
+        rows.append(row)
     return rows
 
 
 def feedback(all_records, campaign_type, *, ids=None, window=None):
-    rows = []
+    """One row per device, campaign and action: the latest sent."""
+    latest = {}
     for r in all_records:
         if r["type"] != "push" or r["campaignType"] != campaign_type:
             continue
@@ -77,8 +102,31 @@ def feedback(all_records, campaign_type, *, ids=None, window=None):
             continue
         if window is not None and not window[0] <= r["timestamp"] <= window[1]:
             continue
-        rows.append({k: r[k] for k in ("deviceId", "campaignId", "campaignType", "action", "timestamp")})
-    return rows
+        latest[(r["deviceId"], r["campaignId"], r["action"])] = {
+            k: r[k] for k in ("deviceId", "campaignId", "campaignType", "action", "timestamp")}
+    return list(latest.values())
+
+
+def for_route(all_records, route, *, first=None, last=None, campaign=None, window=None):
+    """What an export of ``route`` holds: its days ``first`` to ``last`` (historical routes), its campaign type
+    and ids (``campaign``, feedbackByCampaign) or its campaign type and time window (feedbackByDate); tokens
+    with their userId."""
+    from shared.export.registry import ROUTES
+
+    export_type = ROUTES[route].export_type
+    if export_type == "Session":
+        return sessions(all_records, first, last)
+    if export_type in ("Activity", "Event", "Job", "Error", "Crash"):
+        return historical(all_records, export_type.lower(), first, last)
+    if export_type == "Tag":
+        return tags(all_records)
+    if export_type == "Device":
+        return devices(all_records)
+    if export_type == "Token":
+        return tokens(all_records, export_user_id=True)
+    if route == "feedbackByCampaign":
+        return feedback(all_records, campaign[0], ids=set(campaign[1]))
+    return feedback(all_records, window[0], window=window[1:])
 
 
 def cell(value):

@@ -11,8 +11,8 @@ import threading
 import time
 
 import pytest
-from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
+from exporting import run_export
 from helpers import app_path, http_request
 
 import Collect
@@ -50,10 +50,9 @@ class Device:
             rows[blob.name] = [json.loads(line) for line in data.splitlines()]
         return rows
 
-    def table_rows(self, table):
-        client = TableServiceClient.from_connection_string(self.azurite.connection_string).get_table_client(table)
-        return [row for bucket in snapshots.partitions(self.app_id)
-                for row in client.query_entities("PartitionKey eq @p", parameters={"p": bucket})]
+    def snapshot(self, route, **fields):
+        """The rows a JsonBlob export of a snapshot route holds now: what the app owner gets."""
+        return run_export(self.app_id, route, "JsonBlob", **fields)
 
 
 @pytest.fixture
@@ -78,7 +77,9 @@ ONE_OF_EACH = [
 
 
 def test_every_record_kind_round_trips_into_its_store(device):
+    before = dt.datetime.now(dt.timezone.utc)
     status, result = device.post(ONE_OF_EACH)
+    after = dt.datetime.now(dt.timezone.utc)
     assert (status, result) == (200, {"accepted": 9, "rejected": []})
     hour = (NOW - dt.timedelta(hours=1)).strftime("%Y/%m/%d/%H")
     for record in ONE_OF_EACH[:5]:
@@ -87,14 +88,20 @@ def test_every_record_kind_round_trips_into_its_store(device):
         (name, content), = rows.items()
         assert name.startswith(f"{device.app_id}/{record['type']}/{hour}/")
         assert content == [record]
-    devices = device.table_rows(snapshots.DEVICES_TABLE)
-    assert [(d["deviceId"], json.loads(d["lastInfo"]), d["firstSeen"], d["nativePushEnabled"]) for d in devices] == [
-        ("dev-1", {"phoneModel": "Pixel", "androidAPILevel": 34}, T, True)]
-    assert [(t["name"], json.loads(t["value"])) for t in device.table_rows(snapshots.TAGS_TABLE)] == [("level", 12)]
-    assert [(t["token"], t["userId"]) for t in device.table_rows(snapshots.TOKENS_TABLE)] == [("tok-123", "u1")]
-    feedback = device.table_rows(snapshots.FEEDBACK_TABLE)
-    # Campaign ids are Int64 columns: ids past 2^31 fit.
-    assert [(f["campaignId"].value, f["action"], f["timestamp"]) for f in feedback] == [(7, "replied", T)]
+    # Snapshot records go to the app's snapshot log, under the hour they were received, in one append.
+    (name, logged), = device.raw_rows(snapshots.LOG_TYPE).items()
+    hours = {f"{device.app_id}/{snapshots.LOG_TYPE}/{moment:%Y/%m/%d/%H}/" for moment in (before, after)}
+    assert any(name.startswith(hour) for hour in hours)
+    assert [{k: v for k, v in row.items() if k not in ("receivedAt", "arrival")} for row in logged] == ONE_OF_EACH[5:]
+    assert device.snapshot("devices") == [{
+        "deviceId": "dev-1", "firstSeen": T, "lastSeen": T, "nativePushEnabled": True,
+        "info": {"phoneModel": "Pixel", "androidAPILevel": 34}, "location": {"countrycode": "FR", "locality": "Paris"},
+        "appInfo": {"level": 12}}]
+    assert device.snapshot("tags") == [{"deviceId": "dev-1", "name": "level", "value": 12}]
+    (token,) = device.snapshot("tokens", export_user_id=True)
+    assert (token["token"], token["userId"], token["platform"]) == ("tok-123", "u1", "fcm")
+    assert device.snapshot("feedbackByCampaign", campaign_type="Announcement", campaign_ids=[7]) == [
+        {"deviceId": "dev-1", "campaignId": 7, "campaignType": "Announcement", "action": "replied", "timestamp": T}]
 
 
 BAD = [
@@ -198,15 +205,16 @@ def test_tags_keep_the_latest_value_and_null_deletes(device):
                  {"type": "tag", "deviceId": "d", "name": "b", "value": True}])
     device.post([{"type": "tag", "deviceId": "d", "name": "a", "value": "two"},
                  {"type": "tag", "deviceId": "d", "name": "b", "value": None}])
-    assert [(t["name"], json.loads(t["value"])) for t in device.table_rows(snapshots.TAGS_TABLE)] == [("a", "two")]
+    assert device.snapshot("tags") == [{"deviceId": "d", "name": "a", "value": "two"}]
+    assert device.snapshot("devices") == []  # tags alone make no device row
 
 
 def test_device_keeps_first_seen_and_the_latest_report(device):
     early, late = "2026-01-01T00:00:00.000Z", "2026-01-05T00:00:00.000Z"
     device.post([{"type": "device", "deviceId": "d", "timestamp": late, "info": {"locale": "fr_FR"}}])
     device.post([{"type": "device", "deviceId": "d", "timestamp": early, "info": {"locale": "en_US"}}])
-    (row,) = device.table_rows(snapshots.DEVICES_TABLE)
-    assert (row["firstSeen"], row["lastSeen"], json.loads(row["lastInfo"])) == (early, late, {"locale": "fr_FR"})
+    (row,) = device.snapshot("devices")
+    assert (row["firstSeen"], row["lastSeen"], row["info"]) == (early, late, {"locale": "fr_FR"})
 
 
 def test_keys_of_another_app_or_the_export_key_are_refused(device, names):
@@ -262,12 +270,13 @@ def test_storage_throttling_is_a_503_with_retry_after_and_nothing_acknowledged(d
         proxy.mode, proxy.fault_when = BUSY, "comp=appendblock"
         status, answer = device.post(ONE_OF_EACH)
         assert status == 503 and answer["error"]["code"] == "ServiceUnavailable"
-        # Each of the batch's five raw partitions was tried a few times, briefly, then the batch refused whole.
-        assert [s for _, path, s in proxy.seen if "comp=appendblock" in path] == [503] * 5 * rawstore.APPEND_TRIES
+        # The batch's first raw partition (its snapshot log) was tried a few times, briefly; then the batch was
+        # refused whole, its five other partitions not tried.
+        assert [s for _, path, s in proxy.seen if "comp=appendblock" in path] == [503] * rawstore.APPEND_TRIES
         assert [row for rows in device.raw_rows().values() for row in rows] == []
         proxy.mode = "forward"  # storage recovers: the batch sent again is stored once
         assert device.post(ONE_OF_EACH) == (200, {"accepted": len(ONE_OF_EACH), "rejected": []})
-    assert sum(len(rows) for rows in device.raw_rows().values()) == 5
+    assert sum(len(rows) for rows in device.raw_rows().values()) == len(ONE_OF_EACH)
 
 
 def test_an_append_stored_whose_answer_was_lost_is_found_and_not_stored_again(device, settings_override):

@@ -20,7 +20,8 @@ from sampledata import Plan, load, records
 from shared.export import registry, schemas
 from shared.platform import apps
 
-YESTERDAY = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+# A fixed day, not one relative to today: the generated data depends on its dates.
+YESTERDAY = dt.date(2026, 5, 4)
 FIRST = YESTERDAY - dt.timedelta(days=2)
 PLAN = Plan(devices=12, days=3, last_day=YESTERDAY, seed=11)
 PUBLISHED = pathlib.Path(__file__).parent / "spec" / "schemas.json"

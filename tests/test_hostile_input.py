@@ -11,11 +11,10 @@ import threading
 import pytest
 from azure.core.exceptions import HttpResponseError
 from helpers import app_path, container_sas_url, http_request
-from test_collect import NOW, T_END, Device, T
+from test_collect import NOW, Device, T
 
 import ExportTasks
-from shared.export import sources
-from shared.ingest import snapshots
+from shared.ingest import rawstore, snapshots
 from shared.platform import apps
 
 FUTURE_YEAR = "9999-06-01T00:00:00Z"
@@ -77,8 +76,8 @@ def test_each_poison_record_is_refused_by_field_and_the_rest_of_the_batch_is_kep
         assert reason in rejection["reason"]
     (rows,) = device.raw_rows("event").values()
     assert [row["deviceId"] for row in rows] == ["kept"] * len(POISON)
-    assert [row for bucket in sources.tokens(device.app_id) for row in bucket] == []
-    assert [row for bucket in sources.tags(device.app_id) for row in bucket] == []
+    assert device.snapshot("tokens") == []
+    assert device.snapshot("tags") == []
 
 
 def test_integers_of_thousands_of_digits_are_refused_by_field_not_by_a_500(device):
@@ -107,26 +106,30 @@ def test_campaign_ids_past_32_bits_are_stored_and_read_back(device):
     status, answer = device.post([{"type": "push", "deviceId": "d", "campaignId": big, "campaignType": "Poll",
                                    "action": "pushed", "timestamp": T}, EVENT])
     assert (status, answer) == (200, {"accepted": 2, "rejected": []})
-    (row,) = [row for bucket in sources.feedback(device.app_id, campaign_type="Poll", campaign_ids=[big])
-              for row in bucket]
+    (row,) = device.snapshot("feedbackByCampaign", campaign_type="Poll", campaign_ids=[big])
     assert row["campaignId"] == big
 
 
-def test_a_snapshot_write_that_fails_leaves_nothing_of_the_batch_and_the_retry_stores_it_once(device, monkeypatch):
+def test_a_log_append_that_fails_leaves_nothing_of_the_batch_and_the_retry_stores_it_once(device, monkeypatch):
+    """The snapshot log is appended first: when storage refuses it, the batch's other rows are not written."""
     batch = [EVENT, {"type": "tag", "deviceId": "d", "name": "level", "value": 3}]
-    real = snapshots._transact
+    writer = rawstore.writer()
+    real = writer._append
 
-    def refused(*args, **kwargs):
-        raise HttpResponseError(message="ServerBusy")
+    def refused(prefix, partition, member):
+        if f"/{snapshots.LOG_TYPE}/" in prefix:
+            raise HttpResponseError(message="ServerBusy")
+        return real(prefix, partition, member)
 
-    monkeypatch.setattr(snapshots, "_transact", refused)
+    monkeypatch.setattr(writer, "_append", refused)
     status, answer = device.post(batch)
     assert status == 503 and answer["error"]["code"] == "ServiceUnavailable"
     assert device.raw_rows() == {}
-    monkeypatch.setattr(snapshots, "_transact", real)
+    monkeypatch.setattr(writer, "_append", real)
     assert device.post(batch) == (200, {"accepted": 2, "rejected": []})
     (rows,) = device.raw_rows("event").values()
     assert len(rows) == 1
+    assert device.snapshot("tags") == [{"deviceId": "d", "name": "level", "value": 3}]
 
 
 def test_concurrent_reports_of_one_device_all_land(device):
@@ -143,9 +146,9 @@ def test_concurrent_reports_of_one_device_all_land(device):
     for thread in threads:
         thread.join()
     assert sorted(status for status, _ in answers) == [200] * len(reports), answers
-    (row,) = device.table_rows(snapshots.DEVICES_TABLE)
-    assert json.loads(row["lastInfo"]) == {"phoneModel": "model-23"}
-    assert row["firstSeen"] == reports[0]["timestamp"]
+    (row,) = device.snapshot("devices")
+    assert row["info"] == {"phoneModel": "model-23"}
+    assert row["firstSeen"] == reports[0]["timestamp"] and row["lastSeen"] == reports[-1]["timestamp"]
 
 
 class ExportApi:
@@ -215,34 +218,7 @@ def test_device_ids_in_any_script_are_accepted_as_nfc_and_separators_stay_refuse
     assert [(r["index"], r["field"]) for r in answer["rejected"]] == [
         (len(accepted) + i, "deviceId") for i in range(len(refused))]
     assert all("only letters, digits (any script)" in r["reason"] for r in answer["rejected"])
-    stored = {row["deviceId"]: row["token"] for bucket in sources.tokens(device.app_id) for row in bucket}
+    stored = {row["deviceId"]: row["token"] for row in device.snapshot("tokens")}
     # The decomposed é was stored composed (NFC): the same device as the composed one, its later token won.
     assert stored == {"dev-0007-é": "tok-1", "устройство-1": "tok-2", "端末-٣": "tok-3", "جهاز_٤": "tok-4",
                       "डिवाइस-१": "tok-5"}
-
-
-@pytest.mark.parametrize("conflicts, status", [(3, 200), (snapshots.MERGE_TRIES, 503)])
-def test_a_device_row_changing_under_other_processes_is_retried_then_a_503(device, monkeypatch, conflicts, status):
-    report = {"type": "device", "deviceId": "raced", "timestamp": T, "info": {"phoneModel": "first"}}
-    assert device.post([report])[0] == 200
-    real_read, calls = snapshots._read_rows, []
-
-    def read_raced(table, partition_key, keys):  # another process writes the row between our read and our write
-        rows = real_read(table, partition_key, keys)
-        calls.append(1)
-        if len(calls) <= conflicts:
-            for row in rows.values():
-                table.update_entity(dict(row, otherWriter=len(calls)))
-        return rows
-
-    monkeypatch.setattr(snapshots, "_read_rows", read_raced)
-    later = dict(report, timestamp=T_END, info={"phoneModel": "second"})
-    answer_status, answer = device.post([later, EVENT])
-    assert answer_status == status
-    (row,) = device.table_rows(snapshots.DEVICES_TABLE)
-    if status == 200:
-        assert json.loads(row["lastInfo"]) == {"phoneModel": "second"} and len(calls) == conflicts + 1
-    else:
-        assert answer["error"]["code"] == "ServiceUnavailable"
-        assert json.loads(row["lastInfo"]) == {"phoneModel": "first"}
-        assert device.raw_rows() == {}  # the batch's event was not stored either: the client sends it again

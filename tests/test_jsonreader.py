@@ -105,19 +105,19 @@ def test_run_files_are_gone_when_the_part_ends_or_fails(app_env, tmp_path, monke
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     runs = [stored([event(index) for index in range(start, start + 50)]) for start in range(0, 200, 50)]
 
-    def pieces(blobs, **cutting):
-        for run in runs:
-            half = len(run) // 2
-            yield run[:half], False
-            yield run[half:], True
+    class HalvedRuns(sources.RowText):
+        def pieces(self, run_bytes):
+            for run in runs:
+                half = len(run) // 2
+                yield run[:half], False
+                yield run[half:], True
 
-    monkeypatch.setattr(sources, "line_pieces", pieces)
-    converted = list(jsonreader.converted([("blob", 1)], EVENTS, 2))
+    converted = list(jsonreader.converted(HalvedRuns(), EVENTS, 2))
     assert [count for count, _ in converted] == [50] * 4
     assert [row["timestamp"].second for _, table in converted for row in table.to_pylist()][:3] == [0, 1, 2]
     assert list(tmp_path.iterdir()) == []
 
-    reading = jsonreader.converted([("blob", 1)], EVENTS, 2)
+    reading = jsonreader.converted(HalvedRuns(), EVENTS, 2)
     next(reading)
     assert list(tmp_path.iterdir()), "the part's runs are read from its folder"
     reading.close()  # the part failed after its first run: the reading thread stops and removes the folder

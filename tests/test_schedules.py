@@ -12,6 +12,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import expected
 import pytest
 from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
@@ -20,7 +21,8 @@ from helpers import queue_exists, wait_for
 
 import StartExport
 from devhost.host import LocalHost
-from sampledata import Plan, load
+from sampledata import Plan, load, records
+from shared.ingest import collect
 from shared.platform import apps, config
 from shared.tasks import jobs, schedules
 
@@ -136,7 +138,12 @@ def test_a_scheduled_export_lands_and_is_forwarded_once_to_queue_and_webhook(app
                          config.FORWARD_WEBHOOK_URL: receiver.url, config.FORWARD_WEBHOOK_SECRET: "s3cret",
                          config.SCHEDULE_MAX_CATCHUP: "1"})
     (due,) = schedules.load_schedules()[0].due_periods(dt.datetime.now(UTC), 1)
-    load(app_id, Plan(devices=5, days=1, last_day=due.date()))
+    plan = Plan(devices=5, days=1, last_day=due.date())
+    load(app_id, plan)
+    # One event certain to be in the period, whatever the generated data of that date holds.
+    certain = {"type": "event", "deviceId": "sched-1", "name": "tick", "timestamp": f"{due.date()}T12:00:00.000Z"}
+    assert collect.ingest(app_id, [certain])["accepted"] == 1
+    want = len(expected.historical(list(records(plan)), "event", due.date(), due.date())) + 1
     host = LocalHost(REPO_ROOT, port=0, functions=["PollExport", "ExportWorker", "OnBlobCreated"]).start()
     try:
         StartExport.main(TimerRequest(past_due=False))
@@ -157,11 +164,11 @@ def test_a_scheduled_export_lands_and_is_forwarded_once_to_queue_and_webhook(app
     assert job.state == jobs.SUCCEEDED
     bodies = [json.loads(base64.b64decode(m.content)) for m in messages]
     assert [(b["jobId"], b["name"]) for b in bodies] == [(job.id, f"Event/{job.id}/part-00000.csv.gz")]
-    assert bodies[0]["records"] == job.record_count > 0
+    assert bodies[0]["records"] == job.record_count == want
     assert len(receiver.requests) == 2, "one 500, then the retried POST"
     for headers, body in receiver.requests:
-        expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
-        assert headers["X-Engagement-Export-Signature"] == expected
+        signature = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+        assert headers["X-Engagement-Export-Signature"] == signature
         assert json.loads(body) == bodies[0]
 
 

@@ -1,5 +1,7 @@
 """Admin commands. `python -m tools.admin register-app --collection C --app A` registers an app and prints
-its keys as JSON on the last line: {"exportKey": ..., "collectKey": ...}. The keys are shown only here."""
+its keys as JSON on the last line: {"exportKey": ..., "collectKey": ...}. The keys are shown only here.
+`python -m tools.admin migrate-snapshot-tables` moves the snapshot tables of a deployment from before the
+snapshot log into the log, once, after the upgrade (shared/ingest/snapshot_tables.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import argparse
 import json
 import sys
 
+from shared.ingest import snapshot_tables
 from shared.platform import apps
 from shared.platform.errors import ApiError
 from tools import localenv
@@ -19,8 +22,13 @@ def main(argv=None) -> int:
     register.add_argument("--collection", required=True)
     register.add_argument("--app", required=True)
     register.add_argument("--rotate", action="store_true", help="issue new keys for an existing app")
+    commands.add_parser("migrate-snapshot-tables", help="move the snapshot tables of earlier versions into the log")
     arguments = parser.parse_args(argv)
     localenv.prepare()
+    if arguments.command == "migrate-snapshot-tables":
+        moved = snapshot_tables.migrate()
+        print(", ".join(f"{table}: {count} rows" for table, count in moved.items()) or "no snapshot table rows")
+        return 0
     try:
         keys = apps.register_app(arguments.collection, arguments.app, rotate=arguments.rotate)
     except ApiError as error:

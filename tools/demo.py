@@ -1,6 +1,7 @@
 """`make demo`: the main job end to end on the embedded storage.
 
-Starts Azurite (if not running) and the local host, registers an app, loads sample data, creates an
+Starts Azurite (if not running) and the local host, registers an app, sends sample data through Collect
+over HTTP as a backend would (gzip batches of 500 records, each with an Idempotency-Key), creates an
 export task through the HTTP API like any client, follows it to Succeeded with a progress line, prints
 the manifest and the first rows of the result file, and copies the task's files into a local folder
 (demo-output/<task id>/) that outlives the demo's Azurite."""
@@ -20,7 +21,8 @@ from azure.storage.blob import BlobServiceClient
 
 from devhost.azurite import REPO_ROOT, port_open
 from devhost.host import LocalHost
-from sampledata import Plan, load
+from sampledata import Plan, post
+from sampledata.generator import BACKEND_BATCH
 from shared.export import destination
 from shared.platform import apps
 from shared.platform.config import get_settings
@@ -63,9 +65,13 @@ def run(base_url: str) -> int:
     yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
     plan = Plan(devices=1000, days=2, last_day=yesterday)
     started = time.perf_counter()
-    counts = load(f"{collection}~{app}", plan)
-    print(f"2. Loaded {sum(counts.values()):,} sample records ({counts['event']:,} events) dated {plan.day_list[0]} to "
-          f"{yesterday} (UTC days) in {time.perf_counter() - started:.1f}s")
+    counts = post(base_url, collection, app, keys.collect_key, plan, batch_size=BACKEND_BATCH)
+    sent = sum(counts.values())
+    snapshot = sum(counts.get(kind, 0) for kind in ("device", "tag", "token", "push"))
+    print(f"2. Sent {sent:,} sample records through Collect ({counts['event']:,} events, {snapshot:,} device, tag, "
+          f"token and push records) dated {plan.day_list[0]} to {yesterday} (UTC days), in "
+          f"{-(-sent // BACKEND_BATCH)} gzip batches of up to {BACKEND_BATCH} with an Idempotency-Key each, "
+          f"in {time.perf_counter() - started:.1f}s")
     container_url = destination_url("demo-exports")
     tasks = (f"{base_url}/subscriptions/demo/resourceGroups/demo/providers/Microsoft.MobileEngagement/"
              f"appcollections/{collection}/apps/{app}/devices/exportTasks")

@@ -77,8 +77,8 @@ def produce(job: "ExportJob", item: WorkItem, stage: Callable[[str, bytes], None
     tune_allocator()
     export_type, export_format = registry.export_type(job.export_type), registry.export_format(job.export_format)
     spec = registry.row_spec(job)
-    reads_raw = export_type.raw_record_type is not None
-    copies_raw = reads_raw and export_format.copies_raw and spec.columns == export_type.schema and not spec.filters
+    copies_raw = (export_type.raw_record_type is not None and export_format.copies_raw
+                  and spec.columns == export_type.schema and not spec.filters)
     processes = get_settings().convert_processes
     blocks: List[str] = []
     uploads = Uploads(stage, limit=COPY_UPLOADS if copies_raw else CONVERTED_UPLOADS)
@@ -105,15 +105,16 @@ def produce(job: "ExportJob", item: WorkItem, stage: Callable[[str, bytes], None
                 sink.write(gzip_member(b""))  # an empty export is still a valid gzip file
             sink.close()
         else:
-            converted = reads_raw and (processes > 0 or export_format.converts_on_threads)
+            text = export_type.text(job, item) if export_type.text is not None else None
+            converted = text is not None and (processes > 0 or export_format.converts_on_threads)
             file = export_format.open_file(emit, spec, converted=converted)
-            if converted:
+            if text is not None and converted:
                 # The CPU-bound part on every core (shared.export.convert, shared.export.jsonreader).
-                for count, payload in export_format.convert_runs(item.sources, spec, processes):
+                for count, payload in export_format.convert_runs(text, spec, processes):
                     records += count
                     file.write_converted(count, payload)
             else:
-                for batch in export_type.rows(job, item):
+                for batch in export_type.row_batches(job, item):
                     batch = spec.select(batch)
                     records += len(batch)
                     file.write_rows(batch)

@@ -26,11 +26,10 @@ import os
 import tempfile
 import threading
 from functools import lru_cache
-from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Iterator, Optional, Tuple
 
 from shared.export import arrowbuffers, parquet, sources
 from shared.export.pipeline import prefetch
-from shared.export.planning import RawSource
 from shared.export.rows import RowSpec
 from shared.export.schemas import BOOLEAN, INTEGER, JSON, NUMBER, STRING, TIME, Column, arrow_schema
 from shared.platform.config import get_settings
@@ -127,17 +126,17 @@ def _cursor(threads: int):
         return _database.cursor()
 
 
-def _tables(blobs: Sequence[RawSource], spec: RowSpec, threads: int) -> Iterator[Tuple[int, "pa.Table"]]:
+def _tables(text: sources.RowText, spec: RowSpec, threads: int) -> Iterator[Tuple[int, "pa.Table"]]:
     with tempfile.TemporaryDirectory(prefix="ee-runs-") as folder, _cursor(threads) as connection:
         runs = 0
         run = None
         try:
-            for text, ends in sources.line_pieces(blobs, run_bytes=RUN_BYTES):
+            for piece, ends in text.pieces(RUN_BYTES):
                 if run is None:
                     # A new name for each run, so nothing DuckDB may keep about a file it read applies to the next.
                     run = open(os.path.join(folder, f"run-{runs:06d}.jsonl"), "wb")
                     runs += 1
-                run.write(text)
+                run.write(piece)
                 if ends:
                     run.close()
                     yield _read_run(connection, run.name, spec)
@@ -156,11 +155,10 @@ def _read_run(connection, path: str, spec: RowSpec) -> Tuple[int, "pa.Table"]:
     return table.num_rows, table
 
 
-def converted(blobs: Sequence[RawSource], spec: RowSpec, cores: int) -> Iterator[Tuple[int, "pa.Table"]]:
-    """(rows kept, their table) of each run of the raw blobs' rows, in order, read by DuckDB one run ahead of the
-    caller.
+def converted(text: sources.RowText, spec: RowSpec, cores: int) -> Iterator[Tuple[int, "pa.Table"]]:
+    """(rows kept, their table) of each run of the rows, in order, read by DuckDB one run ahead of the caller.
 
     The parts a worker runs side by side share the ``cores``: each query gets its share of them. One DuckDB
     thread per part on 2 cores read as fast as two, with 15-35 MiB less memory at the peak of two parts."""
     threads = max(1, cores // get_settings().worker_concurrency)
-    return prefetch(_tables(blobs, spec, threads), depth=1)
+    return prefetch(_tables(text, spec, threads), depth=1)

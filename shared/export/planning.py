@@ -9,11 +9,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple, Union
 
 from azure.core.exceptions import ResourceExistsError
 
-from shared.ingest import rawstore
+from shared.ingest import rawstore, snapshots
 from shared.platform import storage
 from shared.platform.config import get_settings
 
@@ -25,6 +25,9 @@ PLANS_CONTAINER = "exportplans"
 FLAT, HIVE = "flat", "hive"
 # A raw blob as a plan saw it: its name and its size then.
 RawSource = Tuple[str, int]
+# The bytes of a raw blob from start to end (the part of a snapshot log blob that came after a folded state).
+RawRange = Tuple[str, int, int]
+Source = Union[RawSource, RawRange]
 # A file's name from its index and, for a historical export, its day.
 FileNames = Callable[[int, Optional[dt.date]], str]
 
@@ -33,19 +36,25 @@ FileNames = Callable[[int, Optional[dt.date]], str]
 class WorkItem:
     index: int
     file: str
-    sources: Tuple[RawSource, ...] = ()  # the raw blobs the item reads, as the plan saw them
+    sources: Tuple[Source, ...] = ()  # the raw blobs the item reads, as the plan saw them
     # sessions only: the activity blobs of the day before and the day after
     before: Tuple[RawSource, ...] = ()
     after: Tuple[RawSource, ...] = ()
+    # snapshot types only: the files of the folded state the log's ``sources`` go on from, in ``buckets`` buckets
+    state: Tuple[RawSource, ...] = ()
+    buckets: int = 0
 
     def to_json(self) -> dict:
-        return {"index": self.index, "file": self.file,
-                **{key: [list(s) for s in getattr(self, key)] for key in ("sources", "before", "after")}}
+        return {"index": self.index, "file": self.file, "buckets": self.buckets,
+                **{key: [list(s) for s in getattr(self, key)] for key in _SOURCE_LISTS}}
 
     @classmethod
     def from_json(cls, doc: dict) -> "WorkItem":
-        return cls(index=doc["index"], file=doc["file"],
-                   **{key: tuple(tuple(s) for s in doc.get(key, ())) for key in ("sources", "before", "after")})
+        return cls(index=doc["index"], file=doc["file"], buckets=doc.get("buckets", 0),
+                   **{key: tuple(tuple(s) for s in doc.get(key, ())) for key in _SOURCE_LISTS})
+
+
+_SOURCE_LISTS = ("sources", "before", "after", "state")
 
 
 def _days(job: "ExportJob") -> List[dt.date]:
@@ -55,9 +64,25 @@ def _days(job: "ExportJob") -> List[dt.date]:
     return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
 
 
-def single_item(job: "ExportJob", file_name: FileNames) -> List[WorkItem]:
-    """One file: a snapshot table read whole."""
-    return [WorkItem(0, file_name(0, None))]
+def snapshot_log(job: "ExportJob", file_name: FileNames) -> List[WorkItem]:
+    """One file, from the app's newest folded snapshot state and the part of its log that came since, as they
+    are now (shared.export.snapshotfold folds them)."""
+    generation = snapshots.current_generation(job.app_id)
+    covers = generation.covers if generation is not None else {}
+    tail = tuple((blob.name, covers.get(blob.name, 0), blob.size)
+                 for blob in rawstore.list_all(job.app_id, snapshots.LOG_TYPE) if blob.size > covers.get(blob.name, 0))
+    if generation is None:
+        return [WorkItem(0, file_name(0, None), tail)]
+    state = tuple((generation.file(kind, bucket), size) for kind, bucket, size in state_files(generation))
+    return [WorkItem(0, file_name(0, None), tail, state=state, buckets=generation.buckets)]
+
+
+def state_files(generation: "snapshots.Generation") -> List[Tuple[str, int, int]]:
+    """(kind, bucket, size) of each file of a generation."""
+    found = {blob.name: blob.size for blob in storage.container(rawstore.RAW_CONTAINER).list_blobs(
+        name_starts_with=generation.folder)}
+    return [(kind, bucket, found.get(generation.file(kind, bucket), 0)) for kind in snapshots.KINDS
+            for bucket in range(generation.buckets)]
 
 
 def raw_partitions(job: "ExportJob", file_name: FileNames) -> List[WorkItem]:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from shared.export import convert, exportformats, jsonreader, parquet, planning, schemas, sources
+from shared.export import convert, exportformats, jsonreader, parquet, planning, schemas, snapshotfold, sources
 from shared.export.exportformats import RowFile
 from shared.export.planning import WorkItem
-from shared.export.rows import RowSpec
+from shared.export.rows import RowSpec, parse_lines
 from shared.export.schemas import BOOLEAN, INTEGER, JSON, NUMBER, TIME, Column
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ class ExportRoute:
 
 
 RowSource = Callable[["ExportJob", WorkItem], Iterator[List[dict]]]
+TextSource = Callable[["ExportJob", WorkItem], sources.RowText]
 Planner = Callable[["ExportJob", planning.FileNames], List[WorkItem]]
 
 
@@ -64,7 +65,10 @@ class ExportType:
     schema: Tuple[Column, ...]  # in file order; a column added later goes at the end
     routes: Tuple[ExportRoute, ...]
     plan: Planner  # the job's work items (each writes one file)
-    rows: RowSource  # batches of one item's rows, in file order
+    # an item's rows as JSON Lines text in the export's row shape, which the formats convert (most types) ...
+    text: Optional[TextSource] = None
+    # ... or as batches of row dicts, in file order (sessions, computed a row at a time)
+    rows: Optional[RowSource] = None
     # the raw store's record type, for types kept as raw JSON Lines in the export's row shape
     raw_record_type: Optional[str] = None
     # a column written only when the request's exportOptions.exportUserId is true (the tokens' userId)
@@ -80,6 +84,13 @@ class ExportType:
         """Its rows have a name that an export may include or exclude (activities, events, errors, jobs)."""
         return self.raw_record_type is not None and "name" in self.columns
 
+    def row_batches(self, job: "ExportJob", item: WorkItem) -> Iterator[List[dict]]:
+        """Batches of an item's rows as dicts, in file order."""
+        if self.rows is not None:
+            return self.rows(job, item)
+        assert self.text is not None
+        return (parse_lines(run) for run in self.text(job, item).runs())
+
     def columns_for(self, *, export_user_id: bool = True,
                     fields: Optional[Tuple[str, ...]] = None) -> Tuple[Column, ...]:
         """The columns an export writes: the schema's, less the userId of tokens unless asked for, and only
@@ -91,25 +102,37 @@ class ExportType:
         return tuple(chosen)
 
 
-def _raw_rows(job: "ExportJob", item: WorkItem) -> Iterator[List[dict]]:
-    return sources.rows(item.sources)
+def _raw_text(job: "ExportJob", item: WorkItem) -> sources.RowText:
+    return sources.RawText(item.sources)
 
 
-def _feedback_rows(job: "ExportJob", item: WorkItem) -> Iterator[List[dict]]:
+def _folded(kind: str) -> TextSource:
+    """The text of a snapshot type: the app's folded state and snapshot log, as the item's plan saw them."""
+    def text(job: "ExportJob", item: WorkItem) -> sources.RowText:
+        return sources.MadeText(lambda: snapshotfold.rows(kind, item.state, item.buckets, item.sources))
+    return text
+
+
+def _feedback(job: "ExportJob", item: WorkItem) -> sources.RowText:
+    return sources.MadeText(lambda: snapshotfold.feedback(
+        item.state, item.buckets, item.sources, campaign_type=job.campaign_type or "",
+        campaign_ids=job.campaign_ids, window=_feedback_window(job)))
+
+
+def _feedback_window(job: "ExportJob") -> Optional[Tuple[dt.datetime, dt.datetime]]:
     start, end = job.campaign_window_start, job.campaign_window_end
-    return sources.feedback(job.app_id, campaign_type=job.campaign_type or "", campaign_ids=job.campaign_ids,
-                            window=(start, end) if start is not None and end is not None else None)
+    return (start, end) if start is not None and end is not None else None
 
 
 def _historical(name: str, route: str, schema: Tuple[Column, ...]) -> ExportType:
-    return ExportType(name, schema, (ExportRoute(route, name, HISTORICAL),), planning.raw_partitions, _raw_rows,
-                      raw_record_type=name.lower(), hourly=True)
+    return ExportType(name, schema, (ExportRoute(route, name, HISTORICAL),), planning.raw_partitions,
+                      text=_raw_text, raw_record_type=name.lower(), hourly=True)
 
 
-def _snapshot(name: str, route: str, schema: Tuple[Column, ...], rows: RowSource, **options) -> ExportType:
+def _snapshot(name: str, route: str, schema: Tuple[Column, ...], text: TextSource, **options) -> ExportType:
     route_options = ("exportUserId",) if options.get("user_id_column") else ()
-    return ExportType(name, schema, (ExportRoute(route, name, SNAPSHOT, route_options),), planning.single_item,
-                      rows, **options)
+    return ExportType(name, schema, (ExportRoute(route, name, SNAPSHOT, route_options),), planning.snapshot_log,
+                      text=text, **options)
 
 
 DEVICE_ID = Column("deviceId", required=True, description="the app's id of the device")
@@ -128,7 +151,7 @@ EXPORT_TYPES: Dict[str, ExportType] = {export_type.name: export_type for export_
                            Column("activityCount", INTEGER, required=True),
                            Column("firstActivity", required=True), Column("lastActivity", required=True)),
                (ExportRoute("sessions", "Session", HISTORICAL),), planning.session_days,
-               lambda job, item: sources.batched(sources.sessions(item.before, item.sources, item.after))),
+               rows=lambda job, item: sources.batched(sources.sessions(item.before, item.sources, item.after))),
     _historical("Event", "events", (DEVICE_ID, USER_ID, SESSION_ID, JOB_ID, NAME, TIMESTAMP, EXTRAS)),
     _historical("Job", "jobs", (DEVICE_ID, USER_ID, NAME, START, END, EXTRAS)),
     _historical("Error", "errors", (DEVICE_ID, USER_ID, SESSION_ID, JOB_ID, NAME, TIMESTAMP, EXTRAS)),
@@ -136,29 +159,29 @@ EXPORT_TYPES: Dict[str, ExportType] = {export_type.name: export_type for export_
                                      Column("message"), Column("stack"))),
     _snapshot("Tag", "tags", (DEVICE_ID, NAME, Column("value", JSON, description="a string, integer, date or "
                                                                                 "boolean")),
-              lambda job, item: sources.tags(job.app_id)),
+              _folded("tag")),
     _snapshot("Device", "devices", (DEVICE_ID, Column("firstSeen", TIME), Column("lastSeen", TIME),
                                     Column("nativePushEnabled", BOOLEAN), Column("info", JSON),
                                     Column("location", JSON),
                                     Column("appInfo", JSON, description="the device's tags, name to value")),
-              lambda job, item: sources.devices(job.app_id)),
+              _folded("device")),
     _snapshot("Token", "tokens", (DEVICE_ID, USER_ID, Column("token", required=True), Column("platform"),
                                   Column("updated", TIME)),
-              lambda job, item: sources.tokens(job.app_id), user_id_column="userId"),
+              _folded("token"), user_id_column="userId"),
     ExportType("Push", (DEVICE_ID, Column("campaignId", INTEGER, required=True),
                         Column("campaignType", required=True), Column("action", required=True), TIMESTAMP),
                (ExportRoute("feedbackByDate", "Push", FEEDBACK_BY_DATE),
                 ExportRoute("feedbackByCampaign", "Push", FEEDBACK_BY_CAMPAIGN)),
-               planning.single_item, _feedback_rows),
+               planning.snapshot_log, text=_feedback),
 )}
 
 ROUTES: Dict[str, ExportRoute] = {route.route: route for export_type in EXPORT_TYPES.values()
                                   for route in export_type.routes}
 
 
-# The rows of raw blobs converted on ``cores`` cores, a run of rows at a time: (rows kept, what the file's
-# write_converted takes) of each run, in order.
-RunsConverter = Callable[[Sequence[planning.RawSource], RowSpec, int], Iterator[Tuple[int, Any]]]
+# Rows (JSON Lines in the export's row shape) converted on ``cores`` cores, a run of rows at a time: (rows kept,
+# what the file's write_converted takes) of each run, in order.
+RunsConverter = Callable[[sources.RowText, RowSpec, int], Iterator[Tuple[int, Any]]]
 
 
 @dataclass(frozen=True)
@@ -184,9 +207,9 @@ def _text_format(name: str, extension: str, encoder, **options) -> ExportFormat:
                         _json_schema, **options)
 
 
-def _in_processes(convert_run: exportformats.RunConverter, blobs: Sequence[planning.RawSource], spec: RowSpec,
+def _in_processes(convert_run: exportformats.RunConverter, text: sources.RowText, spec: RowSpec,
                   cores: int) -> Iterator[Tuple[int, Any]]:
-    return convert.converted(sources.line_text(blobs), convert_run, spec, processes=cores)
+    return convert.converted(text.runs(), convert_run, spec, processes=cores)
 
 
 def _json_schema(export_type: str, columns: Tuple[Column, ...]) -> Dict[str, Any]:

@@ -1,21 +1,20 @@
-"""What an export reads: raw historical partitions (as bytes or as rows), sessions computed from activities,
-and the snapshot tables. Everything streams; nothing holds a whole partition in memory except the session
-aggregation, which holds one entry per session of the day."""
+"""What an export reads: raw historical partitions (as bytes, as text or as rows) and sessions computed from
+activities; and the text every converted export reads (RowText), of raw partitions or of the folded snapshot
+log (shared.export.snapshotfold). Everything streams; nothing holds a whole partition in memory except the
+session aggregation, which holds one entry per session of the day."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from isal import isal_zlib
 
 from shared.export.pipeline import prefetch
-from shared.export.planning import RawSource
+from shared.export.planning import Source
 from shared.export.rows import parse_lines
-from shared.ingest import rawstore, snapshots
-from shared.ingest.records import format_time, parse_time
+from shared.ingest import rawstore
+from shared.ingest.records import parse_time
 from shared.platform import storage
 
 # Rows computed one at a time (sessions) are encoded in batches of this many.
@@ -24,7 +23,7 @@ ROW_BATCH = 2000
 ROW_TEXT_BYTES = 1024 * 1024
 
 
-def raw_chunks(blobs: Iterable[RawSource], *, read_ahead: int = 2) -> Iterator[bytes]:
+def raw_chunks(blobs: Iterable[Source], *, read_ahead: int = 2) -> Iterator[bytes]:
     """The bytes of raw blobs, in order, in the storage client's chunks (4 MiB), read ahead on a thread: up to
     ``read_ahead`` chunks wait, and as many are downloaded at once.
 
@@ -33,10 +32,11 @@ def raw_chunks(blobs: Iterable[RawSource], *, read_ahead: int = 2) -> Iterator[b
     container = storage.container(rawstore.RAW_CONTAINER)
 
     def read() -> Iterator[bytes]:
-        for name, size in blobs:
-            if size:
+        for source in blobs:
+            name, start, end = (source[0], 0, source[1]) if len(source) == 2 else source
+            if end > start:
                 yield from container.get_blob_client(name).download_blob(
-                    offset=0, length=size, max_concurrency=read_ahead).chunks()
+                    offset=start, length=end - start, max_concurrency=read_ahead).chunks()
 
     return prefetch(read(), depth=read_ahead)
 
@@ -122,7 +122,7 @@ class _RunCutter:
             yield b"", True
 
 
-def line_pieces(blobs: Iterable[RawSource], *, run_bytes: Optional[int] = None) -> Iterator[Tuple[Text, bool]]:
+def line_pieces(blobs: Iterable[Source], *, run_bytes: Optional[int] = None) -> Iterator[Tuple[Text, bool]]:
     """The decompressed text of raw blobs as pieces, each with whether a run of whole JSON Lines rows ends with
     it: a run ends at the first line end from its ``run_bytes``-th byte on (ROW_TEXT_BYTES unless given), and the
     last one may lack its line end."""
@@ -136,7 +136,7 @@ def line_pieces(blobs: Iterable[RawSource], *, run_bytes: Optional[int] = None) 
     yield from cutter.finish()
 
 
-def line_text(blobs: Iterable[RawSource]) -> Iterator[bytes]:
+def line_text(blobs: Iterable[Source]) -> Iterator[bytes]:
     """Runs of whole JSON Lines rows of raw blobs (see line_pieces), each joined once."""
     run: List[Text] = []
     for text, ends in line_pieces(blobs):
@@ -146,14 +146,14 @@ def line_text(blobs: Iterable[RawSource]) -> Iterator[bytes]:
             run = []
 
 
-def rows(blobs: Iterable[RawSource]) -> Iterator[List[dict]]:
+def rows(blobs: Iterable[Source]) -> Iterator[List[dict]]:
     """Batches of rows of raw blobs."""
     for text in line_text(blobs):
         yield parse_lines(text)
 
 
-def sessions(day_before: Sequence[RawSource], day: Sequence[RawSource],
-             day_after: Sequence[RawSource]) -> Iterator[dict]:
+def sessions(day_before: Sequence[Source], day: Sequence[Source],
+             day_after: Sequence[Source]) -> Iterator[dict]:
     """The sessions whose first activity falls on a day (UTC), computed from the activity blobs of that day.
 
     A session may run past midnight, so the next day's activities extend it, and the day before names the
@@ -208,69 +208,39 @@ def batched(rows: Iterable[dict]) -> Iterator[List[dict]]:
         yield batch
 
 
-def _integer(value) -> int:
-    """A Table integer: Int32 columns read as int, Int64 ones as an EntityProperty."""
-    return int(getattr(value, "value", value))
+class RowText:
+    """JSON Lines rows in an export type's row shape, as a converter reads them: ``runs()`` gives runs of whole
+    rows; ``pieces(run_bytes)`` gives pieces of text, each with whether a run of about ``run_bytes`` ends with
+    it (so a converter that writes runs to files need not join them)."""
+
+    def runs(self) -> Iterator[bytes]:
+        raise NotImplementedError
+
+    def pieces(self, run_bytes: int) -> Iterator[Tuple[Text, bool]]:
+        raise NotImplementedError
 
 
-def _scan_all(table: str, app_id: str, *, query: str = "", parameters: Optional[dict] = None):
-    """Every bucket of an app's snapshot table, scanned in parallel, yielded bucket by bucket in order."""
-    def scan(partition: str) -> List[dict]:
-        return list(snapshots.scan(table, partition, query=query, parameters=parameters or {}))
+@dataclass(frozen=True)
+class RawText(RowText):
+    """The rows of raw historical blobs, stored in their export row shape."""
 
-    with ThreadPoolExecutor(4) as pool:
-        for bucket_rows in pool.map(scan, snapshots.partitions(app_id)):
-            yield bucket_rows
+    blobs: Sequence[Source]
 
+    def runs(self) -> Iterator[bytes]:
+        return line_text(self.blobs)
 
-def tags(app_id: str) -> Iterator[List[dict]]:
-    for bucket in _scan_all(snapshots.TAGS_TABLE, app_id):
-        yield [{"deviceId": row["deviceId"], "name": row["name"], "value": json.loads(row["value"])} for row in bucket]
+    def pieces(self, run_bytes: int) -> Iterator[Tuple[Text, bool]]:
+        return line_pieces(self.blobs, run_bytes=run_bytes)
 
 
-def devices(app_id: str) -> Iterator[List[dict]]:
-    tag_buckets = _scan_all(snapshots.TAGS_TABLE, app_id)
-    for bucket in _scan_all(snapshots.DEVICES_TABLE, app_id):
-        app_info: Dict[str, dict] = {}
-        for tag in next(tag_buckets):
-            app_info.setdefault(tag["deviceId"], {})[tag["name"]] = json.loads(tag["value"])
-        batch = []
-        for row in bucket:
-            batch.append({"deviceId": row["deviceId"], "firstSeen": row.get("firstSeen"),
-                          "lastSeen": row.get("lastSeen"),
-                          "nativePushEnabled": row.get("nativePushEnabled"),
-                          "info": json.loads(row["lastInfo"]) if row.get("lastInfo") else None,
-                          "location": json.loads(row["lastLocation"]) if row.get("lastLocation") else None,
-                          "appInfo": app_info.get(row["deviceId"], {})})
-        yield batch
+@dataclass(frozen=True)
+class MadeText(RowText):
+    """Rows made by the export as runs (the folded snapshot log): each run is a piece that ends a run."""
 
+    make: Callable[[], Iterator[bytes]]
 
-def tokens(app_id: str) -> Iterator[List[dict]]:
-    for bucket in _scan_all(snapshots.TOKENS_TABLE, app_id):
-        yield [{"deviceId": row["deviceId"], "userId": row.get("userId"), "token": row["token"],
-                "platform": row.get("platform"), "updated": row.get("updated")} for row in bucket]
+    def runs(self) -> Iterator[bytes]:
+        return self.make()
 
-
-def feedback(app_id: str, *, campaign_type: str, campaign_ids: Optional[List[int]] = None,
-             window: Optional[Tuple[dt.datetime, dt.datetime]] = None) -> Iterator[List[dict]]:
-    """Push-campaign feedback of one campaign type, by campaign ids or by a time window (both ends included)."""
-    if campaign_ids is not None:
-        clauses = [f"( RowKey ge @lo{i} and RowKey lt @hi{i} )" for i in range(len(campaign_ids))]
-        parameters = {}
-        for i, campaign in enumerate(campaign_ids):
-            parameters[f"lo{i}"] = f"{campaign_type}|{campaign:012d}|"
-            parameters[f"hi{i}"] = f"{campaign_type}|{campaign:012d}}}"
-        # Large id lists are split so each query stays well under the service's filter limits.
-        groups = [(" or ".join(clauses[i:i + 15]), {k: v for k, v in parameters.items()
-                                                   if int(k[2:]) in range(i, i + 15)})
-                  for i in range(0, len(clauses), 15)]
-    elif window is not None:
-        groups = [("campaignType eq @t and timestamp ge @start and timestamp le @end",
-                   {"t": campaign_type, "start": format_time(window[0]), "end": format_time(window[1])})]
-    else:
-        raise ValueError("a feedback export reads by campaign ids or by a time window")
-    for query, parameters in groups:
-        for bucket in _scan_all(snapshots.FEEDBACK_TABLE, app_id, query=query, parameters=parameters):
-            yield [{"deviceId": row["deviceId"], "campaignId": _integer(row["campaignId"]),
-                    "campaignType": row["campaignType"],
-                    "action": row["action"], "timestamp": row["timestamp"]} for row in bucket]
+    def pieces(self, run_bytes: int) -> Iterator[Tuple[Text, bool]]:
+        return ((run, True) for run in self.make())

@@ -1,5 +1,6 @@
-"""Ingestion: each record of a batch is checked on its own; the valid ones are written (historical records to
-the raw store, snapshot records to their tables) before the answer says 200, and each refused record is listed
+"""Ingestion: each record of a batch is checked on its own; the valid ones are written to the raw store
+(historical records under their own hour, snapshot records to the snapshot log, shared.ingest.snapshots) before
+the answer says 200, and each refused record is listed
 with its index, the field and the reason. The HTTP side is shared.api.collect_api; a batch sent with an
 Idempotency-Key goes through shared.ingest.idempotency, which calls ``check`` and ``write`` itself.
 """
@@ -21,7 +22,6 @@ class CheckedBatch:
     answer: dict
     received: dt.datetime
     rows: Dict[str, List[bytes]]  # raw partition prefix -> stored rows, in the batch's order
-    snapshot: List[dict]
 
     @property
     def accepted(self) -> int:
@@ -29,7 +29,10 @@ class CheckedBatch:
 
 
 def check(app_id: str, raw_records: list, *, received: Optional[dt.datetime] = None) -> CheckedBatch:
-    """Checks every record; the answer body is {"accepted": n, "rejected": [{index, field, reason}]}."""
+    """Checks every record; the answer body is {"accepted": n, "rejected": [{index, field, reason}]}.
+
+    ``received`` is when the batch arrived (now unless given): the rows of its snapshot records carry it, so the
+    same batch checked with the same ``received`` gives the same rows."""
     received = received or dt.datetime.now(dt.timezone.utc)
     rows: List[Row] = []
     snapshot: List[dict] = []
@@ -47,8 +50,10 @@ def check(app_id: str, raw_records: list, *, received: Optional[dt.datetime] = N
                 continue
             row = stored_row(record)
         rows.append(row)
-    return CheckedBatch({"accepted": len(rows) + len(snapshot), "rejected": rejected}, received,
-                        rawstore.partition_rows(app_id, rows), snapshot)
+    accepted = len(rows) + len(snapshot)
+    # The snapshot log first: its append is the one most batches share, and a failed append stops the rest.
+    rows = snapshots.log_rows(snapshot, received) + rows
+    return CheckedBatch({"accepted": accepted, "rejected": rejected}, received, rawstore.partition_rows(app_id, rows))
 
 
 def write(app_id: str, batch: CheckedBatch, *, partitions: Optional[List[str]] = None,
@@ -56,10 +61,7 @@ def write(app_id: str, batch: CheckedBatch, *, partitions: Optional[List[str]] =
     """Stores the batch (only the raw ``partitions`` named, when given); returns once it is all durable.
 
     Every record was checked before anything is written, so no record can fail a write half-way through a
-    batch. Snapshot state is written first because its writes are upserts: a batch sent again after a
-    failure rewrites the same rows. The raw appends, which a retry would repeat, come last."""
-    if batch.snapshot:
-        snapshots.store(app_id, batch.snapshot, now=batch.received)
+    batch."""
     rawstore.writer().append_rows({prefix: lines for prefix, lines in batch.rows.items()
                                    if partitions is None or prefix in partitions}, deadline=deadline)
 

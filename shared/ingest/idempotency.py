@@ -11,9 +11,10 @@ written. The row holds the body's digest, the answer, and where each raw partiti
 - `abandoned`: its owner failed to store the batch (storage down) and said so: the next copy takes it over.
 - `done`: stored; copies get the stored answer, marked `Idempotent-Replayed: true`.
 
-Taking over, a copy first looks for the batch's rows after the positions the claim recorded: rows the dead
-owner stored are found there and not written again; only the partitions whose rows are missing are written.
-Snapshot records are upserts, written again whole. A key sent with another body is a 422.
+Taking over, a copy checks the batch again as of the first owner's receive time (kept in the claim), so its
+rows are the very rows that owner wrote, snapshot log rows included (they carry that time); it then looks for
+them after the positions the claim recorded: rows the dead owner stored are found there and not written again;
+only the partitions whose rows are missing are written. A key sent with another body is a 422.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from azure.data.tables import UpdateMode
 
 from shared.ingest import collect, rawstore
 from shared.ingest.records import format_time, parse_time
-from shared.platform import storage
+from shared.platform import storage, tablefilter
 from shared.platform.config import get_settings
 from shared.platform.errors import BadRequest, Conflict, TransientError, Unprocessable
 
@@ -95,13 +96,20 @@ def ingest_once(app_id: str, key: str, body: bytes, raw_records: list,
             return Outcome(_answer_of(existing), replayed=True)
         lease = dt.timedelta(seconds=get_settings().idempotency_lease_seconds)
         if existing["state"] == ABANDONED or parse_time(existing["claimedAt"]) + lease < _now():
+            # The batch as its first owner checked it, at its receive time: the same rows, which are found where
+            # that owner stored them (snapshot rows carry the receive time).
+            first = _received_of(existing)
+            mine = batch if first is None or first == batch.received else collect.check(app_id, raw_records,
+                                                                                         received=first)
+            fresh = _new_claim(app_id, row_key, digest, mine)
             # Every owner's positions stay listed: a copy taking over from us looks behind each of them.
             earlier = json.loads(existing["positions"])
-            taken = _with_answer(dict(claim, positions=json.dumps(earlier + json.loads(claim["positions"]))),
+            taken = _with_answer(dict(fresh, receivedAt=existing.get("receivedAt", fresh["receivedAt"]),
+                                      positions=json.dumps(earlier + json.loads(fresh["positions"]))),
                                  _answer_of(existing))
             etag = _replace(table, existing, taken)
             if etag:
-                return _store(table, app_id, batch, taken, etag, admit, search=earlier)
+                return _store(table, app_id, mine, taken, etag, admit, search=earlier)
             continue
         if time.monotonic() > waited_until:
             retry_after = max(1, int((parse_time(existing["claimedAt"]) + lease - _now()).total_seconds()) + 1)
@@ -139,8 +147,15 @@ def _new_claim(app_id: str, row_key: str, digest: str, batch: collect.CheckedBat
     claimed_at = format_time(_now())
     positions = [[p.prefix, writer.writer_id, p.blob, p.offset, claimed_at] for p in map(writer.position, batch.rows)]
     claim = {"PartitionKey": app_id, "RowKey": row_key, "bodyDigest": digest, "state": PENDING,
-             "owner": writer.writer_id, "claimedAt": claimed_at, "positions": json.dumps(positions)}
+             "owner": writer.writer_id, "claimedAt": claimed_at, "receivedAt": batch.received.isoformat(),
+             "positions": json.dumps(positions)}
     return _with_answer(claim, batch.answer)
+
+
+def _received_of(claim: dict) -> Optional[dt.datetime]:
+    """When the claim's first owner received the batch (None for a claim written before this was kept)."""
+    text = claim.get("receivedAt")
+    return dt.datetime.fromisoformat(text) if text else None
 
 
 def _with_answer(claim: dict, answer: dict) -> dict:
@@ -229,7 +244,7 @@ def forget_expired(now: dt.datetime, *, limit: int = 5000) -> int:
         return 0
     table = storage.table(TABLE)
     removed = 0
-    expired = table.query_entities("claimedAt lt @cutoff", parameters={"cutoff": format_time(now - KEY_LIFETIME)},
+    expired = table.query_entities(tablefilter.compare("claimedAt", "lt", format_time(now - KEY_LIFETIME)),
                                    select=["PartitionKey", "RowKey"])
     for row in expired:
         try:

@@ -62,7 +62,7 @@ class Position:
     offset: int
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: two callers may wait with equal rows
 class _Waiting:
     """One caller's rows for one partition, waiting for a group commit."""
 
@@ -139,12 +139,14 @@ class RawWriter:
         self.append_rows({prefix: lines}, deadline=deadline)
 
     def append_rows(self, rows: Dict[str, List[bytes]], *, deadline: Optional[float] = None) -> None:
-        """Appends rows to their partitions (prefix -> rows); returns only when all are durably stored, or
-        raises the first failed append's error. Rows still queued at ``deadline`` (time.monotonic()) are not
-        written: the call raises TransientError for them.
+        """Appends rows to their partitions (prefix -> rows), in that order; returns only when all are durably
+        stored, or raises the first failed append's error. Rows still queued at ``deadline`` (time.monotonic())
+        are not written: the call raises TransientError for them.
 
         The rows join every partition's queue first, so while this caller commits one partition, another
-        caller's commit of the next one can already carry them."""
+        caller's commit of the next one can already carry them. Once one of its partitions failed, the caller's
+        rows that no commit took yet are withdrawn, so a failed call leaves as little of itself as it can (with
+        storage refusing its first partition, nothing)."""
         mine: List[Tuple[str, _Partition, _Waiting]] = []
         now = time.monotonic()
         with self._lock:
@@ -157,15 +159,27 @@ class RawWriter:
                     partition.pending.append(waiting)
                     partition.last_used = now
                     mine.append((prefix, partition, waiting))
+        failed: Optional[BaseException] = None
         for prefix, partition, waiting in mine:
+            if failed is not None:
+                self._withdraw(partition, waiting, failed)
+                continue
             with partition.committing:
                 if not waiting.done:
                     with self._lock:
                         group, partition.pending = partition.pending, []
                     self._commit(prefix, partition, group)
+            failed = waiting.error
         for _, _, waiting in mine:
             if waiting.error is not None:
                 raise waiting.error
+
+    def _withdraw(self, partition: _Partition, waiting: _Waiting, error: BaseException) -> None:
+        """Takes rows no commit took yet out of their partition's queue; they fail with ``error``."""
+        with self._lock:
+            if waiting in partition.pending:
+                partition.pending.remove(waiting)
+                waiting.error, waiting.done = error, True
 
     def _prune(self, now: float) -> None:
         """Forgets the partitions idle for PARTITION_IDLE_SECONDS (under self._lock). A caller that queued rows
@@ -286,4 +300,10 @@ def list_day(app_id: str, record_type: str, day: dt.date, *, hour: Optional[int]
     """The raw blobs of one UTC day (or of one hour of it), in name order (hour, then writer)."""
     prefix = day_prefix(app_id, record_type, day) + (f"{hour:02d}/" if hour is not None else "")
     blobs = storage.container(RAW_CONTAINER).list_blobs(name_starts_with=prefix)
+    return sorted((RawBlob(blob.name, blob.size) for blob in blobs), key=lambda b: b.name)
+
+
+def list_all(app_id: str, record_type: str) -> List[RawBlob]:
+    """Every raw blob of a record type, in name order (hour, then writer): the snapshot log is read whole."""
+    blobs = storage.container(RAW_CONTAINER).list_blobs(name_starts_with=f"{app_id}/{record_type}/")
     return sorted((RawBlob(blob.name, blob.size) for blob in blobs), key=lambda b: b.name)

@@ -15,11 +15,11 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Iterator, Tuple
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
-from shared.platform import storage
+from shared.platform import storage, tablefilter
 from shared.platform.config import get_settings
 from shared.platform.errors import BadRequest, Unauthorized
 
@@ -78,6 +78,13 @@ def register_app(collection: str, name: str, *, rotate: bool = False) -> AppKeys
         raise BadRequest(f"app {ref.collection}/{ref.name} is already registered; rotate its keys to get new ones",
                          code="AppExists") from None
     return keys
+
+
+def list_app_ids() -> Iterator[str]:
+    """The id of every registered app."""
+    for row in storage.table(APPS_TABLE).query_entities(tablefilter.eq("PartitionKey", _PARTITION),
+                                                         select=["RowKey"]):
+        yield row["RowKey"]
 
 
 def is_registered(ref: AppRef) -> bool:

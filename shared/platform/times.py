@@ -11,7 +11,10 @@ def utcnow() -> dt.datetime:
 
 
 def iso(moment: Optional[dt.datetime]) -> Optional[str]:
-    """UTC ISO 8601 with `Z` and milliseconds, the form every time in the API has."""
-    if moment is None:
-        return None
+    """UTC ISO 8601 with `Z` and milliseconds, the form every time in the API has (None stays None)."""
+    return None if moment is None else iso_text(moment)
+
+
+def iso_text(moment: dt.datetime) -> str:
+    """``iso`` of a time that is always there."""
     return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

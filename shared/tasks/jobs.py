@@ -22,9 +22,9 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import UpdateMode
 
 from shared.export.destination import SealedDestination
-from shared.platform import storage
+from shared.platform import storage, tablefilter
 from shared.platform.errors import BadRequest, NotFound
-from shared.platform.times import iso, utcnow
+from shared.platform.times import iso, iso_text, utcnow
 
 JOBS_TABLE = "exportjobs"
 NEWEST_FIRST_TABLE = "exportjobsbydate"
@@ -261,7 +261,8 @@ def clear_queued(job: ExportJob) -> None:
 def queued_jobs(created_before: dt.datetime) -> Iterator[Tuple[str, str]]:
     """(app id, job id) of jobs not yet started that were created before the given time."""
     rows = storage.table(QUEUED_TABLE).query_entities(
-        "PartitionKey eq @p and created lt @t", parameters={"p": QUEUED_PARTITION, "t": iso(created_before)},
+        tablefilter.all_of(tablefilter.eq("PartitionKey", QUEUED_PARTITION),
+                           tablefilter.compare("created", "lt", iso_text(created_before))),
         select=["app_id", "job_id"])
     for row in rows:
         yield row["app_id"], row["job_id"]
@@ -294,20 +295,16 @@ class JobQuery:
     def filtered(self) -> bool:
         return bool(self.state or self.export_type or self.created)
 
-    def table_filter(self) -> Tuple[str, dict]:
+    def table_filter(self, app_id: str) -> str:
         """The Table query of the app's partition narrowed by the filter."""
-        clauses = ["PartitionKey eq @p"]
-        parameters: Dict[str, Any] = {}
+        clauses = [tablefilter.eq("PartitionKey", app_id)]
         if self.state:
-            clauses.append("state eq @state")
-            parameters["state"] = self.state
+            clauses.append(tablefilter.eq("state", self.state))
         if self.export_type:
-            clauses.append("export_type eq @type")
-            parameters["type"] = self.export_type
-        for index, (operator, moment) in enumerate(self.created):
-            clauses.append(f"date_created {operator} @t{index}")
-            parameters[f"t{index}"] = iso(moment)
-        return " and ".join(clauses), parameters
+            clauses.append(tablefilter.eq("export_type", self.export_type))
+        clauses += [tablefilter.compare("date_created", operator, iso_text(moment))
+                    for operator, moment in self.created]
+        return tablefilter.all_of(*clauses)
 
 
 # Sort keys of the orders that are not kept by a table's row keys; ties go by task id.
@@ -337,14 +334,11 @@ def _fetch(app_id: str, job_ids: List[str]) -> List[ExportJob]:
 
 
 def _stream(app_id: str, table_name: str, query: JobQuery, top: int, skip: int, after: Optional[str]) -> Page:
-    filter_text, parameters = query.table_filter()
-    parameters["p"] = app_id
+    filter_text = query.table_filter(app_id)
     if after:
-        filter_text += " and RowKey gt @after"
-        parameters["after"] = after
+        filter_text = tablefilter.all_of(filter_text, tablefilter.compare("RowKey", "gt", after))
     index = table_name == NEWEST_FIRST_TABLE
-    rows = storage.table(table_name).query_entities(filter_text, parameters=parameters,
-                                                    results_per_page=min(1000, skip + top + 1),
+    rows = storage.table(table_name).query_entities(filter_text, results_per_page=min(1000, skip + top + 1),
                                                     select=["RowKey", "job_id"] if index else None)
     keys: List[dict] = []
     skipped, more = 0, False
@@ -361,10 +355,9 @@ def _stream(app_id: str, table_name: str, query: JobQuery, top: int, skip: int, 
 
 
 def _sorted(app_id: str, query: JobQuery, top: int, skip: int, after: Optional[str]) -> Page:
-    filter_text, parameters = query.table_filter()
-    parameters["p"] = app_id
+    filter_text = query.table_filter(app_id)
     column = _SORT_COLUMNS[query.order]
-    rows = storage.table(JOBS_TABLE).query_entities(filter_text, parameters=parameters, results_per_page=1000,
+    rows = storage.table(JOBS_TABLE).query_entities(filter_text, results_per_page=1000,
                                                     select=["RowKey", column] if column != "RowKey" else ["RowKey"])
     # A job without the value (no errorDetails yet) sorts before every text, as null does in SQL ascending.
     keys = sorted(((row.get(column) or "", row["RowKey"]) for row in rows), reverse=query.descending)

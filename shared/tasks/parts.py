@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
-from shared.platform import storage
+from shared.platform import storage, tablefilter
 
 PARTS_TABLE = "exportparts"
 
@@ -101,7 +101,7 @@ def find_part(job_id: str, index: int) -> Optional[Part]:
 
 def list_parts(job_id: str) -> List[Part]:
     """The job's recorded parts in index order."""
-    rows = storage.table(PARTS_TABLE).query_entities("PartitionKey eq @j", parameters={"j": job_id})
+    rows = storage.table(PARTS_TABLE).query_entities(tablefilter.eq("PartitionKey", job_id))
     return sorted((Part.from_entity(row) for row in rows), key=lambda part: part.index)
 
 
