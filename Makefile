@@ -31,7 +31,7 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) -m bench $(if $(RECORDS),--records $(RECORDS),)
+	$(PY) -m bench $(if $(RECORDS),--records $(RECORDS),) $(if $(DEVICES),--devices $(DEVICES),)
 
 # The ingestion section alone: CLIENTS concurrent clients (16) for DURATION seconds (15) each, appends then Collect.
 bench-ingest: setup

@@ -5,8 +5,10 @@ generator, it measures: a raw copy of the raw partitions' bytes blob to blob (no
 CsvBlob and a ParquetBlob export through the real API and engine (POST to Succeeded) on the local host, run
 as its own process; DuckDB and polars converting the same gzip JSON Lines files (downloaded first, not
 timed) to gzip CSV and to Parquet; the latency of a 10k-record export; the peak memory of the host
-process with its conversion processes during CSV exports at two sizes and the Parquet export; and then
-ingestion, Collect against plain appends to the same storage (bench/ingest.py, also runnable alone).
+process with its conversion processes during CSV exports at two sizes and the Parquet export; a Device export
+of DEVICES (200,000) devices from their compacted snapshot state plus a tail of later reports, and the
+compaction itself; and then ingestion, Collect against plain appends to the same storage, and Collect with
+30% snapshot records against without (bench/ingest.py, also runnable alone).
 
 Memory is the peak of the processes' summed PSS (each shared page counted once, split between the processes
 that map it, as a container's memory limit counts it); the summed RSS, which counts the libraries every

@@ -236,14 +236,16 @@ def _percentile(ordered: List[float], share: float) -> float:
 
 
 def stored_records(app_id: str) -> int:
-    """Records in the app's raw store, counted back line by line."""
-    from shared.ingest import rawstore
+    """Records in the app's raw store (historical partitions and the snapshot log, not the log's folded state,
+    which the StartExport timer may have written meanwhile), counted back line by line."""
+    from shared.ingest import rawstore, snapshots
     from shared.platform import storage
 
     container = storage.container(rawstore.RAW_CONTAINER)
     total = 0
     for blob in container.list_blobs(name_starts_with=f"{app_id}/"):
-        total += gzip.decompress(container.get_blob_client(blob.name).download_blob().readall()).count(b"\n")
+        if not blob.name.startswith(f"{app_id}/{snapshots.STATE_TYPE}/"):
+            total += gzip.decompress(container.get_blob_client(blob.name).download_blob().readall()).count(b"\n")
     return total
 
 

@@ -81,5 +81,5 @@ def test_the_original_swagger_finds_no_5xx_and_only_conforming_responses(case, s
     assert response.status_code < 500, (response.status_code, response.text)
     # Raises, naming each failed check, unless the response conforms to the original's schemas. The original
     # allows any uri as containerUrl; this service refuses what is not a writable Azure blob container
-    # (README: where we are stricter), so a body the original allows may get a 400.
+    # (docs/api.md: where we are stricter), so a body the original allows may get a 400.
     case.validate_response(response, excluded_checks=[checks.positive_data_acceptance, checks.ignored_auth])

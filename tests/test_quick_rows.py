@@ -133,7 +133,7 @@ def test_nested_extras_take_the_quick_path_only_within_the_records_nesting_limit
 
 def test_the_records_sdks_send_take_the_quick_path():
     # The bench's sessions: activities and events with flat extras, times in the stored form. Without the
-    # quick path they all pass through the full checks, three times slower (README, Ingestion).
+    # quick path they all pass through the full checks, three times slower (docs/ingestion.md).
     now = dt.datetime.now(dt.timezone.utc)
     records = [as_collect_reads_it(record) for batch in make_batches(4, 50) for record in batch]
     rows = [quick_row(record, now) for record in records]

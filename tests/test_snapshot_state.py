@@ -71,3 +71,13 @@ def test_the_timer_compacts_the_apps_that_are_due_at_most_every_ten_minutes(devi
     assert snapshotstate.due(device.app_id, now + snapshotstate.COMPACT_EVERY + dt.timedelta(minutes=1))
     assert snapshotstate.compact_due(now) == 0  # swept less than ten minutes ago in this process
     assert {row["deviceId"] for row in run_export(device.app_id, "devices", "JsonBlob")} == {"d-1", "d-2"}
+
+
+@pytest.mark.parametrize("export_format", ["JsonBlob", "CsvBlob", "ParquetBlob"])
+def test_a_tag_removed_after_the_state_leaves_an_empty_export(device, export_format):
+    assert device.post([{"type": "tag", "deviceId": "d-1", "name": "level", "value": 1}])[0] == 200
+    assert snapshotstate.compact(device.app_id) is not None
+    (row,) = run_export(device.app_id, "tags", export_format)
+    assert (row["deviceId"], row["name"]) == ("d-1", "level")
+    assert device.post([{"type": "tag", "deviceId": "d-1", "name": "level", "value": None}])[0] == 200
+    assert run_export(device.app_id, "tags", export_format) == []

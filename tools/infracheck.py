@@ -7,9 +7,9 @@ Bicep CLI (no package registry ships it: it downloads its binary from GitHub, wh
    function; a resource type without its `@api-version`; a module whose file is missing, that is given a
    parameter it does not declare, or not given one it requires; main.parameters.json naming a parameter
    main.bicep lacks, or leaving out one it requires.
-3. What the app needs (README, "Deploying to Azure"): a Flex Consumption plan and a Linux function app running
-   Python 3.11 with a system-assigned identity; exactly the Blob Data Owner, Queue Data Contributor and Table
-   Data Contributor roles on its own storage (no shared keys) and Secrets User on its Key Vault; app settings
+3. What the app needs (docs/operations.md, "Deploying to Azure"): a Flex Consumption plan and a Linux function
+   app running Python 3.11 with a system-assigned identity; exactly the Blob Data Owner, Queue Data Contributor
+   and Table Data Contributor roles on its own storage (no shared keys) and Secrets User on its Key Vault; app settings
    that config.py names, the required ones present, the Fernet key and DestinationStorage as Key Vault
    references; Application Insights; the Event Grid subscription to OnBlobCreated's webhook, filtered to the
    manifests of the watched container as OnBlobCreated/function.json's path says; azure.yaml's service and hook.

@@ -151,8 +151,8 @@ def document() -> dict:
             requestBody={"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["records"], "additionalProperties": False, "properties": {
                     "records": {"type": "array", "maxItems": MAX_RECORDS, "items": {
-                        "description": "A record (see the README's record schema); each is checked on its own, "
-                                       "and one that is refused, even one that is not an object, is listed in "
+                        "description": "A record (see docs/ingestion.md, the record schema); each is checked on its "
+                                       "own, and one that is refused, even one that is not an object, is listed in "
                                        "rejected while the rest are stored"}}}}}}},
             **_EXTENSION)},
     }

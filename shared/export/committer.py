@@ -99,7 +99,7 @@ def commit(job: "ExportJob", done: Sequence["Part"]) -> List[dict]:
 
 
 def _remove_files(container, names: List[str]) -> None:
-    """Best effort: a destination that refuses this too keeps files without a manifest, which the README
+    """Best effort: a destination that refuses this too keeps files without a manifest, which docs/exports.md
     tells readers never to take for a finished export."""
     for name in names:
         try:

@@ -253,7 +253,7 @@ def fold_bucket(kind: str, state: Dict[str, bytes], tail: List[_LogRow]) -> byte
     # Untouched lines keep their place among their device's; a touched device's rows come in its fold's order.
     merged = kept + [(device.encode(), index, line) for index, (device, line) in enumerate(folded)]
     merged.sort(key=operator.itemgetter(0, 1))
-    return b"\n".join(line for _, _, line in merged) + b"\n"
+    return b"".join(line + b"\n" for _, _, line in merged)
 
 
 _CLASSES = {"device": (_Device, _Tag), "tag": (_Tag,), "token": (_Token,), "push": (_Push,)}

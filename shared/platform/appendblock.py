@@ -4,7 +4,7 @@ Why not azure-storage-blob here: one `BlobClient.append_block` costs about 1.8 m
 (policies, requests' session and environment lookups, deserialization), and Collect makes one per group of
 requests under a lock the next group waits for. This client sends the same REST call (PUT ?comp=appendblock,
 conditional on the append position) in about 0.2 ms (2,000 appends of 1.5 KB to Azurite, time.process_time;
-README, Ingestion). Every other storage call stays with the SDK.
+docs/ingestion.md). Every other storage call stays with the SDK.
 
 It is authorized the ways the app's storage is: the account key (Shared Key), a SAS in the container's URL, or
 a token credential (a managed identity). Failures are raised as the SDK's exceptions, so callers keep one

@@ -62,7 +62,7 @@ FORWARD_DEFAULT_QUEUE = "EXPORT_FORWARD_DEFAULT_QUEUE"
 # Optional webhook that receives each forwarded message as a signed POST, and its HMAC secret.
 FORWARD_WEBHOOK_URL = "EXPORT_FORWARD_WEBHOOK_URL"
 FORWARD_WEBHOOK_SECRET = "EXPORT_FORWARD_WEBHOOK_SECRET"
-# JSON list of scheduled exports (see README), and how many missed periods a schedule catches up at most.
+# JSON list of scheduled exports (see docs/exports.md), and how many missed periods a schedule catches up at most.
 SCHEDULES = "EXPORT_SCHEDULES"
 SCHEDULE_MAX_CATCHUP = "EXPORT_SCHEDULE_MAX_CATCHUP"
 # Records per second one app may send through Collect to one instance; 0 (the default) sets no limit.
