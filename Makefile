@@ -5,17 +5,28 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 7071
 
-.PHONY: setup serve demo test bench bench-ingest chaos infra-check app data clean
+.PHONY: setup lock lock-files serve demo test test-pure bench bench-ingest chaos infra-check app data clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# Idempotent: each part re-installs only when its requirements or lock file changed.
+# Idempotent: each part re-installs only when its lock file changed. What is installed is what the suite passed
+# with: requirements-dev.txt and requirements.txt are locks (exact versions, hashes), made by `make lock`.
 setup: $(VENV)/.installed node_modules/.installed
 
-$(VENV)/.installed: $(PY) requirements.txt requirements-dev.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+$(VENV)/.installed: $(PY) requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.txt
 	touch $@
+
+# Resolves requirements.in and requirements-dev.in anew (the newest versions their ranges allow, from PyPI alone,
+# whatever local package folders this machine's pip is set up with), then runs the suite on them.
+PIP_COMPILE := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(VENV)/bin/pip-compile --quiet --upgrade \
+	--generate-hashes --allow-unsafe --strip-extras --no-emit-index-url
+lock: lock-files test
+
+lock-files: $(VENV)/.installed
+	$(PIP_COMPILE) --output-file requirements.txt requirements.in
+	$(PIP_COMPILE) --output-file requirements-dev.txt requirements-dev.in
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -29,6 +40,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# The pure tests alone (monitor, rows, quick rows and records, plans, formats, settings, layout): no Azurite, seconds.
+test-pure: setup
+	$(PY) -m pytest -m pure
 
 bench: setup
 	$(PY) -m bench $(if $(RECORDS),--records $(RECORDS),) $(if $(DEVICES),--devices $(DEVICES),)

@@ -16,7 +16,7 @@ from shared.tasks import orchestration, schedules
 
 
 def main(timer: func.TimerRequest) -> None:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     created = schedules.create_due_jobs(now)
     restarted = orchestration.restart_stranded_jobs(now)
     forgotten = idempotency.forget_expired(now)

@@ -28,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Dict, List
 
 import requests
 
@@ -62,7 +61,7 @@ def export(host: HostProcess, collection: str, app: str, key: str, container_url
     body = {"containerUrl": container_url, "exportFormat": export_format}
     if route == "events":
         body.update(startDate=DAY.isoformat(), endDate=DAY.isoformat())
-    posted_at = dt.datetime.now(dt.timezone.utc)
+    posted_at = dt.datetime.now(dt.UTC)
     started = time.perf_counter()
     response = requests.post(f"{base}/{route}", params={"api-version": API_VERSION}, headers=headers, timeout=60,
                              json=body)
@@ -87,7 +86,7 @@ def export(host: HostProcess, collection: str, app: str, key: str, container_url
 SMALL_AFTER_BIG_SECONDS = 3.0
 
 
-def fairness(env: Dict[str, str], keys: dict, container_url: str, big: int, storage_pid: int) -> Dict[str, dict]:
+def fairness(env: dict[str, str], keys: dict, container_url: str, big: int, storage_pid: int) -> dict[str, dict]:
     """A 10k-record export of one app created while a big ParquetBlob export of another app runs: the small
     one's time to Succeeded, and the big one's time and peak memory (which includes the small one's)."""
     host = HostProcess(env, storage_pid)
@@ -115,7 +114,7 @@ def raw_copy(app_id: str, destination) -> dict:
     source = storage.container(rawstore.RAW_CONTAINER)
     started = time.perf_counter()
     from azure.storage.blob import BlobBlock
-    blocks: List[BlobBlock] = []
+    blocks: list[BlobBlock] = []
     for blob in blobs:
         for chunk in source.get_blob_client(blob.name).download_blob(max_concurrency=2).chunks():
             block_id = f"{len(blocks):08d}"
@@ -125,7 +124,7 @@ def raw_copy(app_id: str, destination) -> dict:
     return {"seconds": time.perf_counter() - started, "bytes": sum(b.size for b in blobs)}
 
 
-def raw_files(app_id: str, workdir: str) -> List[str]:
+def raw_files(app_id: str, workdir: str) -> list[str]:
     """The day's raw partitions on local disk, for the peers that read files (no storage I/O for them)."""
     source = storage.container(rawstore.RAW_CONTAINER)
     files = []
@@ -137,7 +136,7 @@ def raw_files(app_id: str, workdir: str) -> List[str]:
     return files
 
 
-def duckdb_parquet_baseline(files: List[str], workdir: str) -> dict:
+def duckdb_parquet_baseline(files: list[str], workdir: str) -> dict:
     import duckdb
 
     output = os.path.join(workdir, "out.parquet")
@@ -151,7 +150,7 @@ def duckdb_parquet_baseline(files: List[str], workdir: str) -> dict:
             "records": _one(connection, f"SELECT count(*) FROM read_parquet('{output}')")}
 
 
-def polars_baseline(files: List[str], workdir: str, target: str) -> dict:
+def polars_baseline(files: list[str], workdir: str, target: str) -> dict:
     """polars on the machine's 2 threads: read_ndjson of each gzip file, then write_parquet (zstd) or write_csv
     into a gzip file, the output CsvBlob and the DuckDB baseline write (polars' write_csv does not compress, so
     it writes through Python's gzip at zlib's default level, 6; gzip.open's own default, 9, is 3x slower)."""
@@ -177,7 +176,7 @@ def polars_baseline(files: List[str], workdir: str, target: str) -> dict:
     return {"seconds": float(answer[0]), "records": int(answer[1]), "cpu_s": float(answer[2])}
 
 
-def duckdb_baseline(files: List[str], workdir: str) -> dict:
+def duckdb_baseline(files: list[str], workdir: str) -> dict:
     import duckdb
 
     output = os.path.join(workdir, "out.csv.gz")
@@ -230,7 +229,7 @@ def main(argv=None) -> int:
         container_url = destination_url("bench-out")
         destination = storage.blob_service().get_container_client("bench-out")
         raw_bytes = sum(b.size for b in rawstore.list_day("bench~full", "event", DAY))
-        results: Dict[str, dict] = {}
+        results: dict[str, dict] = {}
 
         log("raw copy baseline ...")
         results["rawcopy"] = dict(raw_copy("bench~full", destination), records=records)
@@ -363,7 +362,7 @@ def main(argv=None) -> int:
     with open(arguments.output, "w", encoding="utf-8") as handle:
         json.dump({"records": records, "raw_bytes": raw_bytes, "cpus": os.cpu_count(), "results": results,
                    "ratios": ratios, "ingestion": ingestion,
-                   "measured_at": dt.datetime.now(dt.timezone.utc).isoformat()}, handle, indent=2)
+                   "measured_at": dt.datetime.now(dt.UTC).isoformat()}, handle, indent=2)
     log(f"figures written to {arguments.output}")
     return 0
 

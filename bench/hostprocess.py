@@ -7,7 +7,6 @@ import os
 import tempfile
 import threading
 import time
-from typing import Dict, List, Optional
 
 import psutil
 
@@ -21,7 +20,7 @@ class HostProcess:
     """The local host in a process of its own, so its memory and CPU are measured alone; ``storage_pid`` is the
     storage emulator's process, whose CPU is measured beside (on one machine, it shares the cores)."""
 
-    def __init__(self, env: Dict[str, str], storage_pid: Optional[int] = None) -> None:
+    def __init__(self, env: dict[str, str], storage_pid: int | None = None) -> None:
         self.storage_pid = storage_pid
         self.port = free_port()
         self.process = start_host(env, self.port, os.path.join(tempfile.gettempdir(), "ee-bench-host.log"))
@@ -30,7 +29,7 @@ class HostProcess:
         self._sampling = False
         self._cpu_at_start = self._storage_cpu_at_start = 0.0
 
-    def _processes(self) -> List[psutil.Process]:
+    def _processes(self) -> list[psutil.Process]:
         process = psutil.Process(self.process.pid)
         return [process] + process.children(recursive=True)
 
@@ -61,7 +60,7 @@ class HostProcess:
         thread.start()
         return thread
 
-    def stop_sampling(self, thread) -> Dict[str, float]:
+    def stop_sampling(self, thread) -> dict[str, float]:
         """The peaks, and the CPU seconds used since ``sample`` by the host and by the storage emulator."""
         self._sampling = False
         thread.join()

@@ -31,7 +31,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from typing import Dict, List, Tuple
 
 API_VERSION = "2014-12-01"
 COLLECTION, APP = "bench", "ingest"
@@ -43,7 +42,7 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def session_batch(rng: random.Random, now: dt.datetime, size: int) -> List[dict]:
+def session_batch(rng: random.Random, now: dt.datetime, size: int) -> list[dict]:
     """One device's recent records, as a mobile SDK sends them: a session's activities with their events and
     the odd error or job, all within the last minutes."""
     from sampledata.generator import ACTIVITIES, ERRORS, EVENTS, JOBS, _extras
@@ -52,7 +51,7 @@ def session_batch(rng: random.Random, now: dt.datetime, size: int) -> List[dict]
     common = {"deviceId": device, **({"userId": f"user-{rng.randrange(10**7):07d}"} if rng.random() < 0.7 else {})}
     session = f"s-{rng.getrandbits(64):016x}"
     clock = now - dt.timedelta(minutes=10)
-    records: List[dict] = []
+    records: list[dict] = []
     while len(records) < size:
         name = rng.choice(ACTIVITIES)
         end = clock + dt.timedelta(seconds=rng.randint(5, 60), milliseconds=rng.randint(0, 999))
@@ -71,12 +70,12 @@ def session_batch(rng: random.Random, now: dt.datetime, size: int) -> List[dict]
     return records[:size]
 
 
-def mixed_batch(rng: random.Random, now: dt.datetime, size: int, share: float = 0.3) -> List[dict]:
+def mixed_batch(rng: random.Random, now: dt.datetime, size: int, share: float = 0.3) -> list[dict]:
     """A batch whose ``share`` of records are snapshot records of distinct devices, each reporting itself, a tag
     and its push token, as a backend forwarding its users' reports sends them; the rest a session's records."""
     from sampledata.generator import CARRIERS, MODELS, PLACES
 
-    snapshot: List[dict] = []
+    snapshot: list[dict] = []
     while len(snapshot) < round(size * share):
         device = f"{rng.getrandbits(128):032x}"
         model, maker, firmware, version, _ = rng.choice(MODELS)
@@ -98,42 +97,42 @@ def _iso(moment: dt.datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def make_batches(count: int, size: int, seed: int = 7, *, mixed: bool = False) -> List[List[dict]]:
+def make_batches(count: int, size: int, seed: int = 7, *, mixed: bool = False) -> list[list[dict]]:
     rng = random.Random(seed)
     # A minute back from now: every batch stays within the hour it was made in for a short run, as an SDK's do.
-    now = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
     make = mixed_batch if mixed else session_batch
     return [make(rng, now, size) for _ in range(count)]
 
 
-def collect_bodies(batches: List[List[dict]]) -> List[Tuple[bytes, int]]:
+def collect_bodies(batches: list[list[dict]]) -> list[tuple[bytes, int]]:
     return [(gzip.compress(json.dumps({"records": batch}).encode("utf-8"), 5), len(batch)) for batch in batches]
 
 
-def raw_members(batches: List[List[dict]]) -> List[Tuple[bytes, int]]:
+def raw_members(batches: list[list[dict]]) -> list[tuple[bytes, int]]:
     """Each batch as the raw store writes it: normalized rows, encoded, one gzip member."""
     from isal import igzip
 
     from shared.ingest.rawstore import GZIP_LEVEL
     from shared.ingest.records import encode_line, normalize
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return [(igzip.compress(b"".join(encode_line(normalize(r, now=now)) for r in batch), GZIP_LEVEL, mtime=0),
              len(batch)) for batch in batches]
 
 
 # --- the clients: run in processes of their own ---------------------------------------------------------
 
-def _client_process(kind: str, target: dict, payloads: List[Tuple[bytes, int]], clients: int, start_at: float,
+def _client_process(kind: str, target: dict, payloads: list[tuple[bytes, int]], clients: int, start_at: float,
                     stop_at: float, first_client: int, results) -> None:
-    latencies: List[float] = []
+    latencies: list[float] = []
     statuses: Counter = Counter()  # HTTP status, or the client's error for a request that got no answer
     acked = [0]
     lock = threading.Lock()
 
     def run(client: int) -> None:
         send = _collect_sender(target) if kind == "collect" else _append_sender(target, client)
-        mine: List[float] = []
+        mine: list[float] = []
         mine_statuses: Counter = Counter()
         mine_acked = 0
         index = client * 7919
@@ -165,7 +164,7 @@ def _collect_sender(target: dict):
     headers = {"Authorization": f"Bearer {target['key']}", "Content-Type": "application/json",
                "Content-Encoding": "gzip"}
 
-    def send(body: bytes, records: int) -> Tuple[object, int]:
+    def send(body: bytes, records: int) -> tuple[object, int]:
         try:
             connection.request("POST", target["path"], body=body, headers=headers)
             response = connection.getresponse()
@@ -187,7 +186,7 @@ def _append_sender(target: dict, client: int):
     blob = service.get_blob_client("ingest-baseline", f"client-{client:03d}.jsonl.gz")
     blob.create_append_blob()
 
-    def send(body: bytes, records: int) -> Tuple[object, int]:
+    def send(body: bytes, records: int) -> tuple[object, int]:
         try:
             blob.append_block(body)
         except AzureError as error:
@@ -196,7 +195,7 @@ def _append_sender(target: dict, client: int):
     return send
 
 
-def drive(kind: str, target: dict, payloads: List[Tuple[bytes, int]], *, clients: int, seconds: float,
+def drive(kind: str, target: dict, payloads: list[tuple[bytes, int]], *, clients: int, seconds: float,
           processes: int = 2) -> dict:
     """Runs ``clients`` clients spread over ``processes`` processes for ``seconds``; returns their figures."""
     context = multiprocessing.get_context("spawn")
@@ -229,7 +228,7 @@ def drive(kind: str, target: dict, payloads: List[Tuple[bytes, int]], *, clients
             "p50_ms": _percentile(latencies, 0.50) * 1000, "p99_ms": _percentile(latencies, 0.99) * 1000}
 
 
-def _percentile(ordered: List[float], share: float) -> float:
+def _percentile(ordered: list[float], share: float) -> float:
     if not ordered:
         return float("nan")
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -261,7 +260,7 @@ BACKEND_BATCH = 500
 BACKEND_BATCHES = 60
 
 
-def run(env: Dict[str, str], *, clients: int, seconds: float, batch_size: int) -> dict:
+def run(env: dict[str, str], *, clients: int, seconds: float, batch_size: int) -> dict:
     """The ingestion section on the Azurite of ``env``: the baseline, then Collect with SDK-sized batches of
     session records, then with batches of which 30% are snapshot records, then both backend-sized; returns the
     figures."""

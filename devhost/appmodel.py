@@ -10,14 +10,14 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 HTTP_METHODS = ("get", "post", "put", "delete", "patch", "head", "options", "trace")
 AUTH_LEVELS = ("anonymous", "function", "admin")
 DATA_TYPES = ("string", "binary", "stream")
 
 # type -> (allowed directions, required properties, optional properties)
-BINDING_SHAPES: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...], Tuple[str, ...]]] = {
+BINDING_SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "httpTrigger": (("in",), ("name",), ("authLevel", "methods", "route", "webHookType", "dataType")),
     "http": (("out",), ("name",), ()),
     "timerTrigger": (("in",), ("name", "schedule"), ("runOnStartup", "useMonitor")),
@@ -37,11 +37,11 @@ class AppLoadError(Exception):
     """The app folder does not form a valid function app; the message says which file and what."""
 
 
-def validate_function_json(doc: Any) -> List[str]:
+def validate_function_json(doc: Any) -> list[str]:
     """The problems of one function.json document, as sentences; empty when the real host would accept it."""
     if not isinstance(doc, dict):
         return ["function.json must be a JSON object"]
-    problems: List[str] = []
+    problems: list[str] = []
     for key in ("scriptFile", "entryPoint"):
         if key in doc and (not isinstance(doc[key], str) or not doc[key]):
             problems.append(f"{key} must be a non-empty string")
@@ -87,7 +87,7 @@ def validate_function_json(doc: Any) -> List[str]:
     return problems
 
 
-def _check_properties(where: str, kind: str, binding: dict) -> List[str]:
+def _check_properties(where: str, kind: str, binding: dict) -> list[str]:
     problems = []
     if "dataType" in binding and binding["dataType"] not in DATA_TYPES:
         problems.append(f"{where}.dataType must be one of {', '.join(DATA_TYPES)}")
@@ -140,7 +140,7 @@ class QueueOptions:
 class HostConfig:
     route_prefix: str = "api"
     queues: QueueOptions = field(default_factory=QueueOptions)
-    function_timeout: Optional[float] = None
+    function_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -149,11 +149,11 @@ class FunctionSpec:
     directory: str
     script_file: str
     entry_point: str
-    bindings: Tuple[Dict[str, Any], ...]
+    bindings: tuple[dict[str, Any], ...]
     disabled: bool = False
 
     @property
-    def trigger(self) -> Dict[str, Any]:
+    def trigger(self) -> dict[str, Any]:
         return next(b for b in self.bindings if b["type"] in TRIGGER_TYPES)
 
 
@@ -187,7 +187,7 @@ def load_host_config(root: str) -> HostConfig:
     return HostConfig(route_prefix=prefix.strip("/"), queues=options, function_timeout=function_timeout)
 
 
-def load_functions(root: str) -> List[FunctionSpec]:
+def load_functions(root: str) -> list[FunctionSpec]:
     """Every function folder under ``root`` (a folder holding function.json), checked as the host checks it."""
     specs = []
     for entry in sorted(os.listdir(root)):

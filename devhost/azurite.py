@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import time
-from typing import Dict, Optional
 from urllib.parse import urlparse
 
 from shared.platform.config import DEVELOPMENT_CONNECTION_STRING
@@ -42,7 +41,7 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def connection_string(host: str, ports: Dict[str, int]) -> str:
+def connection_string(host: str, ports: dict[str, int]) -> str:
     """A development connection string for Azurite on ``host`` with the given per-service ports."""
     endpoints = "".join(f"{service.capitalize()}Endpoint=http://{host}:{ports[service]}/{ACCOUNT_NAME};"
                         for service in SERVICES)
@@ -50,7 +49,7 @@ def connection_string(host: str, ports: Dict[str, int]) -> str:
     return base + endpoints
 
 
-def endpoints_of(connection: str) -> Dict[str, tuple]:
+def endpoints_of(connection: str) -> dict[str, tuple]:
     """(host, port) of each service named in an Azurite connection string."""
     parts = dict(part.split("=", 1) for part in connection.split(";") if "=" in part)
     found = {}
@@ -66,16 +65,16 @@ def endpoints_of(connection: str) -> Dict[str, tuple]:
 class Azurite:
     """One Azurite process serving blob, queue and table on loopback."""
 
-    def __init__(self, *, location: str, ports: Dict[str, int], host: str = "127.0.0.1",
-                 log_path: Optional[str] = None) -> None:
+    def __init__(self, *, location: str, ports: dict[str, int], host: str = "127.0.0.1",
+                 log_path: str | None = None) -> None:
         self.location = location
         self.ports = dict(ports)
         self.host = host
         self.log_path = log_path or os.path.join(location, "azurite.log")
-        self.process: Optional[subprocess.Popen] = None
+        self.process: subprocess.Popen | None = None
 
     @classmethod
-    def on_free_ports(cls, location: str) -> "Azurite":
+    def on_free_ports(cls, location: str) -> Azurite:
         return cls(location=location, ports={service: free_port() for service in SERVICES})
 
     @property
@@ -89,7 +88,7 @@ class Azurite:
     def connection_string(self) -> str:
         return connection_string(self.host, self.ports)
 
-    def start(self, timeout: float = 60.0) -> "Azurite":
+    def start(self, timeout: float = 60.0) -> Azurite:
         binary = os.path.join(REPO_ROOT, "node_modules", ".bin", "azurite")
         if not os.path.exists(binary):
             raise AzuriteError(f"{binary} is missing: run `make setup` (npm install) first")
@@ -129,14 +128,14 @@ class Azurite:
         except ProcessLookupError:
             pass
 
-    def __enter__(self) -> "Azurite":
+    def __enter__(self) -> Azurite:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
 
-def ensure_running(connection: str, location: str) -> Optional[Azurite]:
+def ensure_running(connection: str, location: str) -> Azurite | None:
     """Starts Azurite where ``connection`` points unless it already answers there; returns what it started.
 
     Only loopback endpoints are ever started: a connection string to a real account is left alone.

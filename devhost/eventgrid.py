@@ -26,7 +26,7 @@ import json
 import logging
 import threading
 import uuid
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from collections.abc import Callable
 from urllib.parse import quote
 
 import requests
@@ -51,7 +51,7 @@ def subject_of(container: str, blob_name: str) -> str:
     return f"{_SUBJECT_PREFIX}{container}/blobs/{blob_name}"
 
 
-def _blob_of(subject: object) -> Optional[Tuple[str, str]]:
+def _blob_of(subject: object) -> tuple[str, str] | None:
     """(container, blob name) of a BlobCreated event's subject, or None for a subject of another shape."""
     if not isinstance(subject, str) or not subject.startswith(_SUBJECT_PREFIX):
         return None
@@ -63,14 +63,14 @@ class BlobWebhook:
     """The host's `/runtime/webhooks/blobs` endpoint for the Event Grid-sourced blob triggers of the app."""
 
     def __init__(self) -> None:
-        self.runners: Dict[str, BlobRunner] = {}
+        self.runners: dict[str, BlobRunner] = {}
 
     def add(self, runner: BlobRunner) -> None:
         runner.load_receipts()
         self.runners[function_id(runner.function.spec.name).lower()] = runner
 
-    def handle(self, method: str, params: Dict[str, str], headers: Dict[str, str],
-               body: bytes) -> Tuple[int, dict]:
+    def handle(self, method: str, params: dict[str, str], headers: dict[str, str],
+               body: bytes) -> tuple[int, dict]:
         """(status, JSON body) of one delivery."""
         if method != "POST":
             return 405, {"error": {"code": "MethodNotAllowed", "message": "Event Grid delivers with POST"}}
@@ -121,7 +121,7 @@ class EventGridEmulator(Listener):
         self.runner = runner
         self.base_url = base_url
         self.suffix = path_suffix(function.spec.trigger["path"])
-        self.delivered: Set[Tuple[str, str]] = set()
+        self.delivered: set[tuple[str, str]] = set()
         self.session = requests.Session()
         self.session.trust_env = False  # loopback only; never through a proxy from the environment
 
@@ -130,7 +130,7 @@ class EventGridEmulator(Listener):
         return (f"{self.base_url()}/{WEBHOOK_PATH}?functionName={quote(function_id(self.function.spec.name))}"
                 f"&code=local")
 
-    def _post(self, events: List[dict], event_type: str) -> Optional[requests.Response]:
+    def _post(self, events: list[dict], event_type: str) -> requests.Response | None:
         try:
             return self.session.post(self.endpoint, data=json.dumps(events), timeout=60, headers={
                 "Content-Type": "application/json", "aeg-event-type": event_type})
@@ -183,4 +183,4 @@ class EventGridEmulator(Listener):
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
+    return dt.datetime.now(dt.UTC).isoformat()

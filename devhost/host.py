@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Iterable, List, Optional
+from collections.abc import Callable, Iterable
 
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
@@ -40,7 +40,7 @@ class LocalHost:
     """Runs the function app in ``root``: HTTP on ``host:port`` (0 picks a free port), and every trigger."""
 
     def __init__(self, root: str, *, host: str = "127.0.0.1", port: int = 7071,
-                 functions: Optional[Iterable[str]] = None, host_id: str = "devhost",
+                 functions: Iterable[str] | None = None, host_id: str = "devhost",
                  emulate_event_grid: bool = True) -> None:
         """``emulate_event_grid``: deliver the BlobCreated events of `"source": "EventGrid"` blob triggers from
         a stand-in for Event Grid (devhost.eventgrid); without it only what is POSTed to the webhook runs."""
@@ -51,10 +51,10 @@ class LocalHost:
         self.only = set(functions) if functions is not None else None
         self.host_id = host_id
         self.stop_event = threading.Event()
-        self.frontend: Optional[HttpFrontend] = None
-        self.listeners: List[Listener] = []
-        self.functions: List[LoadedFunction] = []
-        self._unwatch: Optional[Callable[[], None]] = None
+        self.frontend: HttpFrontend | None = None
+        self.listeners: list[Listener] = []
+        self.functions: list[LoadedFunction] = []
+        self._unwatch: Callable[[], None] | None = None
 
     @property
     def base_url(self) -> str:
@@ -72,7 +72,7 @@ class LocalHost:
         return (BlobServiceClient.from_connection_string(connection, **storage.RETRY_OPTIONS),
                 QueueServiceClient.from_connection_string(connection, **storage.RETRY_OPTIONS))
 
-    def start(self) -> "LocalHost":
+    def start(self) -> LocalHost:
         config = load_host_config(self.root)
         every = load_functions(self.root)
         unknown = sorted((self.only or set()) - {spec.name for spec in every})
@@ -125,7 +125,7 @@ class LocalHost:
                                                     for f in self.functions))
         return self
 
-    def stop(self, grace_seconds: float = DEFAULT_GRACE_SECONDS) -> List[str]:
+    def stop(self, grace_seconds: float = DEFAULT_GRACE_SECONDS) -> list[str]:
         """Takes no more work and waits up to ``grace_seconds`` in all for the running invocations.
 
         Returns the names of the functions still running then. Their work is not lost: a queue message
@@ -150,7 +150,7 @@ class LocalHost:
                         ", ".join(still_running))
         return still_running
 
-    def __enter__(self) -> "LocalHost":
+    def __enter__(self) -> LocalHost:
         return self.start()
 
     def __exit__(self, *exc) -> None:

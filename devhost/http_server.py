@@ -12,8 +12,8 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Dict, List, Optional, Set, Tuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import azure.functions as func
@@ -53,12 +53,12 @@ class HttpRoute:
 
 
 # The host's own endpoints (/runtime/webhooks/...): (method, query, headers, body) -> (status, JSON document).
-Webhook = Callable[[str, Dict[str, str], Dict[str, str], bytes], Tuple[int, dict]]
+Webhook = Callable[[str, dict[str, str], dict[str, str], bytes], tuple[int, dict]]
 
 
 class HttpFrontend:
-    def __init__(self, routes: List[HttpRoute], host: str, port: int,
-                 webhooks: Optional[Dict[str, Webhook]] = None) -> None:
+    def __init__(self, routes: list[HttpRoute], host: str, port: int,
+                 webhooks: dict[str, Webhook] | None = None) -> None:
         self.routes = sorted(routes, key=lambda r: r.template.sort_key)
         self.webhooks = {path.strip("/").lower(): handler for path, handler in (webhooks or {}).items()}
         frontend = self
@@ -89,9 +89,9 @@ class HttpFrontend:
         self.server.server_close()
         self.thread.join(timeout=10)
 
-    def resolve(self, method: str, path: str) -> Tuple[int, Optional[HttpRoute], List[str], dict]:
+    def resolve(self, method: str, path: str) -> tuple[int, HttpRoute | None, list[str], dict]:
         """(200, route, [], params) for a match; (405, None, allowed methods, {}) or (404, None, [], {})."""
-        allowed: Set[str] = set()
+        allowed: set[str] = set()
         for route in self.routes:
             params = route.template.match(path)
             if params is None:
@@ -115,7 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks: List[bytes] = []
+            chunks: list[bytes] = []
             total = 0
             while True:
                 size_text = self.rfile.readline(64).split(b";")[0].strip().decode("latin-1")
@@ -141,7 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise OverflowError
         return self.rfile.read(length) if length else b""
 
-    def _send(self, status: int, body: bytes = b"", headers: Optional[dict] = None) -> None:
+    def _send(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
         self.send_response(status)
         headers = dict(headers or {})
         for name, value in headers.items():
@@ -203,7 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Type"] = f"{response.mimetype}; charset={response.charset}"
         self._send(response.status_code, response.get_body() or b"", headers)
 
-    def _send_error(self, status: int, code: str, message: str, headers: Optional[dict] = None) -> None:
+    def _send_error(self, status: int, code: str, message: str, headers: dict | None = None) -> None:
         """The host's own refusals, in the ARM error shape the app's functions use."""
         body = json.dumps({"error": {"code": code, "message": message}}).encode()
         self._send(status, body, {"Content-Type": "application/json; charset=utf-8", **(headers or {})})

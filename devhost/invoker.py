@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Dict
+from typing import Any
 
 import azure.functions as func
 
@@ -95,10 +95,10 @@ class LoadedFunction:
         self.outputs = [b["name"] for b in spec.bindings
                         if b.get("direction") == "out" and b["name"] != "$return"]
 
-    def invoke(self, trigger_value: Any, *, detail: str = "") -> Dict[str, Any]:
+    def invoke(self, trigger_value: Any, *, detail: str = "") -> dict[str, Any]:
         """Runs the function once; returns {"return": value, outputs...}; raises what the function raised."""
         invocation_id = str(uuid.uuid4())
-        arguments: Dict[str, Any] = {}
+        arguments: dict[str, Any] = {}
         outputs = {name: OutputValue() for name in self.outputs}
         trigger_name = self.spec.trigger["name"]
         for name in self.parameters:

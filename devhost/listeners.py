@@ -23,7 +23,6 @@ import logging
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Optional, Set
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.functions.blob import InputStream
@@ -44,7 +43,7 @@ QUEUE_LEASE_SECONDS = 30
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _ensure_container(service: BlobServiceClient, name: str):
@@ -88,7 +87,7 @@ class TimerListener(Listener):
         if self.status_blob is not None:
             _ensure_container(blobs, HOSTS_CONTAINER)
 
-    def _read_status(self) -> Optional[dict]:
+    def _read_status(self) -> dict | None:
         if self.status_blob is None:
             return None
         try:
@@ -96,7 +95,7 @@ class TimerListener(Listener):
         except ResourceNotFoundError:
             return None
 
-    def _fire(self, *, past_due: bool, last: Optional[dt.datetime], next_due: dt.datetime) -> None:
+    def _fire(self, *, past_due: bool, last: dt.datetime | None, next_due: dt.datetime) -> None:
         status = {"Last": (last or _utcnow()).isoformat(), "Next": next_due.isoformat(),
                   "LastUpdated": _utcnow().isoformat()}
         request = TimerRequest(past_due=past_due, schedule_status=status, schedule={"AdjustForDST": True})
@@ -141,7 +140,7 @@ class QueueListener(Listener):
         self.options = options
         self.client = queues.get_queue_client(self.queue_name)
         self.poison = queues.get_queue_client(f"{self.queue_name}-poison")
-        self.leases: Dict[str, _Lease] = {}
+        self.leases: dict[str, _Lease] = {}
         self.leases_lock = threading.Lock()
         # Set when a function of this host sent a message to this queue: poll now, not after the backoff.
         self.wake = threading.Event()
@@ -297,8 +296,8 @@ class BlobRunner:
         self.receipt_prefix = f"blobreceipts/{host_id}/{function.spec.name}/"
         self.poison = queues.get_queue_client(BLOB_POISON_QUEUE)
         self.max_tries = options.max_dequeue_count
-        self.tries: Dict[str, int] = {}
-        self.handled: Set[str] = set()
+        self.tries: dict[str, int] = {}
+        self.handled: set[str] = set()
         self._lock = threading.Lock()
 
     def load_receipts(self) -> None:

@@ -8,14 +8,13 @@ restricted, either matching is enough, as in cron. Times are UTC.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Dict, List, Optional, Set, Tuple
 
 from devhost.appmodel import parse_timespan
 
 _MONTHS = {name: i + 1 for i, name in enumerate(
     ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])}
 _DAYS = {name: i for i, name in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}
-_FIELDS: Tuple[Tuple[str, int, int, Dict[str, int]], ...] = (
+_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("second", 0, 59, {}), ("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day", 1, 31, {}),
     ("month", 1, 12, _MONTHS), ("day-of-week", 0, 6, _DAYS))
 
@@ -34,8 +33,8 @@ def _value(text: str, low: int, high: int, names: dict, field: str) -> int:
     return number
 
 
-def _parse_field(text: str, field: str, low: int, high: int, names: dict) -> Set[int]:
-    values: Set[int] = set()
+def _parse_field(text: str, field: str, low: int, high: int, names: dict) -> set[int]:
+    values: set[int] = set()
     for part in text.split(","):
         step = 1
         if "/" in part:
@@ -60,7 +59,7 @@ class Schedule:
 
     def __init__(self, expression: str) -> None:
         self.expression = expression.strip()
-        self.interval: Optional[dt.timedelta] = None
+        self.interval: dt.timedelta | None = None
         fields = self.expression.split()
         if len(fields) == 1 and ":" in self.expression:
             seconds = parse_timespan(self.expression)
@@ -72,7 +71,7 @@ class Schedule:
             fields = ["0"] + fields
         if len(fields) != 6:
             raise ValueError(f"schedule {expression!r} is neither a 6-field NCRONTAB expression nor hh:mm:ss")
-        parsed: List[Set[int]] = []
+        parsed: list[set[int]] = []
         for text, (field, low, high, names) in zip(fields, _FIELDS):
             parsed.append(_parse_field(text, field, low, high, names))
         self.seconds, self.minutes, self.hours, self.days, self.months, self.weekdays = parsed

@@ -8,7 +8,6 @@ also matches nothing.
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional
 
 _CONSTRAINTS = {
     "int": r"-?\d+",
@@ -27,7 +26,7 @@ class RouteTemplate:
         self.template = template.strip("/")
         self.literal_segments = 0
         self.has_catch_all = False
-        self.parameters: List[str] = []
+        self.parameters: list[str] = []
         pattern = "^"
         segments = self.template.split("/") if self.template else []
         for index, segment in enumerate(segments):
@@ -61,14 +60,14 @@ class RouteTemplate:
         self._regex = re.compile(pattern + "/?$", re.IGNORECASE)
 
     @staticmethod
-    def _body(constraint: Optional[str]) -> str:
+    def _body(constraint: str | None) -> str:
         if constraint is None:
             return "[^/]+"
         if constraint.lower() not in _CONSTRAINTS:
             raise ValueError(f"route constraint {constraint!r} is not supported")
         return _CONSTRAINTS[constraint.lower()]
 
-    def match(self, path: str) -> Optional[Dict[str, str]]:
+    def match(self, path: str) -> dict[str, str] | None:
         found = self._regex.match(path.strip("/"))
         if not found:
             return None

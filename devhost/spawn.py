@@ -5,12 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from typing import Dict
 
 from devhost.azurite import REPO_ROOT, port_open
 
 
-def start_host(env: Dict[str, str], port: int, log_path: str) -> subprocess.Popen:
+def start_host(env: dict[str, str], port: int, log_path: str) -> subprocess.Popen:
     """`python -m devhost serve --port <port>` with ``env``, its output appended to ``log_path``; returns once
     it listens, or raises RuntimeError naming the log."""
     with open(log_path, "ab") as log_file:

@@ -10,9 +10,10 @@ import random
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Iterator, List, Optional
+from typing import Any
 
 from shared.ingest import rawstore, snapshots
 from shared.ingest.records import encode_line, format_time
@@ -41,7 +42,7 @@ class Plan:
     seed: int = 1
 
     @property
-    def day_list(self) -> List[dt.date]:
+    def day_list(self) -> list[dt.date]:
         return [self.last_day - dt.timedelta(days=offset) for offset in range(self.days - 1, -1, -1)]
 
 
@@ -59,7 +60,7 @@ def _extras(rng: random.Random, name: str) -> dict:
     return extras
 
 
-def _user_id(seed: int, index: int) -> Optional[str]:
+def _user_id(seed: int, index: int) -> str | None:
     return f"user-{index:07d}" if index % 3 else None
 
 
@@ -71,7 +72,7 @@ def day_records(plan: Plan, day: dt.date) -> Iterator[dict]:
 
 def device_day_records(plan: Plan, day: dt.date, index: int) -> Iterator[dict]:
     """The historical records of one device on one day."""
-    midnight = dt.datetime.combine(day, dt.time(), dt.timezone.utc)
+    midnight = dt.datetime.combine(day, dt.time(), dt.UTC)
     rng = random.Random(f"day:{plan.seed}:{index}:{day.isoformat()}")
     device, user = _device_id(plan.seed, index), _user_id(plan.seed, index)
     common = {"deviceId": device, **({"userId": user} if user else {})}
@@ -111,8 +112,8 @@ def snapshot_records(plan: Plan) -> Iterator[dict]:
 
 def device_snapshot_records(plan: Plan, index: int) -> Iterator[dict]:
     """One device's report, its tags, its token and its push feedback."""
-    seen = format_time(dt.datetime.combine(plan.last_day, dt.time(12), dt.timezone.utc))
-    campaign_day = dt.datetime.combine(plan.last_day, dt.time(9), dt.timezone.utc)
+    seen = format_time(dt.datetime.combine(plan.last_day, dt.time(12), dt.UTC))
+    campaign_day = dt.datetime.combine(plan.last_day, dt.time(9), dt.UTC)
     rng = random.Random(f"snapshot:{plan.seed}:{index}")
     device, user = _device_id(plan.seed, index), _user_id(plan.seed, index)
     model, maker, firmware, version, api_level = rng.choice(MODELS)
@@ -156,7 +157,7 @@ def device_updates(plan: Plan, index: int) -> Iterator[dict]:
     if rng.random() < 0.5:
         return
     device = _device_id(plan.seed, index)
-    noon = dt.datetime.combine(plan.last_day, dt.time(12), dt.timezone.utc)
+    noon = dt.datetime.combine(plan.last_day, dt.time(12), dt.UTC)
     later, stale = noon + dt.timedelta(hours=rng.randint(1, 11)), noon - dt.timedelta(days=rng.randint(1, 30))
     yield {"type": "device", "deviceId": device, "timestamp": format_time(later),
            "info": {"phoneModel": "Pixel 9", "phoneManufacturer": "Google", "firmwareName": "Android",
@@ -176,7 +177,7 @@ def backend_records(plan: Plan) -> Iterator[dict]:
         yield from phase
 
 
-def backend_phases(plan: Plan) -> List[Iterator[dict]]:
+def backend_phases(plan: Plan) -> list[Iterator[dict]]:
     """The plan as a backend sends it, in two phases: device by device, each one's history, report, tags, token
     and push feedback; then what devices sent later (``device_updates``), which must arrive after the first
     phase. Cut into batches of a few hundred, each batch holds dozens of devices, many in one snapshot bucket."""
@@ -200,13 +201,13 @@ def records(plan: Plan) -> Iterator[dict]:
     yield from snapshot_records(plan)
 
 
-def load(app_id: str, plan: Plan, *, progress=None) -> Dict[str, int]:
+def load(app_id: str, plan: Plan, *, progress=None) -> dict[str, int]:
     """Writes the plan straight into the raw store (historical records and the snapshot log), as Collect would
     store them; returns counts."""
-    counts: Dict[str, int] = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
     writer = rawstore.writer()
     for day in plan.day_list:
-        partitions: Dict[str, List[bytes]] = defaultdict(list)
+        partitions: dict[str, list[bytes]] = defaultdict(list)
         for record in day_records(plan, day):
             counts[record["type"]] += 1
             hour = rawstore.hour_of(record)
@@ -220,15 +221,15 @@ def load(app_id: str, plan: Plan, *, progress=None) -> Dict[str, int]:
     return dict(counts)
 
 
-def log_snapshot(app_id: str, records: Iterable[dict]) -> Dict[str, int]:
+def log_snapshot(app_id: str, records: Iterable[dict]) -> dict[str, int]:
     """Appends snapshot records to the app's snapshot log as Collect would, 20,000 a batch; returns counts."""
-    counts: Dict[str, int] = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
     writer = rawstore.writer()
-    batch: List[dict] = []
+    batch: list[dict] = []
 
     def log() -> None:
         writer.append_rows(rawstore.partition_rows(app_id, snapshots.log_rows(batch, dt.datetime.now(
-            dt.timezone.utc))))
+            dt.UTC))))
 
     for record in records:
         counts[record["type"]] += 1
@@ -254,7 +255,7 @@ POST_TRIES = 8
 
 
 def post(base_url: str, collection: str, app: str, collect_key: str, plan: Plan, *,
-         batch_size: int = BACKEND_BATCH, concurrency: int = 4, session=None) -> Dict[str, int]:
+         batch_size: int = BACKEND_BATCH, concurrency: int = 4, session=None) -> dict[str, int]:
     """Sends the plan through the Collect endpoint over HTTP as a backend does (``backend_phases``): gzip
     batches of ``batch_size`` records, ``concurrency`` at a time, each with an Idempotency-Key that its
     retries keep (after a lost answer, a 409, 429 or 5xx, waiting as Retry-After says). Returns counts of
@@ -264,9 +265,9 @@ def post(base_url: str, collection: str, app: str, collect_key: str, plan: Plan,
     session = session or requests.Session()
     url = (f"{base_url}/subscriptions/sample/resourceGroups/sample/providers/Microsoft.MobileEngagement/"
            f"appcollections/{collection}/apps/{app}/devices/collect")
-    counts: Dict[str, int] = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
 
-    def send(batch: List[dict]) -> None:
+    def send(batch: list[dict]) -> None:
         body = gzip.compress(json.dumps({"records": batch}).encode(), 5)
         headers = {"Authorization": f"Bearer {collect_key}", "Content-Type": "application/json",
                    "Content-Encoding": "gzip", "Idempotency-Key": str(uuid.uuid4())}
@@ -292,7 +293,7 @@ def post(base_url: str, collection: str, app: str, collect_key: str, plan: Plan,
     with ThreadPoolExecutor(concurrency) as pool:
         for phase in backend_phases(plan):
             pending = []
-            batch: List[dict] = []
+            batch: list[dict] = []
             for record in phase:
                 counts[record["type"]] += 1
                 batch.append(record)
@@ -309,13 +310,13 @@ def post(base_url: str, collection: str, app: str, collect_key: str, plan: Plan,
 def event_records(day: dt.date, count: int, *, seed: int = 1) -> Iterator[dict]:
     """``count`` events spread evenly over one UTC day, from a pool of devices, with realistic extras."""
     rng = random.Random(f"events:{seed}:{day.isoformat()}")
-    midnight = dt.datetime.combine(day, dt.time(), dt.timezone.utc)
+    midnight = dt.datetime.combine(day, dt.time(), dt.UTC)
     devices = [_device_id(seed, index) for index in range(max(1, count // 50))]
     step = 86_400 / count
     for index in range(count):
         device_index = rng.randrange(len(devices))
         moment = midnight + dt.timedelta(seconds=index * step)
-        record: Dict[str, Any] = {"type": "event", "deviceId": devices[device_index]}
+        record: dict[str, Any] = {"type": "event", "deviceId": devices[device_index]}
         user = _user_id(seed, device_index)
         if user:
             record["userId"] = user
@@ -327,7 +328,7 @@ def event_records(day: dt.date, count: int, *, seed: int = 1) -> Iterator[dict]:
 def load_events(app_id: str, day: dt.date, count: int, *, seed: int = 1) -> int:
     """Writes ``event_records`` into the raw store, an hour partition at a time; returns the count."""
     writer = rawstore.writer()
-    batch: List[bytes] = []
+    batch: list[bytes] = []
     prefix = ""
     written = 0
     with ThreadPoolExecutor(4) as pool:

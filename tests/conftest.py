@@ -27,7 +27,9 @@ TEST_SAS_KEY = "dGVzdHMtb25seS1rZXktMzItYnl0ZXMtbG9uZy0hISE="
 
 
 @pytest.fixture(scope="session")
-def azurite(tmp_path_factory):
+def azurite(request, tmp_path_factory):
+    if request.config.getoption("markexpr") == "pure":
+        pytest.fail("a test of `make test-pure` (marked pure) asked for Azurite: mark it pure only if it needs none")
     emulator = Azurite.on_free_ports(str(tmp_path_factory.mktemp("azurite")))
     emulator.start()
     try:

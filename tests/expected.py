@@ -184,7 +184,7 @@ def parquet_rows(data: bytes, export_type: str, path) -> list:
         if by_name[name].kind == schemas.JSON:
             return json.loads(value)
         if isinstance(value, dt.datetime):
-            return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return value
 
     rows = [{k: as_json(k, v) for k, v in row.items() if v is not None} for row in table.to_pylist()]

@@ -22,7 +22,7 @@ FORMATS = ("JsonBlob", "CsvBlob", "ParquetBlob")
 def run_export(app_id, route, export_format, **fields):
     """The rows of an export of ``route`` in ``export_format``: JSON Lines as parsed, CSV with its nested
     columns parsed, Parquet as pyarrow and DuckDB both read it (expected.parquet_rows)."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     job = jobs.ExportJob(app_id=app_id, id=jobs.new_job_id(now), route=route, export_type=ROUTES[route].export_type,
                          container_url="http://127.0.0.1:1/unused/unused", sealed_sas="",
                          sas_expires=now + dt.timedelta(hours=1), date_created=now, export_format=export_format,

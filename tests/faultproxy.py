@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import List, Tuple
 from urllib.parse import urlsplit
 
 FORWARD, REDIRECT, HANG, BUSY, CORRUPT, LOSE = "forward", "redirect", "hang", "busy", "corrupt", "lose"
@@ -25,7 +24,7 @@ class FaultProxy:
         # In BUSY mode, the requests whose path holds this text are answered 503 ServerBusy; in LOSE mode, the
         # first of them is forwarded and its answer dropped. Others pass.
         self.fault_when = ""
-        self.seen: List[Tuple[str, str, object]] = []  # (method, path, status or mode)
+        self.seen: list[tuple[str, str, object]] = []  # (method, path, status or mode)
         self._released = threading.Event()
         proxy = self
 
@@ -95,7 +94,7 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         self.thread.start()
         return self
 

@@ -6,14 +6,15 @@ import datetime as dt
 import json
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Optional
 
 import azure.functions as func
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
 from devhost.azurite import ACCOUNT_NAME
 from devhost.host import LocalHost
+from shared.platform import config
 from shared.platform.config import DEVELOPMENT_CONNECTION_STRING
 
 ACCOUNT_KEY = DEVELOPMENT_CONNECTION_STRING.split("AccountKey=")[1].split(";")[0]
@@ -26,18 +27,18 @@ def app_path(collection: str, app: str) -> str:
 
 
 def container_sas_url(azurite, container: str, *, permission: str = "racwdl",
-                      expiry: Optional[dt.datetime] = None, create: bool = True) -> str:
+                      expiry: dt.datetime | None = None, create: bool = True) -> str:
     service = BlobServiceClient.from_connection_string(azurite.connection_string)
     if create:
         service.create_container(container)
-    expiry = expiry or dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)
+    expiry = expiry or dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
     sas = generate_container_sas(ACCOUNT_NAME, container, account_key=ACCOUNT_KEY,
                                  permission=ContainerSasPermissions.from_string(permission), expiry=expiry)
     return f"{service.url.rstrip('/')}/{container}?{sas}"
 
 
-def http_request(method: str, path: str, *, key: Optional[str] = None, body=None, params=None,
-                 route_params=None, headers=None, raw: Optional[bytes] = None) -> func.HttpRequest:
+def http_request(method: str, path: str, *, key: str | None = None, body=None, params=None,
+                 route_params=None, headers=None, raw: bytes | None = None) -> func.HttpRequest:
     all_headers = {"Content-Type": "application/json"}
     if key is not None:
         all_headers["Authorization"] = f"Bearer {key}"
@@ -76,3 +77,24 @@ def local_host(*functions: str) -> Iterator[LocalHost]:
         yield host
     finally:
         host.stop(grace_seconds=5)
+
+
+@contextmanager
+def offline_settings(**values: object) -> Iterator[None]:
+    """The app's settings with ``values``, and a placeholder for each required one, for tests that read settings
+    but never reach storage (`make test-pure`); the environment is as it was afterwards."""
+    placeholders = {config.STORAGE_CONNECTION: DEVELOPMENT_CONNECTION_STRING,
+                    config.SAS_ENCRYPTION_KEY: "cGxhY2Vob2xkZXItb25seS1rZXktMzItYnl0ZXMtISE="}
+    wanted = {**placeholders, **{name: str(value) for name, value in values.items()}}
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    config.reset_settings()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        config.reset_settings()

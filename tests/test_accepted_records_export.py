@@ -26,7 +26,7 @@ from shared.export.registry import ROUTES
 from shared.ingest.records import CAMPAIGN_TYPES, HISTORICAL_TYPES, normalize
 from shared.platform import apps
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 TODAY = NOW.date()
 # Times cluster on a few days (so each example exports a few day ranges), at the edges of what a date can
 # name, shifted by any zone offset; a share is fully random over the years 1-9999.
@@ -195,7 +195,7 @@ def check_stored(app, batch, status, answer):
     refused = {rejection["index"] for rejection in answer["rejected"]}
     assert answer["accepted"] == len(batch) - len(refused)
     # What the service stored, as it read it (after its clock: whatever it accepted, this accepts too).
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     accepted = [normalize(json.loads(json.dumps(record)), now=now) for index, record in enumerate(batch)
                 if index not in refused]
     check_historical(app, [record for record in accepted if record["type"] in HISTORICAL_TYPES])

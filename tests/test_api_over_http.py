@@ -58,7 +58,7 @@ def test_an_arm_style_client_works_by_changing_only_the_base_url(host, app_env, 
     client = ExportTasksClient(host.base_url, "00000000-0000-0000-0000-000000000000", "my-rg",
                                f"c-{names.token}", "game", keys.export_key)
     container = container_sas_url(app_env, names.container("dest"))
-    yesterday = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
+    yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
     created = client.create("events", {"containerUrl": container, "description": "nightly",
                                        "startDate": yesterday, "endDate": yesterday, "exportFormat": "CsvBlob"})
     assert created.status_code == 202

@@ -10,6 +10,9 @@ from conftest import REPO_ROOT
 
 from devhost.appmodel import AppLoadError, load_functions, load_host_config, parse_timespan, validate_function_json
 
+# Runs without Azurite or a host: `make test-pure`.
+pytestmark = pytest.mark.pure
+
 FUNCTION_JSONS = sorted(
     os.path.join(REPO_ROOT, entry, "function.json") for entry in os.listdir(REPO_ROOT)
     if os.path.isfile(os.path.join(REPO_ROOT, entry, "function.json")))

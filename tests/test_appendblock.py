@@ -54,7 +54,7 @@ def test_a_named_key_and_a_sas_authorize_appends_too(azurite, container):
     assert _appended(named, container, "named", [b"a", b"b"]) == b"ab"
     sas = generate_container_sas(account, container.container_name, account_key=key,
                                  permission=ContainerSasPermissions(add=True, write=True),
-                                 expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1))
+                                 expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
     by_sas = AppendBlockClient(f"{container.url}?{sas}", api_version=API_VERSION)
     assert _appended(by_sas, container, "with sas/and spaces", [b"c", b"d"]) == b"cd"
 

@@ -39,8 +39,8 @@ CASES = [
     ("tags", {}), ("devices", {}), ("tokens", {"export_user_id": True}),
     ("feedbackByCampaign", {"campaign_type": "DataPush", "campaign_ids": [1]}),
     ("feedbackByDate", {"campaign_type": "Poll",
-                        "campaign_window_start": dt.datetime.combine(LAST, dt.time(), dt.timezone.utc),
-                        "campaign_window_end": dt.datetime.combine(LAST, dt.time(23, 59, 59), dt.timezone.utc)}),
+                        "campaign_window_start": dt.datetime.combine(LAST, dt.time(), dt.UTC),
+                        "campaign_window_end": dt.datetime.combine(LAST, dt.time(23, 59, 59), dt.UTC)}),
 ]
 
 
@@ -191,7 +191,7 @@ def test_compaction_keeps_every_export_and_the_log_after_it_folds_on_top(compact
 
 
 def _job(app_id):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return jobs.ExportJob(app_id=app_id, id=jobs.new_job_id(now), route="devices", export_type="Device",
                           container_url="http://127.0.0.1:1/unused/unused", sealed_sas="", sas_expires=now,
                           date_created=now, export_format="JsonBlob")

@@ -19,7 +19,7 @@ import Collect
 from shared.ingest import rawstore, snapshots
 from shared.platform import apps
 
-NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 T = (NOW - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 T_END = (NOW - dt.timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
@@ -77,9 +77,9 @@ ONE_OF_EACH = [
 
 
 def test_every_record_kind_round_trips_into_its_store(device):
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
     status, result = device.post(ONE_OF_EACH)
-    after = dt.datetime.now(dt.timezone.utc)
+    after = dt.datetime.now(dt.UTC)
     assert (status, result) == (200, {"accepted": 9, "rejected": []})
     hour = (NOW - dt.timedelta(hours=1)).strftime("%Y/%m/%d/%H")
     for record in ONE_OF_EACH[:5]:
@@ -294,7 +294,7 @@ def test_an_append_stored_whose_answer_was_lost_is_found_and_not_stored_again(de
 
 @pytest.mark.parametrize("year", [1, 9, 99, 999, 1000, 2026, 9999])
 def test_rows_are_filed_under_the_hour_partition_exports_read(year):
-    moment = dt.datetime(year, 3, 4, 5, 6, tzinfo=dt.timezone.utc)
+    moment = dt.datetime(year, 3, 4, 5, 6, tzinfo=dt.UTC)
     record = {"type": "event", "deviceId": "d", "name": "e", "timestamp": f"{year:04d}-03-04T05:06:00.000Z"}
     assert list(rawstore.partition_lines("a~b", [record])) == [rawstore.hour_prefix("a~b", "event", moment)]
 

@@ -10,6 +10,9 @@ from conftest import REPO_ROOT
 
 from shared.platform import config
 
+# Runs without Azurite or a host: `make test-pure`.
+pytestmark = pytest.mark.pure
+
 KEY = "dGVzdHMtb25seS1rZXktMzItYnl0ZXMtbG9uZy0hISE="
 
 

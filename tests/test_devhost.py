@@ -301,7 +301,7 @@ def test_a_timer_occurrence_missed_while_the_host_was_down_fires_at_start_as_pas
     if not hosts.exists():
         hosts.create_container()
     status = hosts.get_blob_client(f"timers/test-{names.token}/Missed/status")
-    yesterday = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
+    yesterday = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
     status.upload_blob(json_module.dumps({"Last": None, "Next": yesterday.isoformat(),
                                          "LastUpdated": yesterday.isoformat()}), overwrite=True)
     semantics(functions=["Missed"])
@@ -312,7 +312,7 @@ def test_a_timer_occurrence_missed_while_the_host_was_down_fires_at_start_as_pas
 
     # As the Functions host does, the status is written once the invocation has returned: it may lag the
     # recorder by a moment (reading it at once made this test fail now and then).
-    assert wait_for(lambda: next_due() > dt.datetime.now(dt.timezone.utc))
+    assert wait_for(lambda: next_due() > dt.datetime.now(dt.UTC))
     time.sleep(1)
     assert len(recorder().of("Missed")) == 1
 

@@ -10,7 +10,10 @@ from devhost.listeners import blob_pattern
 from devhost.ncrontab import Schedule
 from devhost.routes import RouteTemplate
 
-UTC = dt.timezone.utc
+# Runs without Azurite or a host: `make test-pure`.
+pytestmark = pytest.mark.pure
+
+UTC = dt.UTC
 
 
 def test_route_parameters_optional_and_constraints():

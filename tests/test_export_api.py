@@ -18,7 +18,7 @@ from shared.export.registry import ROUTES
 from shared.platform import apps
 from shared.tasks import jobs, orchestration
 
-TODAY = dt.datetime.now(dt.timezone.utc).date()
+TODAY = dt.datetime.now(dt.UTC).date()
 YESTERDAY = (TODAY - dt.timedelta(days=1)).isoformat()
 
 
@@ -198,7 +198,7 @@ def test_the_collect_key_cannot_call_the_export_api(api):
 
 def expired_sas(api):
     return container_sas_url(api.azurite, api.container + "x", create=False,
-                             expiry=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))
+                             expiry=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
 
 
 INVALID = [

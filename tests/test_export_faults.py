@@ -213,7 +213,7 @@ def test_two_poll_messages_for_one_job_at_once_finish_it_once(driver):
 def test_start_export_racing_the_api_start_changes_nothing(driver):
     job = driver.create()
     # the timer fires while the API's start message is still waiting: both start the job
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
     restarted = orchestration.restart_stranded_jobs(later)
     assert restarted >= 1
     StartExport.main(TimerRequest(past_due=False))
@@ -233,7 +233,7 @@ def test_start_export_racing_the_api_start_changes_nothing(driver):
 
 def test_an_expired_sas_fails_the_job_with_the_time_and_no_file(driver, settings_override):
     settings_override(EXPORT_SAS_EXPIRY_MARGIN_MINUTES=0)  # a SAS this short is refused at creation otherwise
-    job = driver.create(expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=3))
+    job = driver.create(expiry=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3))
     time.sleep(3.5)
     final = driver.run(job)
     assert final.state == jobs.FAILED
@@ -245,9 +245,9 @@ def test_an_expired_sas_fails_the_job_with_the_time_and_no_file(driver, settings
 
 def test_a_sas_expiring_while_a_part_runs_fails_the_part_and_the_job(driver, settings_override):
     settings_override(EXPORT_SAS_EXPIRY_MARGIN_MINUTES=0)
-    job = driver.create(expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=4))
+    job = driver.create(expiry=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=4))
     driver.deliver(orchestration.POLL_QUEUE, PollExport.main, driver.take(orchestration.POLL_QUEUE)[0])
-    time.sleep(max(0.0, (job.sas_expires - dt.datetime.now(dt.timezone.utc)).total_seconds()) + 0.5)
+    time.sleep(max(0.0, (job.sas_expires - dt.datetime.now(dt.UTC)).total_seconds()) + 0.5)
     for pair in driver.take(orchestration.WORK_QUEUE):
         driver.deliver(orchestration.WORK_QUEUE, ExportWorker.main, pair)  # Azurite now refuses the SAS
     (part,) = parts.list_parts(job.id)
@@ -266,7 +266,7 @@ def test_a_sas_expiring_within_the_margin_is_refused_at_creation_with_its_expiry
                                                                                  valid_for, refused):
     if margin is not None:
         settings_override(EXPORT_SAS_EXPIRY_MARGIN_MINUTES=margin)
-    expiry = (dt.datetime.now(dt.timezone.utc) + valid_for).replace(microsecond=0)
+    expiry = (dt.datetime.now(dt.UTC) + valid_for).replace(microsecond=0)
     if not refused:
         assert driver.create(expiry=expiry).state == jobs.QUEUED
         return

@@ -8,11 +8,15 @@ import os
 import subprocess
 import sys
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.export.exportformats import CsvEncoder, csv_text
 from shared.export.registry import EXPORT_TYPES
+
+# Runs without Azurite or a host: `make test-pure`.
+pytestmark = pytest.mark.pure
 
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12) | st.sampled_from(
     ["", ",", '"', "\r", "\n", "\r\n", 'a "quoted", line\nbreak', " spaced ", "ü€😀"])

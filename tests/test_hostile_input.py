@@ -196,7 +196,7 @@ def test_paging_numbers_in_other_digits_or_of_thousands_of_digits_are_a_400(api,
 
 
 def test_a_lone_surrogate_in_an_export_body_is_a_400_naming_the_field(api):
-    raw = ('{"containerUrl": "%s", "description": "bad \\ud800"}' % api.container_url).encode()
+    raw = (f'{{"containerUrl": "{api.container_url}", "description": "bad \\ud800"}}').encode()
     status, answer = api.call("POST", "tags", raw=raw)
     assert status == 400
     assert answer["error"]["message"].startswith("description holds a lone surrogate")

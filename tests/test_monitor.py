@@ -11,7 +11,10 @@ import pytest
 from shared.tasks import jobs, parts
 from shared.tasks.monitor import Action, Decision, decide
 
-NOW = dt.datetime(2026, 5, 4, 12, 0, tzinfo=dt.timezone.utc)
+# Runs without Azurite or a host: `make test-pure`.
+pytestmark = pytest.mark.pure
+
+NOW = dt.datetime(2026, 5, 4, 12, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
 QUEUED = jobs.ExportJob(app_id="c~a", id="j1", route="events", export_type="Event", container_url="https://x",
                         sealed_sas="", sas_expires=NOW + 10 * HOUR, date_created=NOW - HOUR)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+from helpers import offline_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.export.planning import split_evenly
+
+# Runs without Azurite or a host: `make test-pure`.
+pytestmark = pytest.mark.pure
 
 
 def blobs(*sizes):
@@ -16,16 +21,20 @@ def sizes_of(groups):
     return [sum(size for _, size in group) for group in groups]
 
 
-def test_parts_are_as_few_as_the_cap_allows_and_about_equal(settings_override):
-    settings_override(EXPORT_PART_MAX_BYTES=64)
+@pytest.fixture
+def small_parts():
+    with offline_settings(EXPORT_PART_MAX_BYTES=64):
+        yield
+
+
+def test_parts_are_as_few_as_the_cap_allows_and_about_equal(small_parts):
     # filling each part to the cap would give 60 + 40; two parts of 50 end together
     assert sizes_of(split_evenly(blobs(*[10] * 10))) == [50, 50]
     assert sizes_of(split_evenly(blobs(30, 30, 30))) == [60, 30]
     assert sizes_of(split_evenly(blobs(100, 5, 5))) == [100, 10]  # a blob over the cap is a part of its own
 
 
-def test_empty_blobs_do_not_make_parts_of_their_own(settings_override):
-    settings_override(EXPORT_PART_MAX_BYTES=64)
+def test_empty_blobs_do_not_make_parts_of_their_own(small_parts):
     assert [len(g) for g in split_evenly(blobs(0, 0, 0))] == [3]
     assert [len(g) for g in split_evenly(blobs(40, 40, 0, 0))] == [1, 3]
     assert split_evenly([]) == [[]]
@@ -34,16 +43,8 @@ def test_empty_blobs_do_not_make_parts_of_their_own(settings_override):
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(0, 200), max_size=40))
 def test_every_blob_once_in_order_and_no_part_over_the_cap_unless_one_blob_is(sizes):
-    import os
-
-    from shared.platform import config
-    os.environ[config.PART_MAX_BYTES] = "64"
-    config.reset_settings()
-    try:
+    with offline_settings(EXPORT_PART_MAX_BYTES=64):
         groups = split_evenly(blobs(*sizes))
-    finally:
-        del os.environ[config.PART_MAX_BYTES]
-        config.reset_settings()
     assert [blob for group in groups for blob in group] == blobs(*sizes)
     for group in groups:
         assert sum(size for _, size in group) <= 64 or len(group) == 1 or group[0][1] > 64

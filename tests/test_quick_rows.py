@@ -22,7 +22,10 @@ from bench.ingest import make_batches
 from shared.ingest.records import HISTORICAL_TYPES, MAX_CLOCK_AHEAD, RecordError, normalize, quick_row, stored_row
 from shared.platform import json_input
 
-NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+# Runs without Azurite or a host: `make test-pure`.
+pytestmark = pytest.mark.pure
+
+NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
 def usually(ok, bent):
     """``ok`` seven times in eight, else ``bent``: most records reach the quick path, some with one field off."""
@@ -134,7 +137,7 @@ def test_nested_extras_take_the_quick_path_only_within_the_records_nesting_limit
 def test_the_records_sdks_send_take_the_quick_path():
     # The bench's sessions: activities and events with flat extras, times in the stored form. Without the
     # quick path they all pass through the full checks, three times slower (docs/ingestion.md).
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     records = [as_collect_reads_it(record) for batch in make_batches(4, 50) for record in batch]
     rows = [quick_row(record, now) for record in records]
     assert rows == [stored_row(normalize(record, now=now)) for record in records]

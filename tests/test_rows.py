@@ -22,6 +22,9 @@ from shared.export.rows import RowSpec, decode_columns, nested_texts, parse_line
 from shared.export.schemas import BOOLEAN, INTEGER, JSON, NUMBER, STRING, TIME, Column, arrow_schema
 from shared.ingest.records import encode_line, format_time
 
+# Runs without Azurite or a host: `make test-pure`.
+pytestmark = pytest.mark.pure
+
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12) | st.sampled_from(
     ["", ",", '"', "\r\n", 'a "quoted", line\nbreak', "ü€😀", "\u2028", "e+5", "1e-05"])
 FLOATS = st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from([1e16, 1e-05, 1.5e300, -0.0, 0.1])

@@ -26,7 +26,7 @@ from shared.ingest import collect
 from shared.platform import apps, config
 from shared.tasks import jobs, schedules
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.fixture

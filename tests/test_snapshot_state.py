@@ -47,8 +47,8 @@ def test_a_compaction_that_dies_before_publishing_changes_nothing_and_is_cleaned
     second = snapshotstate.compact(device.app_id)
     assert second is not None and run_export(device.app_id, "devices", "JsonBlob") == before
     # Within an export's deadline nothing goes; past it, the replaced generation and the dead files do.
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=25)
-    assert snapshotstate.remove_old_generations(device.app_id, dt.datetime.now(dt.timezone.utc)) == 0
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=25)
+    assert snapshotstate.remove_old_generations(device.app_id, dt.datetime.now(dt.UTC)) == 0
     assert snapshotstate.remove_old_generations(device.app_id, later) == 2
     assert state_folders(device.app_id) == [second.name]
     assert run_export(device.app_id, "devices", "JsonBlob") == before
@@ -58,7 +58,7 @@ def test_the_timer_compacts_the_apps_that_are_due_at_most_every_ten_minutes(devi
     monkeypatch.setattr(snapshotstate, "_last_sweep", None)
     monkeypatch.setattr(snapshotstate.apps, "list_app_ids", lambda: iter([device.app_id]))
     assert device.post([REPORT])[0] == 200
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     assert not snapshotstate.due(device.app_id, now)  # a small log without a state: each export folds it
     monkeypatch.setattr(snapshotstate, "COMPACT_TAIL_BYTES", 64)
     assert snapshotstate.due(device.app_id, now)

@@ -22,7 +22,7 @@ def test_literals_are_quoted_typed_and_never_substituted():
     assert tablefilter.literal("@k0 ") == "'@k0 '"
     assert tablefilter.literal(True) == "true"
     assert tablefilter.literal(7) == "7" and tablefilter.literal(2 ** 40) == f"{2 ** 40}L"
-    assert tablefilter.literal(dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)) == \
+    assert tablefilter.literal(dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)) == \
         "datetime'2026-01-02T03:04:05.000000Z'"
     assert tablefilter.all_of("a eq 1", "", tablefilter.any_of("b eq 2", "c eq 3")) == \
         "(a eq 1) and ((b eq 2) or (c eq 3))"

@@ -29,7 +29,8 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import requests
 
@@ -54,10 +55,10 @@ def log(text: str) -> None:
 class Host:
     """One local host process on a fixed port, which can be killed and started again."""
 
-    def __init__(self, name: str, env: Dict[str, str], workdir: str) -> None:
+    def __init__(self, name: str, env: dict[str, str], workdir: str) -> None:
         self.name, self.env, self.port = name, env, free_port()
         self.log_path = os.path.join(workdir, f"{name}.log")
-        self.process: Optional[subprocess.Popen] = None
+        self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
@@ -80,12 +81,12 @@ class Ledger:
     """What the clients were told: the acknowledged records, by app and export type, as identities."""
 
     def __init__(self) -> None:
-        self.acked: Dict[Tuple[str, str], Counter] = defaultdict(Counter)
+        self.acked: dict[tuple[str, str], Counter] = defaultdict(Counter)
         self.records = 0
         self.requests: Counter = Counter()
         self.lock = threading.Lock()
 
-    def note(self, app: str, identities: List[Tuple[str, object]]) -> None:
+    def note(self, app: str, identities: list[tuple[str, object]]) -> None:
         with self.lock:
             for export_type, identity in identities:
                 self.acked[(app, export_type)][identity] += 1
@@ -97,14 +98,14 @@ def _iso(moment: dt.datetime) -> str:
 
 
 def make_batch(rng: random.Random, app: str, client: int, number: int, day: dt.date, *,
-               snapshot: bool) -> Tuple[List[dict], List[Tuple[str, object]]]:
+               snapshot: bool) -> tuple[list[dict], list[tuple[str, object]]]:
     """One device's batch on ``day``: a session of activities with events, an error, a job and a crash, and
     (on the first day) the device's snapshot records; with the identity each record exports under."""
     device = f"{app}-c{client}-d{number}"
     session = f"s-{device}"
-    clock = dt.datetime.combine(day, dt.time(rng.randint(1, 21), rng.randint(0, 59)), dt.timezone.utc)
-    records: List[dict] = []
-    identities: List[Tuple[str, object]] = []
+    clock = dt.datetime.combine(day, dt.time(rng.randint(1, 21), rng.randint(0, 59)), dt.UTC)
+    records: list[dict] = []
+    identities: list[tuple[str, object]] = []
 
     def seq() -> str:
         return f"{device}-{len(records)}-{day.isoformat()}"
@@ -154,13 +155,13 @@ class Soak:
         self.kills = 0
         self.stop_ingesting = threading.Event()
         self.first_day_done = threading.Event()
-        today = dt.datetime.now(dt.timezone.utc).date()
+        today = dt.datetime.now(dt.UTC).date()
         self.day_one, self.day_two = today - dt.timedelta(days=2), today - dt.timedelta(days=1)
-        self.hosts: List[Host] = []
-        self.keys: Dict[str, object] = {}
-        self.jobs: Dict[str, Tuple[str, str, str]] = {}  # job id -> (app, route, format)
+        self.hosts: list[Host] = []
+        self.keys: dict[str, object] = {}
+        self.jobs: dict[str, tuple[str, str, str]] = {}  # job id -> (app, route, format)
         self.host_lock = threading.Lock()
-        self._saved_environ: Optional[Dict[str, str]] = None
+        self._saved_environ: dict[str, str] | None = None
         # First-day batches created and not yet acknowledged: the exports start once there are none.
         self.first_day_pending = 0
         self.first_day_settled = threading.Condition()
@@ -278,14 +279,14 @@ class Soak:
         from shared.export import destination
         url = destination.container_sas_url(self.azurite.connection_string, "chaos-out", permission="rcwl",
                                             valid_for=dt.timedelta(hours=3))
-        wanted: List[Tuple[str, str, str]] = []
+        wanted: list[tuple[str, str, str]] = []
         for route in list(HISTORICAL_ROUTES) + list(SNAPSHOT_ROUTES):
             for export_format in FORMATS:
                 wanted.append(("app0", route, export_format))
         for index in range(1, self.apps):
             wanted += [(f"app{index}", "events", "CsvBlob"), (f"app{index}", "tags", "ParquetBlob")]
         for app, route, export_format in wanted:
-            body: Dict[str, Any] = {"containerUrl": url, "exportFormat": export_format}
+            body: dict[str, Any] = {"containerUrl": url, "exportFormat": export_format}
             if route in HISTORICAL_ROUTES:
                 body.update(startDate=self.day_one.isoformat(), endDate=self.day_one.isoformat())
             elif route == "feedbackByCampaign":
@@ -311,11 +312,11 @@ class Soak:
 
     # --- the end ------------------------------------------------------------------------------------------
 
-    def all_jobs(self) -> Dict[str, dict]:
+    def all_jobs(self) -> dict[str, dict]:
         """Every job of every app, as the API lists them (a job whose creation answer was lost included)."""
         found = {}
         for app in self.keys:
-            url: Optional[str] = f"{self.live_url()}{self._path(app)}/exportTasks?api-version={API_VERSION}"
+            url: str | None = f"{self.live_url()}{self._path(app)}/exportTasks?api-version={API_VERSION}"
             while url:
                 page = self._get(url, app)
                 for task in page["value"]:
@@ -334,7 +335,7 @@ class Soak:
             time.sleep(0.5)
         raise RuntimeError(f"the task list of {app} could not be read")
 
-    def wait_for_jobs(self, timeout: float) -> Dict[str, dict]:
+    def wait_for_jobs(self, timeout: float) -> dict[str, dict]:
         deadline = time.monotonic() + timeout
         while True:
             tasks = self.all_jobs()
@@ -354,7 +355,7 @@ def _retrying(call: Callable, tries: int = 30):
             time.sleep(0.3)
 
 
-def exported_identities(task: dict, container) -> Tuple[Counter, List[str]]:
+def exported_identities(task: dict, container) -> tuple[Counter, list[str]]:
     """The identities of the rows in a Succeeded job's files, and the job's blobs its manifest does not list."""
     export_type = task["exportType"]
     prefix = f"{export_type}/{task['id']}/"
@@ -370,7 +371,7 @@ def exported_identities(task: dict, container) -> Tuple[Counter, List[str]]:
     return identities, strays
 
 
-def _rows(name: str, data: bytes) -> List[dict]:
+def _rows(name: str, data: bytes) -> list[dict]:
     if name.endswith(".parquet"):
         import pyarrow.parquet as pq
         return pq.read_table(io.BytesIO(data)).to_pylist()
@@ -445,13 +446,13 @@ def run(soak: Soak) -> int:
     return verify(soak, tasks)
 
 
-def verify(soak: Soak, tasks: Dict[str, dict]) -> int:
+def verify(soak: Soak, tasks: dict[str, dict]) -> int:
     from azure.storage.blob import BlobServiceClient
     container = BlobServiceClient.from_connection_string(soak.azurite.connection_string).get_container_client(
         "chaos-out")
     lost = doubled = unexpected = strays = exported = 0
     states: Counter = Counter()
-    failed_ids: Set[str] = set()
+    failed_ids: set[str] = set()
     for task in tasks.values():
         states[task["state"]] += 1
         if task["state"] == "Failed":
@@ -492,7 +493,7 @@ def verify(soak: Soak, tasks: Dict[str, dict]) -> int:
     return 1 if (lost or doubled or unexpected or strays or unexplained) else 0
 
 
-def _unexplained_poison(soak: Soak, failed_ids: Set[str]) -> int:
+def _unexplained_poison(soak: Soak, failed_ids: set[str]) -> int:
     from azure.core.exceptions import ResourceNotFoundError
     from azure.storage.queue import QueueClient
     unexplained = 0

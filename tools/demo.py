@@ -62,7 +62,7 @@ def run(base_url: str) -> int:
     collection, app = "demo", f"game-{uuid.uuid4().hex[:6]}"
     keys = apps.register_app(collection, app)
     print(f"1. Registered app {collection}/{app} (export and collect keys issued)")
-    yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     plan = Plan(devices=1000, days=2, last_day=yesterday)
     started = time.perf_counter()
     counts = post(base_url, collection, app, keys.collect_key, plan, batch_size=BACKEND_BATCH)

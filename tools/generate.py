@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--last-day", type=dt.date.fromisoformat,
-                        default=dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1),
+                        default=dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1),
                         help="the last UTC day with data (default: yesterday)")
     parser.add_argument("--mode", choices=("direct", "collect"), default="direct")
     parser.add_argument("--base-url", default="http://127.0.0.1:7071", help="with --mode collect")

@@ -24,8 +24,9 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Set
+from typing import Any
 
 import tree_sitter_bicep
 import yaml
@@ -87,13 +88,13 @@ class Declaration:
 class BicepFile:
     path: str
     target_scope: str = "resourceGroup"
-    declarations: List[Declaration] = field(default_factory=list)
-    problems: List[str] = field(default_factory=list)
+    declarations: list[Declaration] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
-    def of_kind(self, kind: str) -> List[Declaration]:
+    def of_kind(self, kind: str) -> list[Declaration]:
         return [d for d in self.declarations if d.kind == kind]
 
-    def resources(self, type_prefix: str) -> List[Declaration]:
+    def resources(self, type_prefix: str) -> list[Declaration]:
         return [d for d in self.of_kind("resource") if d.type.lower().startswith(type_prefix.lower() + "@")]
 
 
@@ -105,7 +106,7 @@ def _where(path: str, node: Node) -> str:
     return f"{os.path.relpath(path, REPO_ROOT)}:{node.start_point[0] + 1}:{node.start_point[1] + 1}"
 
 
-def value_of(node: Optional[Node]) -> Any:
+def value_of(node: Node | None) -> Any:
     """The node as Python data: objects, arrays, literals; `union(...)` of objects merged; the rest as Expr."""
     if node is None:
         return None
@@ -133,7 +134,7 @@ def value_of(node: Optional[Node]) -> Any:
     if kind == "null":
         return None
     if kind == "call_expression" and _text(node.named_children[0]) == "union":
-        merged: Dict[str, Any] = {}
+        merged: dict[str, Any] = {}
         for argument in node.named_children[1].named_children:
             value = value_of(argument)
             if isinstance(value, dict):
@@ -142,7 +143,7 @@ def value_of(node: Optional[Node]) -> Any:
     return Expr(_text(node))
 
 
-def _string_literal(node: Node) -> Optional[str]:
+def _string_literal(node: Node) -> str | None:
     """A string without interpolation, unescaped; None for an interpolated one."""
     parts = []
     for child in node.named_children:
@@ -202,9 +203,9 @@ def parse_bicep(path: str) -> BicepFile:
     return parsed
 
 
-def _symbol_problems(parsed: BicepFile, root: Node) -> List[str]:
+def _symbol_problems(parsed: BicepFile, root: Node) -> list[str]:
     problems = []
-    declared: Set[str] = set()
+    declared: set[str] = set()
     for declaration in parsed.declarations:
         if declaration.kind == "output":
             continue
@@ -215,7 +216,7 @@ def _symbol_problems(parsed: BicepFile, root: Node) -> List[str]:
             problems.append(f"{_where(parsed.path, declaration.node)}: resource type {declaration.type!r} is not "
                             f"Namespace/type@api-version")
 
-    def visit(node: Node, scope: Set[str]) -> None:
+    def visit(node: Node, scope: set[str]) -> None:
         kind = node.type
         if kind in ("type", "comment", "decorators", "property_identifier"):
             return
@@ -257,7 +258,7 @@ def _symbol_problems(parsed: BicepFile, root: Node) -> List[str]:
     return problems
 
 
-def _config_setting_names() -> Set[str]:
+def _config_setting_names() -> set[str]:
     from shared.platform import config
 
     return {value for name, value in vars(config).items() if name.isupper() and isinstance(value, str)
@@ -350,7 +351,7 @@ def _settings_problems(app: BicepFile) -> Iterator[str]:
 
 def _role_problems(app: BicepFile) -> Iterator[str]:
     variables = {d.name: d.value for d in app.of_kind("var")}
-    granted: Dict[str, Set[str]] = {}
+    granted: dict[str, set[str]] = {}
     for assignment in app.resources("Microsoft.Authorization/roleAssignments"):
         text = _text(assignment.node)
         scope = assignment.value.get("scope")
@@ -416,7 +417,7 @@ def _azure_yaml_problems(root: str) -> Iterator[str]:
         yield "azure.yaml: the postdeploy hook that subscribes OnBlobCreated is missing"
 
 
-def check(root: str = REPO_ROOT) -> List[str]:
+def check(root: str = REPO_ROOT) -> list[str]:
     infra = os.path.join(root, "infra")
     files = {name[:-len(".bicep")]: parse_bicep(os.path.join(infra, name))
              for name in sorted(os.listdir(infra)) if name.endswith(".bicep")}

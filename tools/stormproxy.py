@@ -105,7 +105,7 @@ class StormProxy:
             self._local.connection = None
             raise
 
-    def start(self) -> "StormProxy":
+    def start(self) -> StormProxy:
         self.thread.start()
         return self
 

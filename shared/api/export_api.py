@@ -9,7 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
@@ -54,7 +55,7 @@ def _allow(method: str, allowed: str, where: str, purpose: str) -> None:
                                headers={"Allow": allowed})
 
 
-def _route(rest: List[str], method: str) -> Handler:
+def _route(rest: list[str], method: str) -> Handler:
     if not rest:
         _allow(method, "GET", "exportTasks", "list tasks")
         return _list
@@ -80,7 +81,7 @@ def _base_url(req: func.HttpRequest) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
-def _whole_number(params: Mapping[str, str], name: str, default: int, maximum: Optional[int]) -> int:
+def _whole_number(params: Mapping[str, str], name: str, default: int, maximum: int | None) -> int:
     text = params.get(name)
     if text is None or text == "":
         return default
@@ -111,7 +112,7 @@ def _list(req: func.HttpRequest, app: apps.AppRef) -> func.HttpResponse:
             raise BadRequest("$skiptoken is not a token this service gave out; follow nextLink as it is",
                              code="InvalidParameter") from None
     page = service.list_exports(app, query, top=top, skip=skip, after=after)
-    body: Dict[str, Any] = {"value": [job.to_result() for job in page.jobs]}
+    body: dict[str, Any] = {"value": [job.to_result() for job in page.jobs]}
     if page.next_token is not None:
         next_query = {"api-version": API_VERSION, "$top": str(top),
                       "$orderby": f"{order} {'desc' if descending else 'asc'}"}

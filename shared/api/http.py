@@ -6,7 +6,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import azure.functions as func
 from azure.core.exceptions import AzureError
@@ -39,7 +40,7 @@ def authorized_app(req: func.HttpRequest, *, purpose: str) -> apps.AppRef:
     return ref
 
 
-def json_response(body: Any, *, status: int = 200, headers: Optional[Mapping[str, str]] = None) -> func.HttpResponse:
+def json_response(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> func.HttpResponse:
     # A lone surrogate cannot be UTF-8; written as its \uXXXX escape it is still valid JSON, not a crash.
     text = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "backslashreplace")
     return func.HttpResponse(text, status_code=status, headers=dict(headers or {}), mimetype="application/json",

@@ -7,7 +7,6 @@ operation ids, parameters and enums, plus this service's extensions, each marked
 from __future__ import annotations
 
 import functools
-from typing import Optional
 
 from shared.api.collect_api import MAX_RECORDS
 from shared.api.export_api import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
@@ -35,7 +34,7 @@ _PATH_PARAMETERS = [
 _API_VERSION = {"name": "api-version", "in": "query", "required": True,
                 "schema": {"type": "string", "enum": [API_VERSION]}}
 
-def _error(text: str, headers: Optional[dict] = None) -> dict:
+def _error(text: str, headers: dict | None = None) -> dict:
     response = {"description": text, "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
     if headers:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import List, Optional
 
 from shared.export.export_request import utc_datetime
 from shared.export.registry import EXPORT_TYPES as TYPES
@@ -29,7 +28,7 @@ def _invalid(name: str, problem: str) -> BadRequest:
     return BadRequest(f"{name} {problem}", code="InvalidParameter")
 
 
-def parse_orderby(text: Optional[str]) -> tuple:
+def parse_orderby(text: str | None) -> tuple:
     """(property, descending) of an `$orderby` value."""
     if text is None or not text.strip():
         return "taskId", False
@@ -42,7 +41,7 @@ def parse_orderby(text: Optional[str]) -> tuple:
     return prop, direction == "desc"
 
 
-def _clauses(text: str) -> List[str]:
+def _clauses(text: str) -> list[str]:
     """The clauses of a filter split on `and`, outside quoted strings."""
     parts, current = [], ""
     for token in re.split(r"('(?:[^']|'')*'|\s+)", text):
@@ -83,7 +82,7 @@ def _time_value(literal: str) -> dt.datetime:
                                   f"zone, such as 2026-01-31T00:00:00Z") from None
 
 
-def parse_filter(text: Optional[str], query: JobQuery) -> JobQuery:
+def parse_filter(text: str | None, query: JobQuery) -> JobQuery:
     """``query`` narrowed by an `$filter` value."""
     if text is None or not text.strip():
         return query

@@ -14,20 +14,20 @@ from __future__ import annotations
 
 import itertools
 from array import array
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 from shared.export.rows import NULL_TEXT, Raw, RowSpec, decode_columns, may_hold_exponent, nested_texts
 from shared.export.schemas import BOOLEAN, INTEGER, JSON, NUMBER, Column
 
 # (present: a byte per row, 1 where the value is not null, or None when none is null; the value buffers)
-ColumnBuffers = Tuple[Optional[bytes], Tuple[bytes, ...]]
+ColumnBuffers = tuple[bytes | None, tuple[bytes, ...]]
 
 
-def _present(values: Sequence) -> Optional[bytes]:
+def _present(values: Sequence) -> bytes | None:
     return bytes(value is not None for value in values) if None in values else None
 
 
-def _text_buffers(values: Sequence) -> Tuple[bytes, ...]:
+def _text_buffers(values: Sequence) -> tuple[bytes, ...]:
     """int32 offsets and UTF-8 data of a column of strings (None taken as "")."""
     if None in values:
         values = ["" if value is None else value for value in values]
@@ -41,7 +41,7 @@ def _text_buffers(values: Sequence) -> Tuple[bytes, ...]:
 _STORED_KINDS = {Raw, type(None)}
 
 
-def _stored_json_buffers(values: Sequence) -> Optional[ColumnBuffers]:
+def _stored_json_buffers(values: Sequence) -> ColumnBuffers | None:
     """A column of nested values laid out straight from their stored JSON text (`Raw`, as decode_columns leaves
     it), with no string made per value: that text is what nested_texts gives unless a float in exponent form
     may be in it. None when it may, or when a value is not stored text (rows parsed as dicts)."""
@@ -80,12 +80,12 @@ def column_buffers(column: Column, values: Sequence) -> ColumnBuffers:
     return _present(values), _text_buffers(values)  # strings, JSON text, and times as text
 
 
-def batch_buffers(values: Sequence[Sequence], columns: Sequence[Column]) -> List[ColumnBuffers]:
+def batch_buffers(values: Sequence[Sequence], columns: Sequence[Column]) -> list[ColumnBuffers]:
     """Rows, given as one list of values per column, as each column's buffers."""
     return [column_buffers(column, column_values) for column, column_values in zip(columns, values)]
 
 
-def buffers_run(text: bytes, spec: RowSpec) -> Tuple[int, List[ColumnBuffers]]:
+def buffers_run(text: bytes, spec: RowSpec) -> tuple[int, list[ColumnBuffers]]:
     """The exact reading of a run of raw JSON Lines rows for a Parquet file: each column's buffers."""
     count, values = decode_columns(text, spec)
     return count, batch_buffers(values, spec.columns)

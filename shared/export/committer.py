@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, ContentSettings
@@ -25,9 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def manifest(job: "ExportJob", files: List[dict], schema_url: str) -> dict:
+def manifest(job: ExportJob, files: list[dict], schema_url: str) -> dict:
     collection, _, name = job.app_id.partition("~")
-    document: Dict[str, Any] = {"jobId": job.id, "app": {"appCollection": collection, "appName": name},
+    document: dict[str, Any] = {"jobId": job.id, "app": {"appCollection": collection, "appName": name},
                 "exportType": job.export_type, "exportFormat": job.export_format,
                 "compression": registry.export_format(job.export_format).compression,
                 "readAt": iso(job.date_started), "dateCreated": iso(job.date_created)}
@@ -57,7 +58,7 @@ def manifest(job: "ExportJob", files: List[dict], schema_url: str) -> dict:
     return document
 
 
-def commit(job: "ExportJob", done: Sequence["Part"]) -> List[dict]:
+def commit(job: ExportJob, done: Sequence[Part]) -> list[dict]:
     """Commits every file's staged blocks in order, then writes the manifest; returns the files' entries.
     Safe to run twice: the same block lists commit to the same bytes, and the manifest is only created.
 
@@ -98,7 +99,7 @@ def commit(job: "ExportJob", done: Sequence["Part"]) -> List[dict]:
     return files
 
 
-def _remove_files(container, names: List[str]) -> None:
+def _remove_files(container, names: list[str]) -> None:
     """Best effort: a destination that refuses this too keeps files without a manifest, which docs/exports.md
     tells readers never to take for a finished export."""
     for name in names:

@@ -20,9 +20,10 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Deque, Iterable, Iterator, Optional, Tuple
+from typing import Any
 
 from shared.export.exportformats import RunConverter
 from shared.export.rows import RowSpec
@@ -35,7 +36,7 @@ class ConversionProcessLost(RuntimeError):
 _calls = 0
 
 
-def _converting(convert_run: RunConverter, text: bytes, spec: RowSpec) -> Tuple[int, Any]:
+def _converting(convert_run: RunConverter, text: bytes, spec: RowSpec) -> tuple[int, Any]:
     """A format's conversion of a run in a pool process, where the cyclic garbage collector is off (see
     _start_process). The converter is sent by name, so the processes import only its module."""
     global _calls
@@ -65,7 +66,7 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 
 _lock = threading.Lock()
-_pool: Optional[ProcessPoolExecutor] = None
+_pool: ProcessPoolExecutor | None = None
 _pool_size = 0
 
 
@@ -90,11 +91,11 @@ def _discard(executor: ProcessPoolExecutor) -> None:
 
 
 def converted(texts: Iterable[bytes], convert_run: RunConverter, spec: RowSpec, *,
-              processes: int) -> Iterator[Tuple[int, Any]]:
+              processes: int) -> Iterator[tuple[int, Any]]:
     """(rows kept, converted payload) of each run of ``texts``, in order, converted by ``processes`` processes
     with twice that many runs in flight at most."""
     executor = _executor(processes)
-    pending: Deque[Future] = collections.deque()
+    pending: collections.deque[Future] = collections.deque()
     try:
         for text in texts:
             pending.append(executor.submit(_converting, convert_run, text, spec))

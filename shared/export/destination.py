@@ -14,7 +14,6 @@ import datetime as dt
 import ipaddress
 import uuid
 from dataclasses import dataclass
-from typing import Optional
 from urllib.parse import parse_qs, urlsplit
 
 from azure.core.exceptions import (
@@ -64,7 +63,7 @@ class Destination:
     def blob_client(self, name: str, **kwargs) -> BlobClient:
         return self.container_client(**kwargs).get_blob_client(name)
 
-    def seal(self) -> "SealedDestination":
+    def seal(self) -> SealedDestination:
         """The destination as a job stores it: the SAS encrypted."""
         return SealedDestination(url=self.url, sealed_sas=seal(self.sas), expires=self.expires)
 
@@ -100,7 +99,7 @@ PROBE_TIMEOUT_SECONDS = 10
 PROBE_RETRIES = 1
 
 
-def transport_options(timeout_seconds: Optional[int] = None, retries: Optional[int] = None) -> dict:
+def transport_options(timeout_seconds: int | None = None, retries: int | None = None) -> dict:
     """How every call to a destination goes out: connect and read timeouts, a small retry budget with short
     pauses (the SDK's default waits 15 s and more between tries, so one dead destination held a worker for
     minutes), and no redirects: a destination that answers 3xx is refused, never followed to another host.
@@ -122,7 +121,7 @@ def _parse_time(value: str, name: str) -> dt.datetime:
         moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise _bad(f"has a SAS whose {name} ({value!r}) is not an ISO 8601 time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _check_host(scheme: str, host: str, allow_loopback: bool) -> bool:
@@ -147,10 +146,10 @@ def _check_host(scheme: str, host: str, allow_loopback: bool) -> bool:
     return False
 
 
-def parse_destination(url: object, *, now: Optional[dt.datetime] = None) -> Destination:
+def parse_destination(url: object, *, now: dt.datetime | None = None) -> Destination:
     """Checks a containerUrl as the API receives it; raises BadRequest saying what is wrong."""
     settings = get_settings()
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     if not isinstance(url, str) or not url.strip():
         raise _bad("is required: the URL of a blob container with a SAS token that can write")
     if len(url) > 4096:
@@ -212,8 +211,8 @@ def probe(destination: Destination, blob_name: str) -> None:
         raise _bad(f"could not be reached ({type(error).__name__}); check the account name") from None
 
 
-def failure_reason(error: Exception, url: str, *, timeout_seconds: Optional[int] = None,
-                   tries: Optional[int] = None) -> Optional[str]:
+def failure_reason(error: Exception, url: str, *, timeout_seconds: int | None = None,
+                   tries: int | None = None) -> str | None:
     """What a person can act on when a call to the destination failed, or None when a later try may succeed.
 
     The one place that reads destination failures: the check at creation and the job's writes both use it
@@ -256,7 +255,7 @@ def container_sas_url(connection_string: str, container: str, *, permission: str
         pass
     sas = generate_container_sas(parts["AccountName"], container, account_key=parts["AccountKey"],
                                  permission=ContainerSasPermissions.from_string(permission),
-                                 expiry=dt.datetime.now(dt.timezone.utc) + valid_for)
+                                 expiry=dt.datetime.now(dt.UTC) + valid_for)
     return f"{client.url}?{sas}"
 
 

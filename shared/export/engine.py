@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, List
+from typing import TYPE_CHECKING
 
 from azure.core.exceptions import AzureError
 
@@ -26,12 +27,12 @@ if TYPE_CHECKING:
     from shared.tasks.jobs import ExportJob
 
 
-def plan_items(job: "ExportJob") -> List[WorkItem]:
+def plan_items(job: ExportJob) -> list[WorkItem]:
     """The work items of a job, from what the raw store holds now."""
     return registry.export_type(job.export_type).plan(job, lambda index, day: registry.file_name(job, index, day))
 
 
-def load_or_create_plan(job: "ExportJob") -> List[WorkItem]:
+def load_or_create_plan(job: ExportJob) -> list[WorkItem]:
     """The job's plan: made now, unless another planner saved one first."""
     return planning.save_or_adopt(job, plan_items(job))
 
@@ -65,10 +66,10 @@ class PartResult:
     records: int
     bytes: int
     md5: str
-    blocks: List[str]
+    blocks: list[str]
 
 
-def produce(job: "ExportJob", item: WorkItem, stage: Callable[[str, bytes], None]) -> PartResult:
+def produce(job: ExportJob, item: WorkItem, stage: Callable[[str, bytes], None]) -> PartResult:
     """Writes the item's file as staged blocks; ``stage(block_id, data)`` stores one block.
 
     Reading, converting, compressing and uploading overlap (see shared.export.pipeline), each holding a few
@@ -80,7 +81,7 @@ def produce(job: "ExportJob", item: WorkItem, stage: Callable[[str, bytes], None
     copies_raw = (export_type.raw_record_type is not None and export_format.copies_raw
                   and spec.columns == export_type.schema and not spec.filters)
     processes = get_settings().convert_processes
-    blocks: List[str] = []
+    blocks: list[str] = []
     uploads = Uploads(stage, limit=COPY_UPLOADS if copies_raw else CONVERTED_UPLOADS)
 
     def emit(data: bytes) -> None:
@@ -131,7 +132,7 @@ def produce(job: "ExportJob", item: WorkItem, stage: Callable[[str, bytes], None
 CANCEL_CHECK_SECONDS = 1.0
 
 
-def stage_to(job: "ExportJob", item: WorkItem, still_running: Callable[[], bool]) -> Callable[[str, bytes], None]:
+def stage_to(job: ExportJob, item: WorkItem, still_running: Callable[[], bool]) -> Callable[[str, bytes], None]:
     """``stage(block_id, data)`` for ``item``'s file in the job's destination. It stops, with PermanentJobError,
     once ``still_running()`` says the job ended (asked at most every CANCEL_CHECK_SECONDS); a failed write is
     raised as the destination classifies it."""

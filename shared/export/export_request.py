@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 from shared.export import registry
 from shared.export.registry import FEEDBACK_BY_CAMPAIGN, FEEDBACK_BY_DATE, HISTORICAL, ExportRoute
@@ -32,17 +32,17 @@ class ExportRequest:
     container_url: str
     description: str = ""
     export_format: str = registry.DEFAULT_FORMAT
-    start_date: Optional[dt.date] = None
-    end_date: Optional[dt.date] = None
-    campaign_type: Optional[str] = None
-    campaign_ids: Optional[Tuple[int, ...]] = None
-    campaign_window_start: Optional[dt.datetime] = None
-    campaign_window_end: Optional[dt.datetime] = None
+    start_date: dt.date | None = None
+    end_date: dt.date | None = None
+    campaign_type: str | None = None
+    campaign_ids: tuple[int, ...] | None = None
+    campaign_window_start: dt.datetime | None = None
+    campaign_window_end: dt.datetime | None = None
     export_user_id: bool = False
-    hour: Optional[int] = None  # scheduled hourly exports only: the UTC hour of start_date
+    hour: int | None = None  # scheduled hourly exports only: the UTC hour of start_date
     layout: str = registry.LAYOUTS[0]
-    projection: Optional[Tuple[str, ...]] = None  # fields: the columns to write, when not all
-    name_filter: Optional[Dict[str, Tuple[str, ...]]] = None  # names: {"include": (...)} or {"exclude": (...)}
+    projection: tuple[str, ...] | None = None  # fields: the columns to write, when not all
+    name_filter: dict[str, tuple[str, ...]] | None = None  # names: {"include": (...)} or {"exclude": (...)}
 
 
 def _invalid(field: str, problem: str) -> BadRequest:
@@ -58,7 +58,7 @@ def _type_name(value: Any) -> str:
             str: "a string", type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def _string(body: dict, field: str, *, required_what: Optional[str] = None) -> Optional[str]:
+def _string(body: dict, field: str, *, required_what: str | None = None) -> str | None:
     value = body.get(field)
     if value is None:
         if required_what:
@@ -76,7 +76,7 @@ def _required_string(body: dict, field: str, what: str) -> str:
     return value
 
 
-def _choice(body: dict, field: str, choices: Tuple[str, ...], default: Optional[str]) -> Optional[str]:
+def _choice(body: dict, field: str, choices: tuple[str, ...], default: str | None) -> str | None:
     value = _string(body, field, required_what=None if default is not None else f"one of {', '.join(choices)}")
     if value is None:
         return default
@@ -107,7 +107,7 @@ def utc_datetime(value: str) -> dt.datetime:
     if "T" not in value.upper() or moment.tzinfo is None:
         raise ValueError(f"must be a date-time with a time zone (…T00:00:00Z), not {value!r}")
     try:
-        return moment.astimezone(dt.timezone.utc)
+        return moment.astimezone(dt.UTC)
     except OverflowError:
         raise ValueError(f"is outside the years 1 to 9999 once in UTC: {value!r}") from None
 
@@ -129,7 +129,7 @@ def _range_checks(first_field: str, first, last_field: str, last, max_days: int,
 
 
 def parse_request(route: ExportRoute, body: Any, *, max_range_days: int,
-                  today: Optional[dt.date] = None) -> ExportRequest:
+                  today: dt.date | None = None) -> ExportRequest:
     """The checked request for ``route``; raises BadRequest naming the first wrong field."""
     if not isinstance(body, dict):
         raise BadRequest(f"the request body must be a JSON object, not {_type_name(body)}",
@@ -138,8 +138,8 @@ def parse_request(route: ExportRoute, body: Any, *, max_range_days: int,
     if unknown:
         raise _invalid(unknown[0], f"is not a parameter of exportTasks/{route.route} "
                                    f"(expected: {', '.join(route.fields)})")
-    today = today or dt.datetime.now(dt.timezone.utc).date()
-    values: Dict[str, Any] = {"route": route}
+    today = today or dt.datetime.now(dt.UTC).date()
+    values: dict[str, Any] = {"route": route}
     values["container_url"] = _string(
         body, "containerUrl", required_what="the URL of a blob container with a SAS token that can write")
     description = _string(body, "description") or ""
@@ -195,7 +195,7 @@ def parse_request(route: ExportRoute, body: Any, *, max_range_days: int,
     return ExportRequest(**values)
 
 
-def _projection(route: ExportRoute, fields: Any, export_user_id: bool) -> Tuple[str, ...]:
+def _projection(route: ExportRoute, fields: Any, export_user_id: bool) -> tuple[str, ...]:
     export_type = registry.export_type(route.export_type)
     if not isinstance(fields, list) or not fields:
         raise _invalid("fields", f"must be a non-empty array of column names of {export_type.name} exports "
@@ -212,7 +212,7 @@ def _projection(route: ExportRoute, fields: Any, export_user_id: bool) -> Tuple[
     return tuple(column for column in export_type.columns if column in fields)
 
 
-def _name_filter(route: ExportRoute, names: Any) -> Dict[str, Tuple[str, ...]]:
+def _name_filter(route: ExportRoute, names: Any) -> dict[str, tuple[str, ...]]:
     if not isinstance(names, dict) or len(names) != 1 or next(iter(names)) not in ("include", "exclude"):
         raise _invalid("names", 'must be an object with one key, "include" or "exclude", whose value is an array of '
                                 'names, such as {"include": ["purchase"]}')

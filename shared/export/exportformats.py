@@ -9,7 +9,8 @@ one gzip member and hands out blocks of bounded size, so memory never grows with
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable, List, Optional, Protocol, Sequence, Tuple
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import orjson
 from isal import isal_zlib
@@ -77,7 +78,7 @@ def csv_nested_column(values: Sequence) -> Sequence[str]:
     return _quoted_where_needed(texts, "".join(texts))
 
 
-def _quoted_stored_objects(values: Sequence) -> Optional[List[str]]:
+def _quoted_stored_objects(values: Sequence) -> list[str] | None:
     """The fields of a column of objects with at least one key, still as their stored JSON text (`Raw`, as
     decode_columns leaves them; see nested_texts for when that text is the one written): each holds a quote,
     so each is quoted, which is done for the whole column at once. None for any other column."""
@@ -102,30 +103,30 @@ def _quoted_where_needed(texts: Sequence[str], joined: str) -> Sequence[str]:
 class TextEncoder(Protocol):
     """Turns batches of row dicts into the text of one format, column by column in ``columns``' order."""
 
-    def __init__(self, columns: Tuple[Column, ...]) -> None: ...
+    def __init__(self, columns: tuple[Column, ...]) -> None: ...
 
     def header(self) -> bytes: ...
 
-    def encode(self, rows: List[dict]) -> bytes: ...
+    def encode(self, rows: list[dict]) -> bytes: ...
 
-    def encode_run(self, text: bytes, spec: RowSpec) -> Tuple[int, bytes]:
+    def encode_run(self, text: bytes, spec: RowSpec) -> tuple[int, bytes]:
         """The rows ``spec`` keeps of a run of raw JSON Lines, encoded: (how many, text)."""
 
 
 class JsonLinesEncoder:
     """One JSON object per line; a null or missing value is left out of its row."""
 
-    def __init__(self, columns: Tuple[Column, ...]) -> None:
+    def __init__(self, columns: tuple[Column, ...]) -> None:
         self.columns = tuple(column.name for column in columns)
 
     def header(self) -> bytes:
         return b""
 
-    def encode(self, rows: List[dict]) -> bytes:
+    def encode(self, rows: list[dict]) -> bytes:
         cols = self.columns
         return b"".join(orjson.dumps({c: row[c] for c in cols if row.get(c) is not None}) + b"\n" for row in rows)
 
-    def encode_run(self, text: bytes, spec: RowSpec) -> Tuple[int, bytes]:
+    def encode_run(self, text: bytes, spec: RowSpec) -> tuple[int, bytes]:
         rows = spec.select(parse_lines(text))
         return len(rows), self.encode(rows)
 
@@ -133,17 +134,17 @@ class JsonLinesEncoder:
 class CsvEncoder:
     """RFC 4180 with CRLF rows, starting with a header row of the column names."""
 
-    def __init__(self, columns: Tuple[Column, ...]) -> None:
+    def __init__(self, columns: tuple[Column, ...]) -> None:
         self.columns = tuple(column.name for column in columns)
         self._field_writers = [csv_nested_column if column.kind == JSON else csv_column for column in columns]
 
     def header(self) -> bytes:
         return (",".join(csv_column(list(self.columns))) + "\r\n").encode("utf-8")
 
-    def encode(self, rows: List[dict]) -> bytes:
+    def encode(self, rows: list[dict]) -> bytes:
         return self.encode_columns(row_columns(rows, self.columns, ""))
 
-    def encode_run(self, text: bytes, spec: RowSpec) -> Tuple[int, bytes]:
+    def encode_run(self, text: bytes, spec: RowSpec) -> tuple[int, bytes]:
         count, columns = decode_columns(text, spec, "")
         return count, self.encode_columns(columns)
 
@@ -164,7 +165,7 @@ class GzipSink:
     """Compresses what it is given into one gzip member; ``emit`` receives blocks of BLOCK_BYTES (the last one
     shorter)."""
 
-    def __init__(self, emit: Callable[[bytes], None], *, level: int = GZIP_LEVEL, block_bytes: Optional[int] = None,
+    def __init__(self, emit: Callable[[bytes], None], *, level: int = GZIP_LEVEL, block_bytes: int | None = None,
                  compress: bool = True) -> None:
         self._emit = emit
         self._block_bytes = block_bytes or BLOCK_BYTES
@@ -178,7 +179,7 @@ class GzipSink:
         while len(self._pending) >= self._block_bytes:
             self._flush_block(self._block_bytes)
 
-    def _flush_block(self, size: Optional[int] = None) -> None:
+    def _flush_block(self, size: int | None = None) -> None:
         # Copied once, through a view: a slice of the bytearray and then bytes of it copied each block twice,
         # into memory mapped afresh (over glibc's mmap threshold, see pipeline.tune_allocator) and faulted in.
         with memoryview(self._pending) as pending:
@@ -208,7 +209,7 @@ class RowFile(Protocol):
 
     sink: GzipSink
 
-    def write_rows(self, rows: List[dict]) -> None: ...
+    def write_rows(self, rows: list[dict]) -> None: ...
 
     def write_converted(self, rows: int, payload: Any) -> None: ...
 
@@ -217,7 +218,7 @@ class RowFile(Protocol):
 
 # A pool process's work on a run of JSON Lines rows: how many rows it kept, and what write_converted takes
 # (picklable, and made without the format's libraries where they are heavy: see shared.export.arrowbuffers).
-RunConverter = Callable[[bytes, RowSpec], Tuple[int, Any]]
+RunConverter = Callable[[bytes, RowSpec], tuple[int, Any]]
 
 
 class GzipTextFile:
@@ -233,7 +234,7 @@ class GzipTextFile:
         else:
             self._compressor.put(encoder.header())
 
-    def write_rows(self, rows: List[dict]) -> None:
+    def write_rows(self, rows: list[dict]) -> None:
         if self._compressor is None:
             self.sink.write(gzip_member(self._encoder.encode(rows)))
         else:
@@ -249,7 +250,7 @@ class GzipTextFile:
 
 
 # A text format's encoder class, made for the columns of a file.
-EncoderClass = Callable[[Tuple[Column, ...]], TextEncoder]
+EncoderClass = Callable[[tuple[Column, ...]], TextEncoder]
 
 
 def text_file(encoder: EncoderClass) -> Callable[..., GzipTextFile]:
@@ -258,7 +259,7 @@ def text_file(encoder: EncoderClass) -> Callable[..., GzipTextFile]:
     return open_file
 
 
-def gzip_text_run(encoder: EncoderClass, text: bytes, spec: RowSpec) -> Tuple[int, bytes]:
+def gzip_text_run(encoder: EncoderClass, text: bytes, spec: RowSpec) -> tuple[int, bytes]:
     """A pool process's conversion of a run of JSON Lines rows into one gzip member of a text format."""
     count, data = encoder(spec.columns).encode_run(text, spec)
     return count, gzip_member(data)

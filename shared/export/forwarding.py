@@ -15,7 +15,6 @@ import hmac
 import json
 import logging
 import time
-from typing import List, Optional, Tuple
 
 import requests
 from azure.core.exceptions import AzureError, ResourceNotFoundError
@@ -55,12 +54,12 @@ def parse_manifest(data: bytes) -> dict:
     return manifest
 
 
-def routes_for(export_type: str) -> Tuple[str, ...]:
+def routes_for(export_type: str) -> tuple[str, ...]:
     settings = get_settings()
     return (settings.forward_routes or {}).get(export_type) or (settings.forward_default_queue,)
 
 
-def messages(manifest: dict) -> List[dict]:
+def messages(manifest: dict) -> list[dict]:
     base = {"jobId": manifest["jobId"], "app": manifest["app"], "exportType": manifest["exportType"],
             "exportFormat": manifest["exportFormat"]}
     for key in ("range", "campaignWindow", "campaignIds", "campaignType", "schedule"):
@@ -144,7 +143,7 @@ def forward(blob_name: str, data: bytes) -> int:
         sent = 0
         webhook = get_settings().webhook_url
         for index, message in enumerate(messages(manifest)):
-            targets: List[Tuple[Optional[str], str]] = [(queue_name, f"{index:05d}|{queue_name}")
+            targets: list[tuple[str | None, str]] = [(queue_name, f"{index:05d}|{queue_name}")
                                                         for queue_name in routes_for(manifest["exportType"])]
             if webhook:
                 targets.append((None, f"{index:05d}|webhook"))

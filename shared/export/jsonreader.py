@@ -25,8 +25,9 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from functools import lru_cache
-from typing import TYPE_CHECKING, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING
 
 from shared.export import arrowbuffers, parquet, sources
 from shared.export.pipeline import prefetch
@@ -54,7 +55,7 @@ def _quoted(name: str) -> str:
 
 
 @lru_cache(maxsize=64)
-def _query(spec: RowSpec) -> Tuple[str, bool]:
+def _query(spec: RowSpec) -> tuple[str, bool]:
     """The query reading a run's file (its path is the query's one parameter) into the spec's columns, plus the
     name when the spec filters on it; and whether the name was added for that."""
     fields = list(spec.columns)
@@ -72,7 +73,7 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def read_file(connection, path: str, spec: RowSpec) -> Optional["pa.Table"]:
+def read_file(connection, path: str, spec: RowSpec) -> pa.Table | None:
     """The rows ``spec`` keeps of a file of raw JSON Lines, as a table of the file's schema; None when they are
     to be read the exact way (see the module's docstring)."""
     import duckdb
@@ -100,7 +101,7 @@ def read_file(connection, path: str, spec: RowSpec) -> Optional["pa.Table"]:
     return pa.Table.from_arrays([table[field.name].cast(field.type) for field in schema], schema=schema)
 
 
-def read_exactly(text: bytes, spec: RowSpec) -> "pa.Table":
+def read_exactly(text: bytes, spec: RowSpec) -> pa.Table:
     """A run read the exact way: msgspec and shared.export.arrowbuffers, in this process."""
     import pyarrow as pa
 
@@ -126,7 +127,7 @@ def _cursor(threads: int):
         return _database.cursor()
 
 
-def _tables(text: sources.RowText, spec: RowSpec, threads: int) -> Iterator[Tuple[int, "pa.Table"]]:
+def _tables(text: sources.RowText, spec: RowSpec, threads: int) -> Iterator[tuple[int, pa.Table]]:
     with tempfile.TemporaryDirectory(prefix="ee-runs-") as folder, _cursor(threads) as connection:
         runs = 0
         run = None
@@ -147,7 +148,7 @@ def _tables(text: sources.RowText, spec: RowSpec, threads: int) -> Iterator[Tupl
                 run.close()
 
 
-def _read_run(connection, path: str, spec: RowSpec) -> Tuple[int, "pa.Table"]:
+def _read_run(connection, path: str, spec: RowSpec) -> tuple[int, pa.Table]:
     table = read_file(connection, path, spec)
     if table is None:
         with open(path, "rb") as run:
@@ -155,7 +156,7 @@ def _read_run(connection, path: str, spec: RowSpec) -> Tuple[int, "pa.Table"]:
     return table.num_rows, table
 
 
-def converted(text: sources.RowText, spec: RowSpec, cores: int) -> Iterator[Tuple[int, "pa.Table"]]:
+def converted(text: sources.RowText, spec: RowSpec, cores: int) -> Iterator[tuple[int, pa.Table]]:
     """(rows kept, their table) of each run of the rows, in order, read by DuckDB one run ahead of the caller.
 
     The parts a worker runs side by side share the ``cores``: each query gets its share of them. One DuckDB

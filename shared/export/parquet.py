@@ -11,7 +11,8 @@ Parquet does not carry it.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable, List, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from shared.export.arrowbuffers import ColumnBuffers, batch_buffers
 from shared.export.exportformats import GzipSink
@@ -36,7 +37,7 @@ COMPRESSION = "zstd"
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 
 
-def dictionary_columns(columns: Sequence[Column]) -> List[str]:
+def dictionary_columns(columns: Sequence[Column]) -> list[str]:
     """The columns written with dictionary encoding: the text columns (ids, names), whose values repeat. Times and
     nested values rarely do: a dictionary of them outgrows its page and is dropped for plain encoding part way
     through each row group, work for nothing (on events, files were 5% smaller and written with 14% less CPU
@@ -44,14 +45,14 @@ def dictionary_columns(columns: Sequence[Column]) -> List[str]:
     return [column.name for column in columns if column.kind == STRING]
 
 
-def _bitmap(flags: bytes, rows: int) -> "pa.Buffer":
+def _bitmap(flags: bytes, rows: int) -> pa.Buffer:
     """A byte per row (0 or 1) as the bitmap Arrow keeps booleans and validity in."""
     import pyarrow as pa
 
     return pa.Array.from_buffers(pa.uint8(), rows, [None, pa.py_buffer(flags)]).cast(pa.bool_()).buffers()[1]
 
 
-def _array(column: Column, buffers: ColumnBuffers, rows: int, arrow_type) -> "pa.Array":
+def _array(column: Column, buffers: ColumnBuffers, rows: int, arrow_type) -> pa.Array:
     import pyarrow as pa
 
     present, values = buffers
@@ -65,8 +66,8 @@ def _array(column: Column, buffers: ColumnBuffers, rows: int, arrow_type) -> "pa
     return text.cast(arrow_type) if column.kind == TIME else text
 
 
-def record_batch(buffers: List[ColumnBuffers], rows: int, schema: "pa.Schema",
-                 columns: Sequence[Column]) -> "pa.RecordBatch":
+def record_batch(buffers: list[ColumnBuffers], rows: int, schema: pa.Schema,
+                 columns: Sequence[Column]) -> pa.RecordBatch:
     """A batch of ``rows`` rows given as each column's buffers (shared.export.arrowbuffers), without copying."""
     import pyarrow as pa
 
@@ -110,10 +111,10 @@ class ParquetFile:
         self._schema = arrow_schema(spec.columns)
         self._writer = pq.ParquetWriter(_BlockStream(self.sink), self._schema, compression=COMPRESSION,
                                         write_statistics=True, use_dictionary=dictionary_columns(spec.columns))
-        self._pending: List["pa.Table"] = []
+        self._pending: list[pa.Table] = []
         self._pending_rows = 0
 
-    def write_rows(self, rows: List[dict]) -> None:
+    def write_rows(self, rows: list[dict]) -> None:
         if rows:
             import pyarrow as pa
 
@@ -121,11 +122,11 @@ class ParquetFile:
             batch = record_batch(batch_buffers(values, self._columns), len(rows), self._schema, self._columns)
             self._add(pa.Table.from_batches([batch]))
 
-    def write_converted(self, rows: int, payload: "pa.Table") -> None:
+    def write_converted(self, rows: int, payload: pa.Table) -> None:
         """A run's rows as shared.export.jsonreader read them, in the file's schema."""
         self._add(payload)
 
-    def _add(self, table: "pa.Table") -> None:
+    def _add(self, table: pa.Table) -> None:
         if table.num_rows:
             self._pending.append(table)
             self._pending_rows += table.num_rows

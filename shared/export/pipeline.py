@@ -8,8 +8,9 @@ import ctypes
 import functools
 import queue
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, List, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 _DONE = object()
@@ -60,7 +61,7 @@ def release_free_memory() -> None:
 
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     """Yields ``items`` while a thread reads up to ``depth`` ahead; re-raises the reader's error."""
-    buffer: "queue.Queue" = queue.Queue(maxsize=depth)
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def offer(entry: tuple) -> bool:
@@ -102,8 +103,8 @@ class Background:
 
     def __init__(self, consume: Callable[[T], None], depth: int = 2) -> None:
         self._consume = consume
-        self._queue: "queue.Queue" = queue.Queue(maxsize=depth)
-        self._error: List[BaseException] = []
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: list[BaseException] = []
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -138,8 +139,8 @@ class Uploads:
         self._upload = upload
         self._pool = ThreadPoolExecutor(limit)
         self._slots = threading.BoundedSemaphore(limit)
-        self._futures: List[Future] = []
-        self._errors: List[BaseException] = []
+        self._futures: list[Future] = []
+        self._errors: list[BaseException] = []
 
     def _done(self, future: Future) -> None:
         error = future.exception()

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING
 
 from azure.core.exceptions import ResourceExistsError
 
@@ -24,24 +25,24 @@ PLANS_CONTAINER = "exportplans"
 # The layouts of a historical export's files: all in the job's folder, or a folder per day (date=YYYY-MM-DD).
 FLAT, HIVE = "flat", "hive"
 # A raw blob as a plan saw it: its name and its size then.
-RawSource = Tuple[str, int]
+RawSource = tuple[str, int]
 # The bytes of a raw blob from start to end (the part of a snapshot log blob that came after a folded state).
-RawRange = Tuple[str, int, int]
-Source = Union[RawSource, RawRange]
+RawRange = tuple[str, int, int]
+Source = RawSource | RawRange
 # A file's name from its index and, for a historical export, its day.
-FileNames = Callable[[int, Optional[dt.date]], str]
+FileNames = Callable[[int, dt.date | None], str]
 
 
 @dataclass(frozen=True)
 class WorkItem:
     index: int
     file: str
-    sources: Tuple[Source, ...] = ()  # the raw blobs the item reads, as the plan saw them
+    sources: tuple[Source, ...] = ()  # the raw blobs the item reads, as the plan saw them
     # sessions only: the activity blobs of the day before and the day after
-    before: Tuple[RawSource, ...] = ()
-    after: Tuple[RawSource, ...] = ()
+    before: tuple[RawSource, ...] = ()
+    after: tuple[RawSource, ...] = ()
     # snapshot types only: the files of the folded state the log's ``sources`` go on from, in ``buckets`` buckets
-    state: Tuple[RawSource, ...] = ()
+    state: tuple[RawSource, ...] = ()
     buckets: int = 0
 
     def to_json(self) -> dict:
@@ -49,7 +50,7 @@ class WorkItem:
                 **{key: [list(s) for s in getattr(self, key)] for key in _SOURCE_LISTS}}
 
     @classmethod
-    def from_json(cls, doc: dict) -> "WorkItem":
+    def from_json(cls, doc: dict) -> WorkItem:
         return cls(index=doc["index"], file=doc["file"], buckets=doc.get("buckets", 0),
                    **{key: tuple(tuple(s) for s in doc.get(key, ())) for key in _SOURCE_LISTS})
 
@@ -57,14 +58,14 @@ class WorkItem:
 _SOURCE_LISTS = ("sources", "before", "after", "state")
 
 
-def _days(job: "ExportJob") -> List[dt.date]:
+def _days(job: ExportJob) -> list[dt.date]:
     first, last = job.start_date, job.end_date
     if first is None or last is None:
         return []
     return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
 
 
-def snapshot_log(job: "ExportJob", file_name: FileNames) -> List[WorkItem]:
+def snapshot_log(job: ExportJob, file_name: FileNames) -> list[WorkItem]:
     """One file, from the app's newest folded snapshot state and the part of its log that came since, as they
     are now (shared.export.snapshotfold folds them)."""
     generation = snapshots.current_generation(job.app_id)
@@ -77,7 +78,7 @@ def snapshot_log(job: "ExportJob", file_name: FileNames) -> List[WorkItem]:
     return [WorkItem(0, file_name(0, None), tail, state=state, buckets=generation.buckets)]
 
 
-def state_files(generation: "snapshots.Generation") -> List[Tuple[str, int, int]]:
+def state_files(generation: snapshots.Generation) -> list[tuple[str, int, int]]:
     """(kind, bucket, size) of each file of a generation."""
     found = {blob.name: blob.size for blob in storage.container(rawstore.RAW_CONTAINER).list_blobs(
         name_starts_with=generation.folder)}
@@ -85,15 +86,15 @@ def state_files(generation: "snapshots.Generation") -> List[Tuple[str, int, int]
             for bucket in range(generation.buckets)]
 
 
-def raw_partitions(job: "ExportJob", file_name: FileNames) -> List[WorkItem]:
+def raw_partitions(job: ExportJob, file_name: FileNames) -> list[WorkItem]:
     """The raw blobs of the job's days (or hour) of its record type, in order, cut into even files; in the hive
     layout, each day's files apart (a day without records has none)."""
     record_type = job.export_type.lower()
 
-    def blobs(day: dt.date) -> List[RawSource]:
+    def blobs(day: dt.date) -> list[RawSource]:
         return [(blob.name, blob.size) for blob in rawstore.list_day(job.app_id, record_type, day, hour=job.hour)]
 
-    groups: List[Tuple[Optional[dt.date], List[RawSource]]]
+    groups: list[tuple[dt.date | None, list[RawSource]]]
     if job.layout == HIVE:
         groups = [(day, group) for day in _days(job) for group in split_evenly(blobs(day)) if group]
     else:
@@ -102,16 +103,16 @@ def raw_partitions(job: "ExportJob", file_name: FileNames) -> List[WorkItem]:
     return items or [WorkItem(0, file_name(0, job.start_date))]  # an empty export is one file without rows
 
 
-def session_days(job: "ExportJob", file_name: FileNames) -> List[WorkItem]:
+def session_days(job: ExportJob, file_name: FileNames) -> list[WorkItem]:
     """A file per day that has activities: its sessions, read with the activities of the days beside it."""
-    listed: Dict[dt.date, Tuple[RawSource, ...]] = {}
+    listed: dict[dt.date, tuple[RawSource, ...]] = {}
 
-    def activities(day: dt.date) -> Tuple[RawSource, ...]:
+    def activities(day: dt.date) -> tuple[RawSource, ...]:
         if day not in listed:
             listed[day] = tuple((b.name, b.size) for b in rawstore.list_day(job.app_id, "activity", day))
         return listed[day]
 
-    def beside(day: dt.date, days: int) -> Tuple[RawSource, ...]:
+    def beside(day: dt.date, days: int) -> tuple[RawSource, ...]:
         try:
             return activities(day + dt.timedelta(days=days))
         except OverflowError:  # the first or last day a date can name has nothing beside it
@@ -122,13 +123,13 @@ def session_days(job: "ExportJob", file_name: FileNames) -> List[WorkItem]:
             for i, day in enumerate(days)] or [WorkItem(0, file_name(0, job.start_date))]
 
 
-def split_evenly(blobs: List[RawSource]) -> List[List[RawSource]]:
+def split_evenly(blobs: list[RawSource]) -> list[list[RawSource]]:
     """(name, size) blobs in order, cut into as few groups as keep each under EXPORT_PART_MAX_BYTES (a
     larger blob is a group of its own), of about equal size: parts that run side by side end together."""
     cap = get_settings().part_max_bytes
     total = sum(size for _, size in blobs)
     target = total / max(1, -(-total // cap))
-    groups: List[List[RawSource]] = [[]]
+    groups: list[list[RawSource]] = [[]]
     size = 0
     for name, blob_size in blobs:
         if groups[-1] and (size + blob_size > cap or (size >= target and blob_size > 0)):
@@ -143,7 +144,7 @@ def _plan_blob(app_id: str, job_id: str):
     return storage.container(PLANS_CONTAINER).get_blob_client(f"{app_id}/{job_id}.json")
 
 
-def save_or_adopt(job: "ExportJob", items: List[WorkItem]) -> List[WorkItem]:
+def save_or_adopt(job: ExportJob, items: list[WorkItem]) -> list[WorkItem]:
     """The job's plan: ``items`` when this call saves it first, else the plan saved before."""
     try:
         _plan_blob(job.app_id, job.id).upload_blob(json.dumps({"items": [item.to_json() for item in items]}),
@@ -153,6 +154,6 @@ def save_or_adopt(job: "ExportJob", items: List[WorkItem]) -> List[WorkItem]:
         return read_plan(job.app_id, job.id)
 
 
-def read_plan(app_id: str, job_id: str) -> List[WorkItem]:
+def read_plan(app_id: str, job_id: str) -> list[WorkItem]:
     document = json.loads(_plan_blob(app_id, job_id).download_blob().readall())
     return [WorkItem.from_json(doc) for doc in document["items"]]

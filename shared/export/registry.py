@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any
 
 from shared.export import convert, exportformats, jsonreader, parquet, planning, schemas, snapshotfold, sources
 from shared.export.exportformats import RowFile
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 # The kinds of export route: what a request gives to say what to export.
 HISTORICAL, SNAPSHOT, FEEDBACK_BY_DATE, FEEDBACK_BY_CAMPAIGN = "historical", "snapshot", "byDate", "byCampaign"
-_KIND_FIELDS: Dict[str, Tuple[str, ...]] = {
+_KIND_FIELDS: dict[str, tuple[str, ...]] = {
     HISTORICAL: ("startDate", "endDate"),
     SNAPSHOT: (),
     FEEDBACK_BY_DATE: ("campaignType", "campaignWindowStart", "campaignWindowEnd"),
@@ -39,22 +40,22 @@ class ExportRoute:
     route: str
     export_type: str
     kind: str
-    options: Tuple[str, ...] = ()  # the keys its body's exportOptions object may hold
+    options: tuple[str, ...] = ()  # the keys its body's exportOptions object may hold
 
     @property
-    def fields(self) -> Tuple[str, ...]:
+    def fields(self) -> tuple[str, ...]:
         return COMMON_FIELDS + _KIND_FIELDS[self.kind] + (("exportOptions",) if self.options else ()) + self.extensions
 
     @property
-    def extensions(self) -> Tuple[str, ...]:
+    def extensions(self) -> tuple[str, ...]:
         """The fields this service adds to the contract for this route (old clients never send them)."""
         return (("fields",) + (("names",) if EXPORT_TYPES[self.export_type].filters_names else ())
                 + (("layout",) if self.kind == HISTORICAL else ()))
 
 
-RowSource = Callable[["ExportJob", WorkItem], Iterator[List[dict]]]
+RowSource = Callable[["ExportJob", WorkItem], Iterator[list[dict]]]
 TextSource = Callable[["ExportJob", WorkItem], sources.RowText]
-Planner = Callable[["ExportJob", planning.FileNames], List[WorkItem]]
+Planner = Callable[["ExportJob", planning.FileNames], list[WorkItem]]
 
 
 @dataclass(frozen=True)
@@ -62,21 +63,21 @@ class ExportType:
     """One kind of data an app can export."""
 
     name: str  # the contract's exportType
-    schema: Tuple[Column, ...]  # in file order; a column added later goes at the end
-    routes: Tuple[ExportRoute, ...]
+    schema: tuple[Column, ...]  # in file order; a column added later goes at the end
+    routes: tuple[ExportRoute, ...]
     plan: Planner  # the job's work items (each writes one file)
     # an item's rows as JSON Lines text in the export's row shape, which the formats convert (most types) ...
-    text: Optional[TextSource] = None
+    text: TextSource | None = None
     # ... or as batches of row dicts, in file order (sessions, computed a row at a time)
-    rows: Optional[RowSource] = None
+    rows: RowSource | None = None
     # the raw store's record type, for types kept as raw JSON Lines in the export's row shape
-    raw_record_type: Optional[str] = None
+    raw_record_type: str | None = None
     # a column written only when the request's exportOptions.exportUserId is true (the tokens' userId)
-    user_id_column: Optional[str] = None
+    user_id_column: str | None = None
     hourly: bool = False  # schedules may export it hour by hour
 
     @property
-    def columns(self) -> Tuple[str, ...]:
+    def columns(self) -> tuple[str, ...]:
         return tuple(column.name for column in self.schema)
 
     @property
@@ -84,7 +85,7 @@ class ExportType:
         """Its rows have a name that an export may include or exclude (activities, events, errors, jobs)."""
         return self.raw_record_type is not None and "name" in self.columns
 
-    def row_batches(self, job: "ExportJob", item: WorkItem) -> Iterator[List[dict]]:
+    def row_batches(self, job: ExportJob, item: WorkItem) -> Iterator[list[dict]]:
         """Batches of an item's rows as dicts, in file order."""
         if self.rows is not None:
             return self.rows(job, item)
@@ -92,7 +93,7 @@ class ExportType:
         return (parse_lines(run) for run in self.text(job, item).runs())
 
     def columns_for(self, *, export_user_id: bool = True,
-                    fields: Optional[Tuple[str, ...]] = None) -> Tuple[Column, ...]:
+                    fields: tuple[str, ...] | None = None) -> tuple[Column, ...]:
         """The columns an export writes: the schema's, less the userId of tokens unless asked for, and only
         ``fields`` when the request projects; always in the schema's order."""
         chosen = [column for column in self.schema
@@ -102,34 +103,34 @@ class ExportType:
         return tuple(chosen)
 
 
-def _raw_text(job: "ExportJob", item: WorkItem) -> sources.RowText:
+def _raw_text(job: ExportJob, item: WorkItem) -> sources.RowText:
     return sources.RawText(item.sources)
 
 
 def _folded(kind: str) -> TextSource:
     """The text of a snapshot type: the app's folded state and snapshot log, as the item's plan saw them."""
-    def text(job: "ExportJob", item: WorkItem) -> sources.RowText:
+    def text(job: ExportJob, item: WorkItem) -> sources.RowText:
         return sources.MadeText(lambda: snapshotfold.rows(kind, item.state, item.buckets, item.sources))
     return text
 
 
-def _feedback(job: "ExportJob", item: WorkItem) -> sources.RowText:
+def _feedback(job: ExportJob, item: WorkItem) -> sources.RowText:
     return sources.MadeText(lambda: snapshotfold.feedback(
         item.state, item.buckets, item.sources, campaign_type=job.campaign_type or "",
         campaign_ids=job.campaign_ids, window=_feedback_window(job)))
 
 
-def _feedback_window(job: "ExportJob") -> Optional[Tuple[dt.datetime, dt.datetime]]:
+def _feedback_window(job: ExportJob) -> tuple[dt.datetime, dt.datetime] | None:
     start, end = job.campaign_window_start, job.campaign_window_end
     return (start, end) if start is not None and end is not None else None
 
 
-def _historical(name: str, route: str, schema: Tuple[Column, ...]) -> ExportType:
+def _historical(name: str, route: str, schema: tuple[Column, ...]) -> ExportType:
     return ExportType(name, schema, (ExportRoute(route, name, HISTORICAL),), planning.raw_partitions,
                       text=_raw_text, raw_record_type=name.lower(), hourly=True)
 
 
-def _snapshot(name: str, route: str, schema: Tuple[Column, ...], text: TextSource, **options) -> ExportType:
+def _snapshot(name: str, route: str, schema: tuple[Column, ...], text: TextSource, **options) -> ExportType:
     route_options = ("exportUserId",) if options.get("user_id_column") else ()
     return ExportType(name, schema, (ExportRoute(route, name, SNAPSHOT, route_options),), planning.snapshot_log,
                       text=text, **options)
@@ -144,7 +145,7 @@ START, END = Column("start", TIME, required=True), Column("end", TIME, required=
 TIMESTAMP = Column("timestamp", TIME, required=True)
 EXTRAS = Column("extras", JSON, description="the record's extra keys and values (a JSON object)")
 
-EXPORT_TYPES: Dict[str, ExportType] = {export_type.name: export_type for export_type in (
+EXPORT_TYPES: dict[str, ExportType] = {export_type.name: export_type for export_type in (
     _historical("Activity", "activities", (DEVICE_ID, USER_ID, SESSION_ID, NAME, START, END, EXTRAS)),
     ExportType("Session", (DEVICE_ID, USER_ID, Column("sessionId", required=True), START, END,
                            Column("duration", NUMBER, required=True, description="seconds from start to end"),
@@ -175,13 +176,13 @@ EXPORT_TYPES: Dict[str, ExportType] = {export_type.name: export_type for export_
                planning.snapshot_log, text=_feedback),
 )}
 
-ROUTES: Dict[str, ExportRoute] = {route.route: route for export_type in EXPORT_TYPES.values()
+ROUTES: dict[str, ExportRoute] = {route.route: route for export_type in EXPORT_TYPES.values()
                                   for route in export_type.routes}
 
 
 # Rows (JSON Lines in the export's row shape) converted on ``cores`` cores, a run of rows at a time: (rows kept,
 # what the file's write_converted takes) of each run, in order.
-RunsConverter = Callable[[sources.RowText, RowSpec, int], Iterator[Tuple[int, Any]]]
+RunsConverter = Callable[[sources.RowText, RowSpec, int], Iterator[tuple[int, Any]]]
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ class ExportFormat:
     compression: str  # as the manifest names it
     open_file: Callable[..., RowFile]  # (emit, spec, converted=) -> the file being written
     convert_runs: RunsConverter
-    schema: Callable[[str, Tuple[Column, ...]], Dict[str, Any]]  # the schema published with its files
+    schema: Callable[[str, tuple[Column, ...]], dict[str, Any]]  # the schema published with its files
     # raw partitions are already files of this format (gzip JSON Lines): a historical export copies their bytes
     copies_raw: bool = False
     # its runs are converted on threads of the worker, in native code: it needs no conversion processes
@@ -208,19 +209,19 @@ def _text_format(name: str, extension: str, encoder, **options) -> ExportFormat:
 
 
 def _in_processes(convert_run: exportformats.RunConverter, text: sources.RowText, spec: RowSpec,
-                  cores: int) -> Iterator[Tuple[int, Any]]:
+                  cores: int) -> Iterator[tuple[int, Any]]:
     return convert.converted(text.runs(), convert_run, spec, processes=cores)
 
 
-def _json_schema(export_type: str, columns: Tuple[Column, ...]) -> Dict[str, Any]:
+def _json_schema(export_type: str, columns: tuple[Column, ...]) -> dict[str, Any]:
     return {"jsonSchema": schemas.json_schema(export_type, columns)}
 
 
-def _arrow_schema(export_type: str, columns: Tuple[Column, ...]) -> Dict[str, Any]:
+def _arrow_schema(export_type: str, columns: tuple[Column, ...]) -> dict[str, Any]:
     return {"arrowSchema": schemas.arrow_schema_document(columns)}
 
 
-EXPORT_FORMATS: Dict[str, ExportFormat] = {export_format.name: export_format for export_format in (
+EXPORT_FORMATS: dict[str, ExportFormat] = {export_format.name: export_format for export_format in (
     _text_format("JsonBlob", "jsonl.gz", exportformats.JsonLinesEncoder, copies_raw=True),
     _text_format("CsvBlob", "csv.gz", exportformats.CsvEncoder),
     ExportFormat("ParquetBlob", "parquet", "application/vnd.apache.parquet", parquet.COMPRESSION,
@@ -238,23 +239,23 @@ def export_format(name: str) -> ExportFormat:
     return EXPORT_FORMATS[name]
 
 
-def file_name(job: "ExportJob", index: int, day: Optional[dt.date] = None) -> str:
+def file_name(job: ExportJob, index: int, day: dt.date | None = None) -> str:
     """A result file's name: under a date=YYYY-MM-DD folder for the hive layout, so readers get the day as a
     column."""
     folder = f"date={day.isoformat()}/" if day is not None and job.layout == planning.HIVE else ""
     return f"{job.export_type}/{job.id}/{folder}part-{index:05d}.{EXPORT_FORMATS[job.export_format].extension}"
 
 
-def schema_name(job: "ExportJob") -> str:
+def schema_name(job: ExportJob) -> str:
     return f"{job.export_type}/{job.id}/schema.json"
 
 
-def success_name(job: "ExportJob") -> str:
+def success_name(job: ExportJob) -> str:
     """The hive layout's marker, written after the manifest, that Spark and Hadoop tools wait for."""
     return f"{job.export_type}/{job.id}/_SUCCESS"
 
 
-def published_schema(job: "ExportJob") -> Dict[str, Any]:
+def published_schema(job: ExportJob) -> dict[str, Any]:
     """The schema written beside a job's files, of its format and with its projection applied."""
     columns = row_spec(job).columns
     return {"exportType": job.export_type, "exportFormat": job.export_format,
@@ -262,16 +263,16 @@ def published_schema(job: "ExportJob") -> Dict[str, Any]:
             **EXPORT_FORMATS[job.export_format].schema(job.export_type, columns)}
 
 
-def type_schemas(export_type: ExportType) -> Dict[str, Any]:
+def type_schemas(export_type: ExportType) -> dict[str, Any]:
     """An export type's published schemas, as the schema endpoint serves them: every format's."""
-    document: Dict[str, Any] = {"exportType": export_type.name, "columns": list(export_type.columns),
+    document: dict[str, Any] = {"exportType": export_type.name, "columns": list(export_type.columns),
                                 "formats": list(EXPORT_FORMATS)}
     for export_format in EXPORT_FORMATS.values():
         document.update(export_format.schema(export_type.name, export_type.schema))
     return document
 
 
-def row_spec(job: "ExportJob") -> RowSpec:
+def row_spec(job: ExportJob) -> RowSpec:
     """What of each row the job's files hold: its columns, and the names it includes or excludes."""
     projection = tuple(job.projection) if job.projection is not None else None
     columns = EXPORT_TYPES[job.export_type].columns_for(export_user_id=job.export_user_id, fields=projection)
@@ -280,5 +281,5 @@ def row_spec(job: "ExportJob") -> RowSpec:
                    frozenset(names["exclude"]) if "exclude" in names else None)
 
 
-def manifest_name(job: "ExportJob") -> str:
+def manifest_name(job: ExportJob) -> str:
     return f"{job.export_type}/{job.id}/manifest.json"

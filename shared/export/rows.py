@@ -16,8 +16,9 @@ import functools
 import itertools
 import operator
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any
 
 import msgspec
 import orjson
@@ -32,12 +33,12 @@ class RowSpec:
     """What of each row goes into a file: its columns (a type's schema, or the request's projection of it) and,
     when the request names some, which event, activity, error or job names are kept or left out."""
 
-    columns: Tuple[Column, ...]
-    include_names: Optional[FrozenSet[str]] = None
-    exclude_names: Optional[FrozenSet[str]] = None
+    columns: tuple[Column, ...]
+    include_names: frozenset[str] | None = None
+    exclude_names: frozenset[str] | None = None
 
     @property
-    def names(self) -> Tuple[str, ...]:
+    def names(self) -> tuple[str, ...]:
         return tuple(column.name for column in self.columns)
 
     @property
@@ -49,13 +50,13 @@ class RowSpec:
             return name in self.include_names
         return self.exclude_names is None or name not in self.exclude_names
 
-    def select(self, rows: List[dict]) -> List[dict]:
+    def select(self, rows: list[dict]) -> list[dict]:
         if not self.filters:
             return rows
         return [row for row in rows if self.keeps(row.get("name"))]
 
 
-def parse_lines(text: bytes) -> List[dict]:
+def parse_lines(text: bytes) -> list[dict]:
     """The rows of a run of JSON Lines (blank lines skipped)."""
     loads = orjson.loads
     body = text.rstrip(b"\n")
@@ -70,13 +71,13 @@ def parse_lines(text: bytes) -> List[dict]:
     return [loads(line) for line in text.splitlines() if line]
 
 
-def row_columns(rows: Sequence[dict], names: Sequence[str], missing: Any = None) -> List[list]:
+def row_columns(rows: Sequence[dict], names: Sequence[str], missing: Any = None) -> list[list]:
     """Rows as columns: one list of values per name, ``missing`` where a row lacks the field."""
     return [[row.get(name, missing) for row in rows] for name in names]
 
 
 @functools.lru_cache(maxsize=64)
-def _decoder(spec: RowSpec, missing: Any) -> Tuple[msgspec.json.Decoder, Callable]:
+def _decoder(spec: RowSpec, missing: Any) -> tuple[msgspec.json.Decoder, Callable]:
     """The decoder of a run's rows into structs of the spec's columns (and the name, when filtering on it), and
     the getter of a decoded row's name."""
     names = list(spec.names)
@@ -93,7 +94,7 @@ def _is_nested(spec: RowSpec, name: str) -> bool:
     return any(column.name == name and column.kind == JSON for column in spec.columns)
 
 
-def decode_columns(text: bytes, spec: RowSpec, missing: Any = None) -> Tuple[int, Sequence[Sequence]]:
+def decode_columns(text: bytes, spec: RowSpec, missing: Any = None) -> tuple[int, Sequence[Sequence]]:
     """The rows ``spec`` keeps of a run of JSON Lines, as (how many, one sequence of values per column): ``missing``
     where a row lacks the field, nested values as `Raw` JSON text (see `nested_texts`)."""
     decoder, name = _decoder(spec, missing)
@@ -124,7 +125,7 @@ def may_hold_exponent(stored: bytes) -> bool:
     return b"e+" in stored or b"e-" in stored
 
 
-def nested_texts(values: Sequence[Any]) -> List[Optional[str]]:
+def nested_texts(values: Sequence[Any]) -> list[str | None]:
     """A column of nested values (`Raw` as decode_columns leaves them, decoded values, or None) as the JSON text
     orjson writes for each; None for null.
 
@@ -134,7 +135,7 @@ def nested_texts(values: Sequence[Any]) -> List[Optional[str]]:
         return []
     stored = [bytes(value) if value.__class__ is Raw else b"null" for value in values]
     joined = b"\n".join(stored)
-    texts: List[Optional[str]] = joined.decode("utf-8").split("\n")  # type: ignore[assignment]
+    texts: list[str | None] = joined.decode("utf-8").split("\n")  # type: ignore[assignment]
     flagged = set()
     if may_hold_exponent(joined):
         ends = list(itertools.accumulate(len(data) + 1 for data in stored))

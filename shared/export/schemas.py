@@ -7,8 +7,9 @@ type's published schema, and a change that is not an addition at the end fails i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence
+from typing import Any
 
 STRING, TIME, INTEGER, NUMBER, BOOLEAN, JSON = "string", "date-time", "integer", "number", "boolean", "json"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -22,9 +23,9 @@ class Column:
     description: str = ""
 
 
-def _json_type(column: Column) -> Dict[str, Any]:
+def _json_type(column: Column) -> dict[str, Any]:
     if column.kind == TIME:
-        schema: Dict[str, Any] = {"type": "string", "format": "date-time"}
+        schema: dict[str, Any] = {"type": "string", "format": "date-time"}
     elif column.kind == JSON:
         schema = {}  # any JSON value; objects for extras, info, location and appInfo
     else:
@@ -34,7 +35,7 @@ def _json_type(column: Column) -> Dict[str, Any]:
     return schema
 
 
-def json_schema(export_type: str, columns: Sequence[Column]) -> Dict[str, Any]:
+def json_schema(export_type: str, columns: Sequence[Column]) -> dict[str, Any]:
     """The JSON Schema of one row of a JsonBlob (one line) or CsvBlob (one record; the header names the columns
     in this order, every value is its text, nested values as JSON and null as an empty field) file."""
     return {"$schema": JSON_SCHEMA_DIALECT, "title": f"{export_type} row", "type": "object",
@@ -60,7 +61,7 @@ def arrow_schema(columns: Sequence[Column]):
                       for column in columns])
 
 
-def arrow_schema_document(columns: Sequence[Column]) -> List[Dict[str, Any]]:
+def arrow_schema_document(columns: Sequence[Column]) -> list[dict[str, Any]]:
     """The Arrow schema as JSON: each field's name, Arrow type and nullability, in file order."""
     return [{"name": field.name, "type": str(field.type), "nullable": field.nullable,
              **({"json": True} if column.kind == JSON else {})}

@@ -26,7 +26,8 @@ import re
 import tempfile
 import zlib
 from collections import defaultdict
-from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from collections.abc import Callable, Iterator, Sequence
+from typing import BinaryIO
 
 import msgspec
 
@@ -58,10 +59,10 @@ class _Received(_Logged):
 
 
 class _Device(_Received, tag="device"):
-    timestamp: Optional[str] = None
+    timestamp: str | None = None
     info: Raw = MISSING  # a nested value kept as its stored text; MISSING when the report has none
     location: Raw = MISSING
-    nativePushEnabled: Optional[bool] = None
+    nativePushEnabled: bool | None = None
 
 
 class _Tag(_Logged, tag="tag"):
@@ -71,8 +72,8 @@ class _Tag(_Logged, tag="tag"):
 
 class _Token(_Received, tag="token"):
     token: str
-    userId: Optional[str] = None
-    platform: Optional[str] = None
+    userId: str | None = None
+    platform: str | None = None
 
 
 class _Push(_Logged, tag="push"):
@@ -82,16 +83,16 @@ class _Push(_Logged, tag="push"):
     timestamp: str
 
 
-_LogRow = Union[_Device, _Tag, _Token, _Push]
-_DECODE_LOG = msgspec.json.Decoder(List[_LogRow]).decode
+_LogRow = _Device | _Tag | _Token | _Push
+_DECODE_LOG = msgspec.json.Decoder(list[_LogRow]).decode
 
 
 # The export rows, which a generation's files hold too (each starts with the device id).
 class DeviceRow(msgspec.Struct, omit_defaults=True):
     deviceId: str
-    firstSeen: Optional[str] = None
-    lastSeen: Optional[str] = None
-    nativePushEnabled: Optional[bool] = None
+    firstSeen: str | None = None
+    lastSeen: str | None = None
+    nativePushEnabled: bool | None = None
     info: Raw = MISSING
     location: Raw = MISSING
     appInfo: Raw = MISSING
@@ -105,10 +106,10 @@ class TagRow(msgspec.Struct):
 
 class TokenRow(msgspec.Struct, omit_defaults=True):
     deviceId: str
-    userId: Optional[str] = None
-    token: Optional[str] = None
-    platform: Optional[str] = None
-    updated: Optional[str] = None
+    userId: str | None = None
+    token: str | None = None
+    platform: str | None = None
+    updated: str | None = None
 
 
 class PushRow(msgspec.Struct):
@@ -120,22 +121,22 @@ class PushRow(msgspec.Struct):
 
 
 _ROW_TYPES = {"device": DeviceRow, "tag": TagRow, "token": TokenRow, "push": PushRow}
-_DECODERS = {kind: msgspec.json.Decoder(List[row_type]).decode  # type: ignore[valid-type]
+_DECODERS = {kind: msgspec.json.Decoder(list[row_type]).decode  # type: ignore[valid-type]
              for kind, row_type in _ROW_TYPES.items()}
 _ENCODE = msgspec.json.Encoder().encode
 _BY_ARRIVAL = operator.attrgetter("arrival")
 _STATE_DEVICE = re.compile(rb'^\{"deviceId":"([^"]*)"')
 
 
-def _decoded_lines(kind: str, lines: List[bytes]) -> list:
+def _decoded_lines(kind: str, lines: list[bytes]) -> list:
     return _DECODERS[kind](b"[" + b",".join(lines) + b"]") if lines else []
 
 
 # --- folding one bucket: the state's rows of the devices the tail touches, and the tail's rows ---------------
 
-def _tag_values(seed: List[TagRow], tail: List[_Tag]) -> Dict[str, Dict[str, bytes]]:
+def _tag_values(seed: list[TagRow], tail: list[_Tag]) -> dict[str, dict[str, bytes]]:
     """device -> name -> value JSON: the state's tags, then the tail's in arrival order (null removes)."""
-    values: Dict[str, Dict[str, bytes]] = defaultdict(dict)
+    values: dict[str, dict[str, bytes]] = defaultdict(dict)
     for row in seed:
         values[row.deviceId][row.name] = bytes(row.value)
     for tag in sorted(tail, key=_BY_ARRIVAL):
@@ -147,11 +148,11 @@ def _tag_values(seed: List[TagRow], tail: List[_Tag]) -> Dict[str, Dict[str, byt
     return values
 
 
-def _fold_devices(seed: List[DeviceRow], seed_tags: List[TagRow], tail: List[_LogRow]) -> List[Tuple[str, bytes]]:
+def _fold_devices(seed: list[DeviceRow], seed_tags: list[TagRow], tail: list[_LogRow]) -> list[tuple[str, bytes]]:
     """A device's firstSeen is its earliest report's time; a report at or after the latest known sets lastSeen
     and what it carries of info, location and nativePushEnabled; an older report changes nothing else. Its
     appInfo is its tags."""
-    reports: Dict[str, List[_Device]] = defaultdict(list)
+    reports: dict[str, list[_Device]] = defaultdict(list)
     for row in tail:
         if row.__class__ is _Device:
             reports[row.deviceId].append(row)
@@ -186,15 +187,15 @@ def _fold_devices(seed: List[DeviceRow], seed_tags: List[TagRow], tail: List[_Lo
     return folded
 
 
-def _fold_tags(seed: List[TagRow], tail: List[_LogRow]) -> List[Tuple[str, bytes]]:
+def _fold_tags(seed: list[TagRow], tail: list[_LogRow]) -> list[tuple[str, bytes]]:
     values = _tag_values(seed, [row for row in tail if row.__class__ is _Tag])
     return [(device, _ENCODE(TagRow(device, name, Raw(value))))
             for device, mine in values.items() for name, value in sorted(mine.items())]
 
 
-def _fold_tokens(seed: List[TokenRow], tail: List[_LogRow]) -> List[Tuple[str, bytes]]:
+def _fold_tokens(seed: list[TokenRow], tail: list[_LogRow]) -> list[tuple[str, bytes]]:
     """A device's latest token replaces its whole row."""
-    rows: Dict[str, TokenRow] = {row.deviceId: row for row in seed}
+    rows: dict[str, TokenRow] = {row.deviceId: row for row in seed}
     for token in sorted((row for row in tail if row.__class__ is _Token), key=_BY_ARRIVAL):
         rows[token.deviceId] = TokenRow(token.deviceId, token.userId, token.token,
                                         token.platform, token.receivedAt)
@@ -204,9 +205,9 @@ def _fold_tokens(seed: List[TokenRow], tail: List[_LogRow]) -> List[Tuple[str, b
 _PUSH_KEY = operator.attrgetter("deviceId", "campaignType", "campaignId", "action")
 
 
-def _fold_feedback(seed: List[PushRow], tail: List[_LogRow]) -> List[Tuple[str, bytes]]:
+def _fold_feedback(seed: list[PushRow], tail: list[_LogRow]) -> list[tuple[str, bytes]]:
     """One row per device, campaign and action: the latest reported."""
-    rows: Dict[tuple, PushRow] = {_PUSH_KEY(row): row for row in seed}
+    rows: dict[tuple, PushRow] = {_PUSH_KEY(row): row for row in seed}
     for push in sorted((row for row in tail if row.__class__ is _Push), key=_BY_ARRIVAL):
         rows[_PUSH_KEY(push)] = PushRow(push.deviceId, push.campaignId, push.campaignType,
                                         push.action, push.timestamp)
@@ -217,20 +218,20 @@ def _fold_feedback(seed: List[PushRow], tail: List[_LogRow]) -> List[Tuple[str, 
 LOG_KINDS = {"device": ("device", "tag"), "tag": ("tag",), "token": ("token",), "push": ("push",)}
 
 
-def decode_tail(tail_text: bytes) -> List[_LogRow]:
+def decode_tail(tail_text: bytes) -> list[_LogRow]:
     """A bucket's tail rows, from their log lines."""
     return _DECODE_LOG(b"[" + tail_text.replace(b"\n", b",") + b"]") if tail_text else []  # JSON escapes line ends
 
 
-def fold_bucket(kind: str, state: Dict[str, bytes], tail: List[_LogRow]) -> bytes:
+def fold_bucket(kind: str, state: dict[str, bytes], tail: list[_LogRow]) -> bytes:
     """One bucket of a kind's rows (JSON Lines, sorted by device): ``state`` is the bucket's text of each state
     kind (device folds use the tags' too), ``tail`` the bucket's tail rows (of any kind)."""
     own = state.get(kind, b"")
-    touched: Set[bytes] = {row.deviceId.encode() for row in tail if row.__class__ in _CLASSES[kind]}
+    touched: set[bytes] = {row.deviceId.encode() for row in tail if row.__class__ in _CLASSES[kind]}
     if not touched:
         return own
-    kept: List[Tuple[bytes, int, bytes]] = []  # the untouched devices' lines, in their order
-    seed_lines: List[bytes] = []
+    kept: list[tuple[bytes, int, bytes]] = []  # the untouched devices' lines, in their order
+    seed_lines: list[bytes] = []
     for index, line in enumerate(own.split(b"\n")):
         if line:
             match = _STATE_DEVICE.match(line)
@@ -261,7 +262,7 @@ _CLASSES = {"device": (_Device, _Tag), "tag": (_Tag,), "token": (_Token,), "push
 
 # --- spreading the tail over buckets --------------------------------------------------------------------------
 
-def _kinds_pattern(kinds: Tuple[str, ...]) -> "re.Pattern[bytes]":
+def _kinds_pattern(kinds: tuple[str, ...]) -> re.Pattern[bytes]:
     # A log row starts with its type and its device id (shared.ingest.records.encode_line keeps the keys'
     # order), and a device id holds no quote or backslash, so both are read off the line's start.
     alternatives = b"|".join(re.escape(kind.encode()) for kind in kinds)
@@ -278,7 +279,7 @@ def bucket_of(device: bytes, buckets: int) -> int:
     return zlib.crc32(device) % buckets
 
 
-def spread(tail: Sequence[Source], kinds: Tuple[str, ...], buckets: int) -> Iterator[Tuple[int, bytes]]:
+def spread(tail: Sequence[Source], kinds: tuple[str, ...], buckets: int) -> Iterator[tuple[int, bytes]]:
     """(bucket, its tail rows of ``kinds`` as log lines) for every bucket in order; b"" for a bucket without."""
     pattern = _kinds_pattern(kinds)
     if buckets == 1:
@@ -287,10 +288,10 @@ def spread(tail: Sequence[Source], kinds: Tuple[str, ...], buckets: int) -> Iter
     sizes = [0] * buckets
     with tempfile.TemporaryDirectory(prefix="ee-fold-") as folder:
         paths = [os.path.join(folder, f"bucket-{index:04d}.jsonl") for index in range(buckets)]
-        files: Dict[int, BinaryIO] = {}
+        files: dict[int, BinaryIO] = {}
         try:
             for text in line_text(tail):
-                spread_lines: Dict[int, List[bytes]] = defaultdict(list)
+                spread_lines: dict[int, list[bytes]] = defaultdict(list)
                 for line, device in pattern.findall(text):
                     spread_lines[zlib.crc32(device) % buckets].append(line)
                 for index, lines in spread_lines.items():
@@ -321,8 +322,8 @@ def state_text(state: Sequence[RawSource], kind: str, bucket: int) -> bytes:
     return b"".join(line_text(files))
 
 
-def folded(kinds: Tuple[str, ...], state: Sequence[RawSource], buckets: int,
-           tail: Sequence[Source]) -> Iterator[Tuple[int, Dict[str, bytes]]]:
+def folded(kinds: tuple[str, ...], state: Sequence[RawSource], buckets: int,
+           tail: Sequence[Source]) -> Iterator[tuple[int, dict[str, bytes]]]:
     """(bucket, each of ``kinds``' rows of the bucket) for every bucket: the state's, with the tail folded in,
     the tail read once. Without a state (``buckets`` 0), the whole tail folds into as many buckets as its size
     needs."""
@@ -352,10 +353,10 @@ def rows(kind: str, state: Sequence[RawSource], buckets: int, tail: Sequence[Sou
         yield from _runs(texts[kind])
 
 
-def _push_filter(campaign_type: str, campaign_ids: Optional[Sequence[int]],
-                 window: Optional[Tuple[dt.datetime, dt.datetime]]) -> Callable[[PushRow], bool]:
+def _push_filter(campaign_type: str, campaign_ids: Sequence[int] | None,
+                 window: tuple[dt.datetime, dt.datetime] | None) -> Callable[[PushRow], bool]:
     if campaign_ids is not None:
-        wanted: Set[int] = set(campaign_ids)
+        wanted: set[int] = set(campaign_ids)
         return lambda push: push.campaignType == campaign_type and push.campaignId in wanted
     if window is not None:
         start, end = format_time(window[0]), format_time(window[1])
@@ -364,8 +365,8 @@ def _push_filter(campaign_type: str, campaign_ids: Optional[Sequence[int]],
 
 
 def feedback(state: Sequence[RawSource], buckets: int, tail: Sequence[Source], *, campaign_type: str,
-             campaign_ids: Optional[Sequence[int]] = None,
-             window: Optional[Tuple[dt.datetime, dt.datetime]] = None) -> Iterator[bytes]:
+             campaign_ids: Sequence[int] | None = None,
+             window: tuple[dt.datetime, dt.datetime] | None = None) -> Iterator[bytes]:
     """Push-campaign feedback of one campaign type, by campaign ids or by a time window (both ends included)."""
     keep = _push_filter(campaign_type, campaign_ids, window)
     for _, texts in folded(("push",), state, buckets, tail):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import Dict, List, Optional
 
 from isal import igzip
 
@@ -39,9 +38,9 @@ GZIP_LEVEL = 2
 log = logging.getLogger(__name__)
 
 
-def compact(app_id: str, *, now: Optional[dt.datetime] = None) -> Optional[snapshots.Generation]:
+def compact(app_id: str, *, now: dt.datetime | None = None) -> snapshots.Generation | None:
     """Writes and publishes the app's folded state as a new generation; None when nothing came since the last."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     current = snapshots.current_generation(app_id)
     blobs = rawstore.list_all(app_id, snapshots.LOG_TYPE)
     covers = current.covers if current is not None else {}
@@ -71,8 +70,8 @@ def remove_old_generations(app_id: str, now: dt.datetime) -> int:
     """Removes the generations a newer one has replaced for longer than an export may run, and the files of
     compactions that never published; returns how many generations went."""
     container = storage.container(rawstore.RAW_CONTAINER)
-    files: Dict[str, List[str]] = {}
-    published: Dict[str, dt.datetime] = {}
+    files: dict[str, list[str]] = {}
+    published: dict[str, dt.datetime] = {}
     for blob in container.list_blobs(name_starts_with=f"{app_id}/{snapshots.STATE_TYPE}/"):
         name = blob.name.split("/")[-2]
         files.setdefault(name, []).append(blob.name)
@@ -91,7 +90,7 @@ def remove_old_generations(app_id: str, now: dt.datetime) -> int:
 
 
 def _started(name: str) -> dt.datetime:
-    return dt.datetime.strptime(name.split("-")[0], "%Y%m%dT%H%M%S%f").replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.strptime(name.split("-")[0], "%Y%m%dT%H%M%S%f").replace(tzinfo=dt.UTC)
 
 
 def due(app_id: str, now: dt.datetime) -> bool:
@@ -105,7 +104,7 @@ def due(app_id: str, now: dt.datetime) -> bool:
     return since > 0 and current is not None and _started(current.name) < now - COMPACT_EVERY
 
 
-_last_sweep: Optional[float] = None
+_last_sweep: float | None = None
 
 
 def compact_due(now: dt.datetime) -> int:

@@ -5,8 +5,8 @@ session aggregation, which holds one entry per session of the day."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from isal import isal_zlib
 
@@ -74,7 +74,7 @@ class Gunzip:
         return self._decompressor.flush()
 
 
-Text = Union[bytes, memoryview]
+Text = bytes | memoryview
 
 
 class _RunCutter:
@@ -85,9 +85,9 @@ class _RunCutter:
     def __init__(self, run_bytes: int) -> None:
         self._run_bytes = run_bytes
         self._size = 0  # bytes given of the current run
-        self._partial: List[Text] = []  # the pieces of a line whose end has not come
+        self._partial: list[Text] = []  # the pieces of a line whose end has not come
 
-    def feed(self, piece: bytes) -> Iterator[Tuple[Text, bool]]:
+    def feed(self, piece: bytes) -> Iterator[tuple[Text, bool]]:
         """(text, whether a run ends with it) for what ``piece`` completes."""
         last_end = piece.rfind(b"\n") + 1
         if not last_end:
@@ -113,7 +113,7 @@ class _RunCutter:
         if last_end < len(piece):
             self._partial.append(view[last_end:])
 
-    def finish(self) -> Iterator[Tuple[Text, bool]]:
+    def finish(self) -> Iterator[tuple[Text, bool]]:
         """The end of the last run: a last line without its line end belongs to it, unless it is blank."""
         partial = b"".join(self._partial)
         if partial.strip():
@@ -122,7 +122,7 @@ class _RunCutter:
             yield b"", True
 
 
-def line_pieces(blobs: Iterable[Source], *, run_bytes: Optional[int] = None) -> Iterator[Tuple[Text, bool]]:
+def line_pieces(blobs: Iterable[Source], *, run_bytes: int | None = None) -> Iterator[tuple[Text, bool]]:
     """The decompressed text of raw blobs as pieces, each with whether a run of whole JSON Lines rows ends with
     it: a run ends at the first line end from its ``run_bytes``-th byte on (ROW_TEXT_BYTES unless given), and the
     last one may lack its line end."""
@@ -138,7 +138,7 @@ def line_pieces(blobs: Iterable[Source], *, run_bytes: Optional[int] = None) -> 
 
 def line_text(blobs: Iterable[Source]) -> Iterator[bytes]:
     """Runs of whole JSON Lines rows of raw blobs (see line_pieces), each joined once."""
-    run: List[Text] = []
+    run: list[Text] = []
     for text, ends in line_pieces(blobs):
         run.append(text)
         if ends:
@@ -146,7 +146,7 @@ def line_text(blobs: Iterable[Source]) -> Iterator[bytes]:
             run = []
 
 
-def rows(blobs: Iterable[Source]) -> Iterator[List[dict]]:
+def rows(blobs: Iterable[Source]) -> Iterator[list[dict]]:
     """Batches of rows of raw blobs."""
     for text in line_text(blobs):
         yield parse_lines(text)
@@ -160,10 +160,10 @@ def sessions(day_before: Sequence[Source], day: Sequence[Source],
     sessions that started then (those belong to that day's export). Sessions longer than a day are cut at
     the end of the next day.
     """
-    started_before: Set[Tuple[str, str]] = set()
+    started_before: set[tuple[str, str]] = set()
     for batch in rows(day_before):
         started_before.update((row["deviceId"], row["sessionId"]) for row in batch)
-    found: Dict[Tuple[str, str], dict] = {}
+    found: dict[tuple[str, str], dict] = {}
 
     def add(row: dict, create: bool) -> None:
         key = (row["deviceId"], row["sessionId"])
@@ -197,7 +197,7 @@ def sessions(day_before: Sequence[Source], day: Sequence[Source],
         yield session
 
 
-def batched(rows: Iterable[dict]) -> Iterator[List[dict]]:
+def batched(rows: Iterable[dict]) -> Iterator[list[dict]]:
     batch = []
     for row in rows:
         batch.append(row)
@@ -216,7 +216,7 @@ class RowText:
     def runs(self) -> Iterator[bytes]:
         raise NotImplementedError
 
-    def pieces(self, run_bytes: int) -> Iterator[Tuple[Text, bool]]:
+    def pieces(self, run_bytes: int) -> Iterator[tuple[Text, bool]]:
         raise NotImplementedError
 
 
@@ -229,7 +229,7 @@ class RawText(RowText):
     def runs(self) -> Iterator[bytes]:
         return line_text(self.blobs)
 
-    def pieces(self, run_bytes: int) -> Iterator[Tuple[Text, bool]]:
+    def pieces(self, run_bytes: int) -> Iterator[tuple[Text, bool]]:
         return line_pieces(self.blobs, run_bytes=run_bytes)
 
 
@@ -242,5 +242,5 @@ class MadeText(RowText):
     def runs(self) -> Iterator[bytes]:
         return self.make()
 
-    def pieces(self, run_bytes: int) -> Iterator[Tuple[Text, bool]]:
+    def pieces(self, run_bytes: int) -> Iterator[tuple[Text, bool]]:
         return ((run, True) for run in self.make())

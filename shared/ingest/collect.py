@@ -8,8 +8,8 @@ Idempotency-Key goes through shared.ingest.idempotency, which calls ``check`` an
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
 
 from shared.ingest import rawstore, snapshots
 from shared.ingest.records import HISTORICAL_TYPES, RecordError, Row, normalize, quick_row, stored_row
@@ -21,21 +21,21 @@ class CheckedBatch:
 
     answer: dict
     received: dt.datetime
-    rows: Dict[str, List[bytes]]  # raw partition prefix -> stored rows, in the batch's order
+    rows: dict[str, list[bytes]]  # raw partition prefix -> stored rows, in the batch's order
 
     @property
     def accepted(self) -> int:
         return self.answer["accepted"]
 
 
-def check(app_id: str, raw_records: list, *, received: Optional[dt.datetime] = None) -> CheckedBatch:
+def check(app_id: str, raw_records: list, *, received: dt.datetime | None = None) -> CheckedBatch:
     """Checks every record; the answer body is {"accepted": n, "rejected": [{index, field, reason}]}.
 
     ``received`` is when the batch arrived (now unless given): the rows of its snapshot records carry it, so the
     same batch checked with the same ``received`` gives the same rows."""
-    received = received or dt.datetime.now(dt.timezone.utc)
-    rows: List[Row] = []
-    snapshot: List[dict] = []
+    received = received or dt.datetime.now(dt.UTC)
+    rows: list[Row] = []
+    snapshot: list[dict] = []
     rejected = []
     for index, raw in enumerate(raw_records):
         row = quick_row(raw, received)
@@ -56,8 +56,8 @@ def check(app_id: str, raw_records: list, *, received: Optional[dt.datetime] = N
     return CheckedBatch({"accepted": accepted, "rejected": rejected}, received, rawstore.partition_rows(app_id, rows))
 
 
-def write(app_id: str, batch: CheckedBatch, *, partitions: Optional[List[str]] = None,
-          deadline: Optional[float] = None) -> None:
+def write(app_id: str, batch: CheckedBatch, *, partitions: list[str] | None = None,
+          deadline: float | None = None) -> None:
     """Stores the batch (only the raw ``partitions`` named, when given); returns once it is all durable.
 
     Every record was checked before anything is written, so no record can fail a write half-way through a
@@ -66,7 +66,7 @@ def write(app_id: str, batch: CheckedBatch, *, partitions: Optional[List[str]] =
                                    if partitions is None or prefix in partitions}, deadline=deadline)
 
 
-def ingest(app_id: str, raw_records: list, *, admit: Optional[Callable[[CheckedBatch], None]] = None) -> dict:
+def ingest(app_id: str, raw_records: list, *, admit: Callable[[CheckedBatch], None] | None = None) -> dict:
     """Checks and stores a batch; returns the answer body. ``admit`` may refuse the checked batch (the app's
     quota) before anything is written."""
     batch = check(app_id, raw_records)

@@ -26,8 +26,8 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, List, Optional
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -120,7 +120,7 @@ def ingest_once(app_id: str, key: str, body: bytes, raw_records: list,
 
 
 def _store(table, app_id: str, batch: collect.CheckedBatch, claim: dict, etag: str,
-           admit: Callable[[collect.CheckedBatch], None], *, search: Optional[List[list]]) -> Outcome:
+           admit: Callable[[collect.CheckedBatch], None], *, search: list[list] | None) -> Outcome:
     """Writes the batch under our claim (only the partitions whose rows are not found behind the earlier
     owners' positions ``search``), then marks it done."""
     answer = _answer_of(claim)
@@ -152,7 +152,7 @@ def _new_claim(app_id: str, row_key: str, digest: str, batch: collect.CheckedBat
     return _with_answer(claim, batch.answer)
 
 
-def _received_of(claim: dict) -> Optional[dt.datetime]:
+def _received_of(claim: dict) -> dt.datetime | None:
     """When the claim's first owner received the batch (None for a claim written before this was kept)."""
     text = claim.get("receivedAt")
     return dt.datetime.fromisoformat(text) if text else None
@@ -172,7 +172,7 @@ def _answer_of(row: dict) -> dict:
     return json.loads(gzip.decompress(base64.b64decode(packed)))
 
 
-def _replace(table, existing, claim: dict) -> Optional[str]:
+def _replace(table, existing, claim: dict) -> str | None:
     """Takes an expired, abandoned or dead claim over: its new ETag, or None when another copy took it first."""
     try:
         return table.update_entity(claim, mode=UpdateMode.REPLACE, etag=existing.metadata["etag"],
@@ -203,14 +203,14 @@ def _release(table, claim: dict, etag: str) -> None:
         pass  # the claim then expires like a dead one: the next copy looks for rows, finds none, stores
 
 
-def _missing_partitions(batch: collect.CheckedBatch, positions: List[list]) -> List[str]:
+def _missing_partitions(batch: collect.CheckedBatch, positions: list[list]) -> list[str]:
     """The raw partitions of the batch whose rows no earlier owner stored."""
     return [prefix for prefix, lines in batch.rows.items()
             if not any(_stored_after(prefix, owner, blob, offset, claimed_at, b"".join(lines))
                        for recorded, owner, blob, offset, claimed_at in positions if recorded == prefix)]
 
 
-def _stored_after(prefix: str, owner: str, recorded_blob: Optional[str], offset: int, claimed_at: str,
+def _stored_after(prefix: str, owner: str, recorded_blob: str | None, offset: int, claimed_at: str,
                   rows: bytes) -> bool:
     """Whether ``rows`` are in the owner's blobs of the partition: after the recorded position, or in a blob
     of that owner created since its claim."""
@@ -232,7 +232,7 @@ def _stored_after(prefix: str, owner: str, recorded_blob: Optional[str], offset:
 # Claims of keys never sent again would stay for ever: StartExport's timer removes the expired ones, at most
 # this often in a process.
 SWEEP_EVERY = dt.timedelta(hours=1)
-_last_sweep: Optional[dt.datetime] = None
+_last_sweep: dt.datetime | None = None
 
 
 def forget_expired(now: dt.datetime, *, limit: int = 5000) -> int:
@@ -260,4 +260,4 @@ def forget_expired(now: dt.datetime, *, limit: int = 5000) -> int:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)

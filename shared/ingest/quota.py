@@ -8,14 +8,13 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Dict, Tuple
 
 from shared.platform.config import get_settings
 from shared.platform.errors import TooManyRequests
 
 BURST_SECONDS = 2.0
 
-_buckets: Dict[str, Tuple[float, float]] = {}  # app id -> (tokens, when counted)
+_buckets: dict[str, tuple[float, float]] = {}  # app id -> (tokens, when counted)
 _lock = threading.Lock()
 
 

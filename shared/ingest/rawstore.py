@@ -17,8 +17,8 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ServiceRequestError, ServiceResponseError
 from isal import igzip
@@ -58,7 +58,7 @@ class Position:
     ``offset``, or a later blob of the same writer under the same prefix."""
 
     prefix: str
-    blob: Optional[str]
+    blob: str | None
     offset: int
 
 
@@ -66,16 +66,16 @@ class Position:
 class _Waiting:
     """One caller's rows for one partition, waiting for a group commit."""
 
-    lines: List[bytes]
-    deadline: Optional[float]
+    lines: list[bytes]
+    deadline: float | None
     done: bool = False
-    error: Optional[BaseException] = None
+    error: BaseException | None = None
 
 
 @dataclass
 class _Partition:
-    pending: List[_Waiting] = field(default_factory=list)
-    blob: Optional[_OpenBlob] = None
+    pending: list[_Waiting] = field(default_factory=list)
+    blob: _OpenBlob | None = None
     committing: threading.Lock = field(default_factory=threading.Lock)
     last_used: float = 0.0  # time.monotonic() of the last rows queued
 
@@ -101,15 +101,15 @@ class RawWriter:
     Each append is conditional on the blob's length (append position), so an append retried after a lost
     answer is never stored twice."""
 
-    def __init__(self, writer_id: Optional[str] = None) -> None:
+    def __init__(self, writer_id: str | None = None) -> None:
         self.writer_id = writer_id or f"{socket.gethostname()[:20]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._lock = threading.Lock()
-        self._partitions: Dict[str, _Partition] = defaultdict(_Partition)
+        self._partitions: dict[str, _Partition] = defaultdict(_Partition)
         self._next_prune = time.monotonic() + PARTITION_IDLE_SECONDS
 
-    def _members(self, lines: List[bytes]) -> Iterator[bytes]:
+    def _members(self, lines: list[bytes]) -> Iterator[bytes]:
         """gzip members of at most ~MAX_BLOCK_BYTES of input each."""
-        chunk: List[bytes] = []
+        chunk: list[bytes] = []
         size = 0
         for line in lines:
             if chunk and size + len(line) > MAX_BLOCK_BYTES:
@@ -134,11 +134,11 @@ class RawWriter:
             blob = self._partitions[prefix].blob
         return Position(prefix, blob.name if blob else None, blob.length if blob else 0)
 
-    def append_lines(self, prefix: str, lines: List[bytes], *, deadline: Optional[float] = None) -> None:
+    def append_lines(self, prefix: str, lines: list[bytes], *, deadline: float | None = None) -> None:
         """Appends rows to the partition; returns only when they are durably stored."""
         self.append_rows({prefix: lines}, deadline=deadline)
 
-    def append_rows(self, rows: Dict[str, List[bytes]], *, deadline: Optional[float] = None) -> None:
+    def append_rows(self, rows: dict[str, list[bytes]], *, deadline: float | None = None) -> None:
         """Appends rows to their partitions (prefix -> rows), in that order; returns only when all are durably
         stored, or raises the first failed append's error. Rows still queued at ``deadline`` (time.monotonic())
         are not written: the call raises TransientError for them.
@@ -147,7 +147,7 @@ class RawWriter:
         caller's commit of the next one can already carry them. Once one of its partitions failed, the caller's
         rows that no commit took yet are withdrawn, so a failed call leaves as little of itself as it can (with
         storage refusing its first partition, nothing)."""
-        mine: List[Tuple[str, _Partition, _Waiting]] = []
+        mine: list[tuple[str, _Partition, _Waiting]] = []
         now = time.monotonic()
         with self._lock:
             if now >= self._next_prune:
@@ -159,7 +159,7 @@ class RawWriter:
                     partition.pending.append(waiting)
                     partition.last_used = now
                     mine.append((prefix, partition, waiting))
-        failed: Optional[BaseException] = None
+        failed: BaseException | None = None
         for prefix, partition, waiting in mine:
             if failed is not None:
                 self._withdraw(partition, waiting, failed)
@@ -191,7 +191,7 @@ class RawWriter:
             del self._partitions[prefix]
         self._next_prune = now + PARTITION_IDLE_SECONDS / 4
 
-    def _commit(self, prefix: str, partition: _Partition, group: List[_Waiting]) -> None:
+    def _commit(self, prefix: str, partition: _Partition, group: list[_Waiting]) -> None:
         now = time.monotonic()
         late = [w for w in group if w.deadline is not None and w.deadline < now]
         for waiting in late:
@@ -255,21 +255,21 @@ class RawWriter:
             return False
         return client.download_blob(offset=target.length, length=len(member)).readall() == member
 
-    def append_records(self, app_id: str, records: Iterable[dict], *, deadline: Optional[float] = None) -> int:
+    def append_records(self, app_id: str, records: Iterable[dict], *, deadline: float | None = None) -> int:
         """Files normalized historical records under their hour partitions; returns how many."""
         groups = partition_lines(app_id, records)
         self.append_rows(groups, deadline=deadline)
         return sum(len(lines) for lines in groups.values())
 
 
-def partition_lines(app_id: str, records: Iterable[dict]) -> Dict[str, List[bytes]]:
+def partition_lines(app_id: str, records: Iterable[dict]) -> dict[str, list[bytes]]:
     """Normalized historical records as stored rows, by partition prefix, in their order."""
     return partition_rows(app_id, (stored_row(record) for record in records))
 
 
-def partition_rows(app_id: str, rows: Iterable[Row]) -> Dict[str, List[bytes]]:
+def partition_rows(app_id: str, rows: Iterable[Row]) -> dict[str, list[bytes]]:
     """Stored rows by partition prefix, in their order."""
-    groups: Dict[str, List[bytes]] = defaultdict(list)
+    groups: dict[str, list[bytes]] = defaultdict(list)
     for kind, moment, line in rows:
         # The time is in the stored form (YYYY-MM-DDTHH:...), so its hour partition is a matter of slicing;
         # the year as hour_prefix writes it (strftime's %Y does not pad years before 1000).
@@ -296,14 +296,14 @@ class RawBlob:
     size: int
 
 
-def list_day(app_id: str, record_type: str, day: dt.date, *, hour: Optional[int] = None) -> List[RawBlob]:
+def list_day(app_id: str, record_type: str, day: dt.date, *, hour: int | None = None) -> list[RawBlob]:
     """The raw blobs of one UTC day (or of one hour of it), in name order (hour, then writer)."""
     prefix = day_prefix(app_id, record_type, day) + (f"{hour:02d}/" if hour is not None else "")
     blobs = storage.container(RAW_CONTAINER).list_blobs(name_starts_with=prefix)
     return sorted((RawBlob(blob.name, blob.size) for blob in blobs), key=lambda b: b.name)
 
 
-def list_all(app_id: str, record_type: str) -> List[RawBlob]:
+def list_all(app_id: str, record_type: str) -> list[RawBlob]:
     """Every raw blob of a record type, in name order (hour, then writer): the snapshot log is read whole."""
     blobs = storage.container(RAW_CONTAINER).list_blobs(name_starts_with=f"{app_id}/{record_type}/")
     return sorted((RawBlob(blob.name, blob.size) for blob in blobs), key=lambda b: b.name)

@@ -12,7 +12,8 @@ import json
 import math
 import re
 import unicodedata
-from typing import Any, Callable, Dict, Iterable, Literal, NamedTuple, Optional, Tuple, Union, overload
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, NamedTuple, overload
 
 import msgspec
 
@@ -53,7 +54,7 @@ class RecordError(ValueError):
 
 
 def format_time(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 _STORED_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z\Z")
@@ -110,10 +111,10 @@ def _text(raw: dict, field: str, *, limit: int, required: Literal[True]) -> str:
 
 
 @overload
-def _text(raw: dict, field: str, *, limit: int, required: bool) -> Optional[str]: ...
+def _text(raw: dict, field: str, *, limit: int, required: bool) -> str | None: ...
 
 
-def _text(raw: dict, field: str, *, limit: int, required: bool) -> Optional[str]:
+def _text(raw: dict, field: str, *, limit: int, required: bool) -> str | None:
     value = raw.get(field)
     if value is None:
         if required:
@@ -143,7 +144,7 @@ def _portable_numbers(value: Any, field: str) -> None:
             _portable_numbers(item, field)
 
 
-def _extras(raw: dict) -> Optional[dict]:
+def _extras(raw: dict) -> dict | None:
     value = raw.get("extras")
     if value is None:
         return None
@@ -164,7 +165,7 @@ def _range(record: dict) -> None:
         raise RecordError("end", "is before start")
 
 
-def _object(raw: dict, field: str, allowed: Tuple[str, ...]) -> Optional[dict]:
+def _object(raw: dict, field: str, allowed: tuple[str, ...]) -> dict | None:
     value = raw.get(field)
     if value is None:
         return None
@@ -202,14 +203,14 @@ def _tag_value(raw: dict):
     raise RecordError("value", "must be a string, an integer, a yyyy-MM-dd date, a boolean or null")
 
 
-def _choice(raw: dict, field: str, choices: Tuple[str, ...]) -> str:
+def _choice(raw: dict, field: str, choices: tuple[str, ...]) -> str:
     value = raw.get(field)
     if value not in choices:
         raise RecordError(field, f"must be one of {', '.join(choices)}")
     return value
 
 
-def _bool(raw: dict, field: str) -> Optional[bool]:
+def _bool(raw: dict, field: str) -> bool | None:
     value = raw.get(field)
     if value is not None and not isinstance(value, bool):
         raise RecordError(field, "must be true or false")
@@ -246,7 +247,7 @@ class _Text:
     def __init__(self, limit: int, *, required: bool) -> None:
         self.limit, self.required = limit, required
 
-    def check(self, raw: dict, field: str, now: dt.datetime) -> Optional[str]:
+    def check(self, raw: dict, field: str, now: dt.datetime) -> str | None:
         return _text(raw, field, limit=self.limit, required=self.required)
 
     def quick(self, value: Any, now: dt.datetime) -> Any:
@@ -269,7 +270,7 @@ class _Time:
 
 
 class _Extras:
-    def check(self, raw: dict, field: str, now: dt.datetime) -> Optional[dict]:
+    def check(self, raw: dict, field: str, now: dt.datetime) -> dict | None:
         return _extras(raw)
 
     def quick(self, value: Any, now: dt.datetime) -> Any:
@@ -306,7 +307,7 @@ def _plain_values(values: Iterable[Any], levels: int) -> bool:
     return True
 
 
-_Rule = Union[_Text, _Time, _Extras]
+_Rule = _Text | _Time | _Extras
 _DOUBT = object()  # what a quick check returns when the full check must decide
 _TIME, _EXTRAS = _Time(), _Extras()
 _EXTRAS_KEY = _KEY.match
@@ -316,7 +317,7 @@ _PLAIN_FLOATS = (1e-4, 1e16)
 
 # The historical types' own fields, in the order they are checked and stored (after type, deviceId and
 # userId), with the field each is filed under.
-_HISTORICAL_FIELDS: Dict[str, Tuple[Tuple[str, _Rule], ...]] = {
+_HISTORICAL_FIELDS: dict[str, tuple[tuple[str, _Rule], ...]] = {
     "activity": (("sessionId", _Text(MAX_ID, required=True)), ("name", _Text(MAX_NAME, required=True)),
                  ("start", _TIME), ("end", _TIME), ("extras", _EXTRAS)),
     "event": (("sessionId", _Text(MAX_ID, required=False)), ("jobId", _Text(MAX_ID, required=False)),
@@ -329,7 +330,7 @@ _HISTORICAL_FIELDS["error"] = _HISTORICAL_FIELDS["event"]
 _USER_ID = ("userId", _Text(MAX_ID, required=False))
 
 
-def _historical(fields: Tuple[Tuple[str, _Rule], ...]) -> Callable[[dict, dt.datetime], dict]:
+def _historical(fields: tuple[tuple[str, _Rule], ...]) -> Callable[[dict, dt.datetime], dict]:
     def check(raw: dict, now: dt.datetime) -> dict:
         record = {field: rule.check(raw, field, now) for field, rule in fields}
         if "end" in record:
@@ -338,7 +339,7 @@ def _historical(fields: Tuple[Tuple[str, _Rule], ...]) -> Callable[[dict, dt.dat
     return check
 
 
-_BY_TYPE: Dict[str, Tuple[Callable[[dict, dt.datetime], dict], Tuple[str, ...]]] = {
+_BY_TYPE: dict[str, tuple[Callable[[dict, dt.datetime], dict], tuple[str, ...]]] = {
     **{kind: (_historical(fields), ("userId",) + tuple(field for field, _ in fields))
        for kind, fields in _HISTORICAL_FIELDS.items()},
     "device": (_device, ("timestamp", "info", "location", "nativePushEnabled")),
@@ -363,7 +364,7 @@ def _device_id(value: Any) -> str:
     return device
 
 
-def normalize(raw: Any, *, now: Optional[dt.datetime] = None) -> Dict[str, Any]:
+def normalize(raw: Any, *, now: dt.datetime | None = None) -> dict[str, Any]:
     """The stored form of one incoming record, received at ``now``; raises RecordError(field, reason)."""
     if not isinstance(raw, dict):
         raise RecordError("record", "must be a JSON object")
@@ -380,19 +381,19 @@ def normalize(raw: Any, *, now: Optional[dt.datetime] = None) -> Dict[str, Any]:
     unknown = sorted(set(raw) - {"type", "deviceId"} - set(allowed))
     if unknown:
         raise RecordError(unknown[0], f"is not a field of a {kind} record (fields: {', '.join(allowed)})")
-    record: Dict[str, Any] = {"type": kind, "deviceId": device}
+    record: dict[str, Any] = {"type": kind, "deviceId": device}
     if "userId" in allowed:
         record["userId"] = _text(raw, "userId", limit=MAX_ID, required=False)
-    record.update(check(raw, now or dt.datetime.now(dt.timezone.utc)))
+    record.update(check(raw, now or dt.datetime.now(dt.UTC)))
     return {key: value for key, value in record.items() if value is not None or key == "value"}
 
 
-def partition_time(record: Dict[str, Any]) -> str:
+def partition_time(record: dict[str, Any]) -> str:
     """The time a historical record is filed under: its start, or its timestamp."""
     return record.get("start") or record["timestamp"]
 
 
-def encode_line(record: Dict[str, Any]) -> bytes:
+def encode_line(record: dict[str, Any]) -> bytes:
     """One JSON Lines row, as stored in the raw store and written to JsonBlob exports."""
     return _JSON.encode(record).encode("utf-8") + b"\n"
 
@@ -409,7 +410,7 @@ class Row(NamedTuple):
     line: bytes
 
 
-def stored_row(record: Dict[str, Any]) -> Row:
+def stored_row(record: dict[str, Any]) -> Row:
     """The row of a normalized historical record."""
     return Row(record["type"], partition_time(record), encode_line(record))
 
@@ -419,7 +420,7 @@ _QUICK_FIELDS = {kind: (frozenset(field for field, _ in fields) | {"type", "devi
 _ENCODE = msgspec.json.Encoder().encode
 
 
-def quick_row(raw: Any, now: dt.datetime) -> Optional[Row]:
+def quick_row(raw: Any, now: dt.datetime) -> Row | None:
     """The stored row of a historical record that plainly passes every check, or None when normalize must
     decide: a time in another form than the stored one, a float msgspec writes otherwise than encode_line, a
     device id outside ASCII, extras nested too deep, anything refused. Most records SDKs send take this way,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import defaultdict
-from typing import Dict, Iterator, List
+from collections.abc import Iterator
 
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -64,12 +64,12 @@ def _table_rows(table: str) -> Iterator[dict]:
         return
 
 
-def migrate(*, now: dt.datetime | None = None) -> Dict[str, int]:
+def migrate(*, now: dt.datetime | None = None) -> dict[str, int]:
     """Appends every snapshot table row of every app to its app's log; returns the rows moved per table."""
-    moved_at = now or dt.datetime.now(dt.timezone.utc)
-    counts: Dict[str, int] = defaultdict(int)
-    pending: List[Row] = []
-    by_app: Dict[str, List[Row]] = defaultdict(list)
+    moved_at = now or dt.datetime.now(dt.UTC)
+    counts: dict[str, int] = defaultdict(int)
+    pending: list[Row] = []
+    by_app: dict[str, list[Row]] = defaultdict(list)
     index = 0
 
     def flush() -> None:

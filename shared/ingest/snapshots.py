@@ -32,7 +32,6 @@ import json
 import uuid
 import zlib
 from dataclasses import dataclass
-from typing import Dict, List, Optional
 
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -45,14 +44,14 @@ STATE_TYPE = "snapshot-state"  # where the folded state's generations are kept, 
 KINDS = ("device", "tag", "token", "push")
 
 
-def log_rows(records: List[dict], received: dt.datetime) -> List[Row]:
+def log_rows(records: list[dict], received: dt.datetime) -> list[Row]:
     """The log rows of a batch's normalized snapshot records, in the batch's order."""
     if not records:
         return []
     lines = [encode_line(record) for record in records]
     batch = hashlib.blake2b(b"".join(lines), digest_size=5).hexdigest()
     received_at = format_time(received)
-    stamp = received.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    stamp = received.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     # Each line ends with '}\n' and is an object with at least type and deviceId: the stamps go before its end.
     return [Row(LOG_TYPE, received_at,
                 b'%s,"receivedAt":"%s","arrival":"%s-%s-%06d"}\n' % (line[:-2], received_at.encode(),
@@ -74,7 +73,7 @@ class Generation:
     app_id: str
     name: str  # sorts in the order generations were started
     buckets: int
-    covers: Dict[str, int]
+    covers: dict[str, int]
 
     @property
     def folder(self) -> str:
@@ -88,8 +87,8 @@ class Generation:
         return f"{self.folder}manifest.json"
 
 
-def new_generation(app_id: str, buckets: int, covers: Dict[str, int], now: dt.datetime) -> Generation:
-    name = f"{now.astimezone(dt.timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
+def new_generation(app_id: str, buckets: int, covers: dict[str, int], now: dt.datetime) -> Generation:
+    name = f"{now.astimezone(dt.UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
     return Generation(app_id, name, buckets, dict(covers))
 
 
@@ -100,7 +99,7 @@ def publish(generation: Generation) -> None:
     manifest.upload_blob(json.dumps(document), overwrite=True)
 
 
-def current_generation(app_id: str) -> Optional[Generation]:
+def current_generation(app_id: str) -> Generation | None:
     """The app's newest published generation (None before its first compaction)."""
     container = storage.container(rawstore.RAW_CONTAINER)
     manifests = [blob.name for blob in container.list_blobs(name_starts_with=f"{app_id}/{STATE_TYPE}/")

@@ -27,7 +27,8 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
@@ -50,7 +51,7 @@ class AppendBlockClient:
     None when ``container_url`` carries a SAS. ``on_request`` is called once per request sent."""
 
     def __init__(self, container_url: str, credential: Any = None, *, api_version: str,
-                 on_request: Optional[Callable[[], None]] = None) -> None:
+                 on_request: Callable[[], None] | None = None) -> None:
         split = urlsplit(container_url)
         if split.scheme not in ("http", "https") or not split.hostname:
             raise ValueError(f"{container_url.split('?')[0]!r} is not an http(s) container URL")
@@ -61,7 +62,7 @@ class AppendBlockClient:
         self._sas = split.query
         self._api_version = api_version
         self._on_request = on_request
-        self._account_key: Optional[Tuple[str, bytes]] = None
+        self._account_key: tuple[str, bytes] | None = None
         self._token_credential = None
         if credential is not None:
             if hasattr(credential, "named_key"):
@@ -74,13 +75,13 @@ class AppendBlockClient:
             else:
                 raise TypeError(f"a {type(credential).__name__} cannot authorize appends; give an account key, "
                                 f"a token credential, or a container URL with a SAS")
-        self._token: Optional[Tuple[str, float]] = None
+        self._token: tuple[str, float] | None = None
         self._lock = threading.Lock()
-        self._idle: List[Tuple[socket.socket, float]] = []
+        self._idle: list[tuple[socket.socket, float]] = []
         self._ssl = ssl.create_default_context() if https else None
 
     @classmethod
-    def for_container(cls, container, *, on_request: Optional[Callable[[], None]] = None) -> "AppendBlockClient":
+    def for_container(cls, container, *, on_request: Callable[[], None] | None = None) -> AppendBlockClient:
         """The client of the container an azure-storage-blob ContainerClient names, with its credential."""
         return cls(container.url, container.credential, api_version=container.api_version, on_request=on_request)
 

@@ -14,8 +14,8 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Dict, Iterator, Tuple
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
@@ -67,7 +67,7 @@ def register_app(collection: str, name: str, *, rotate: bool = False) -> AppKeys
                    collect_key=COLLECT_KEY_PREFIX + secrets.token_urlsafe(32))
     entity = {"PartitionKey": _PARTITION, "RowKey": ref.id, "collection": ref.collection, "name": ref.name,
               "exportKeyHash": _hash(keys.export_key), "collectKeyHash": _hash(keys.collect_key),
-              "keysIssued": dt.datetime.now(dt.timezone.utc).isoformat()}
+              "keysIssued": dt.datetime.now(dt.UTC).isoformat()}
     table = storage.table(APPS_TABLE)
     if rotate:
         table.upsert_entity(entity)
@@ -99,11 +99,11 @@ def is_registered(ref: AppRef) -> bool:
 # COLLECT_KEY_CACHE_SECONDS, and reads them again at most once a second when a key does not match (a key
 # issued since), so a rotated key works at once and an old one stops within the setting.
 _RECHECK_SECONDS = 1.0
-_key_cache: Dict[str, Tuple[object, float, Dict[str, str]]] = {}
+_key_cache: dict[str, tuple[object, float, dict[str, str]]] = {}
 _key_cache_lock = threading.Lock()
 
 
-def _stored_hashes(ref: AppRef) -> Dict[str, str]:
+def _stored_hashes(ref: AppRef) -> dict[str, str]:
     try:
         entity = storage.table(APPS_TABLE).get_entity(_PARTITION, ref.id)
     except ResourceNotFoundError:
@@ -111,7 +111,7 @@ def _stored_hashes(ref: AppRef) -> Dict[str, str]:
     return {purpose: entity.get(column, "") for purpose, column in PURPOSES.items()}
 
 
-def _hashes(ref: AppRef, *, cached: bool, recheck: bool) -> Dict[str, str]:
+def _hashes(ref: AppRef, *, cached: bool, recheck: bool) -> dict[str, str]:
     if not cached:
         return _stored_hashes(ref)
     now = time.monotonic()

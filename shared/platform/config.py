@@ -12,8 +12,8 @@ import base64
 import functools
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
 
 # The storage connection, as the Functions host names it. A connection string in development; in Azure the
 # identity-based form (`AzureWebJobsStorage__accountName`, or explicit service URIs) with a managed identity.
@@ -79,7 +79,7 @@ IDEMPOTENCY_WAIT = "COLLECT_IDEMPOTENCY_WAIT_SECONDS"
 APPINSIGHTS_CONNECTION = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 
 
-def appinsights_connection(env: Mapping[str, str]) -> Optional[str]:
+def appinsights_connection(env: Mapping[str, str]) -> str | None:
     """Read apart from load_settings: telemetry starts even when another setting is wrong, to report it."""
     return _text(env, APPINSIGHTS_CONNECTION)
 
@@ -101,10 +101,10 @@ class ConfigError(Exception):
 class StorageSettings:
     """How to reach the app's own storage account: a connection string, or service URIs plus an identity."""
 
-    connection_string: Optional[str] = None
-    blob_url: Optional[str] = None
-    queue_url: Optional[str] = None
-    table_url: Optional[str] = None
+    connection_string: str | None = None
+    blob_url: str | None = None
+    queue_url: str | None = None
+    table_url: str | None = None
 
     @property
     def uses_identity(self) -> bool:
@@ -127,13 +127,13 @@ class Settings:
     worker_concurrency: int = 2
     job_items_in_flight: int = 2
     convert_processes: int = 0
-    destination_connection: Optional[str] = None
+    destination_connection: str | None = None
     schedule_container: str = "scheduled-exports"
-    forward_routes: Optional[Mapping[str, tuple]] = None
+    forward_routes: Mapping[str, tuple] | None = None
     forward_default_queue: str = "export-files"
-    webhook_url: Optional[str] = None
-    webhook_secret: Optional[str] = None
-    schedules_json: Optional[str] = None
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    schedules_json: str | None = None
     schedule_max_catchup: int = 7
     collect_rate_limit: int = 0
     collect_key_cache_seconds: int = 30
@@ -141,7 +141,7 @@ class Settings:
     idempotency_wait_seconds: int = 10
 
 
-def _text(env: Mapping[str, str], name: str) -> Optional[str]:
+def _text(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
 
@@ -249,7 +249,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     )
 
 
-def _webhook_secret(env: Mapping[str, str]) -> Optional[str]:
+def _webhook_secret(env: Mapping[str, str]) -> str | None:
     url, secret = _text(env, FORWARD_WEBHOOK_URL), _text(env, FORWARD_WEBHOOK_SECRET)
     if url and not secret:
         raise ConfigError(f"{FORWARD_WEBHOOK_SECRET} is not set: {FORWARD_WEBHOOK_URL} needs a secret to sign with")

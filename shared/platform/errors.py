@@ -7,8 +7,6 @@ out of a trigger so the host retries. A ``PermanentJobError`` ends a job as Fail
 
 from __future__ import annotations
 
-from typing import Optional
-
 
 class ApiError(Exception):
     """A request the service refuses; ``status`` and ``code`` go to the client with ``message``."""
@@ -16,8 +14,8 @@ class ApiError(Exception):
     status = 400
     code = "BadRequest"
 
-    def __init__(self, message: str, *, code: Optional[str] = None, status: Optional[int] = None,
-                 headers: Optional[dict] = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
+                 headers: dict | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:

@@ -10,7 +10,8 @@ rather than stored to fail every later export.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator, Tuple
+from collections.abc import Iterator
+from typing import Any
 
 # Integer literals longer than this (far past 64 bits) stay text: Python refuses to convert past 4300 digits,
 # and the checks name them as the record field they are in.
@@ -67,7 +68,7 @@ def is_text(value: str) -> bool:
     return True
 
 
-def _children(value: Any, path: str) -> Iterator[Tuple[Any, str, Any]]:
+def _children(value: Any, path: str) -> Iterator[tuple[Any, str, Any]]:
     if isinstance(value, dict):
         for key, item in value.items():
             yield key, f"{path}.{key}" if path else str(key), item

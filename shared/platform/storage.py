@@ -9,7 +9,8 @@ builds new ones.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient, TableServiceClient
@@ -22,9 +23,9 @@ from shared.platform.config import DESTINATION_STORAGE, STORAGE_CONNECTION, Conf
 _lock = threading.Lock()
 _request_count = 0
 _count_lock = threading.Lock()
-_clients: Dict[str, Any] = {}
+_clients: dict[str, Any] = {}
 _created: set = set()
-_built_from: Optional[Settings] = None
+_built_from: Settings | None = None
 
 
 def _settings() -> Settings:
@@ -50,11 +51,11 @@ def requests_made() -> int:
 
 
 # Every client of the app's storage counts its requests (the SDKs call this hook once per attempt).
-_COUNTED: Dict[str, Any] = {"raw_request_hook": _count_request}
+_COUNTED: dict[str, Any] = {"raw_request_hook": _count_request}
 # Blob and queue clients retry a throttled or failed request after about 1, 3, 5, 9 and 17 seconds; the SDK's
 # default waits 15 s before the first retry, which stalls a whole job on one 503 ServerBusy. (Table clients
 # already retry within a second or two.)
-RETRY_OPTIONS: Dict[str, Any] = {"retry_total": 5, "initial_backoff": 1, "increment_base": 2, "random_jitter_range": 1}
+RETRY_OPTIONS: dict[str, Any] = {"retry_total": 5, "initial_backoff": 1, "increment_base": 2, "random_jitter_range": 1}
 
 
 def _credential():
@@ -63,7 +64,7 @@ def _credential():
     return DefaultAzureCredential()
 
 
-def _url(value: Optional[str]) -> str:
+def _url(value: str | None) -> str:
     if not value:  # config.load_settings gives every service URL when there is no connection string
         raise ConfigError(f"{STORAGE_CONNECTION} is not set and a storage service URI is missing")
     return value
@@ -78,7 +79,7 @@ def _service(kind: str):
         storage = settings.storage
         if kind == "blob":
             # Downloads in 4 MiB pieces (the SDK's first GET is 32 MiB by default): memory stays per block.
-            sizes: Dict[str, Any] = {"max_single_get_size": 4 * 1024 * 1024, "max_chunk_get_size": 4 * 1024 * 1024}
+            sizes: dict[str, Any] = {"max_single_get_size": 4 * 1024 * 1024, "max_chunk_get_size": 4 * 1024 * 1024}
             options = dict(sizes, **_COUNTED, **RETRY_OPTIONS)
             client = (BlobServiceClient.from_connection_string(storage.connection_string, **options)
                       if storage.connection_string
@@ -197,7 +198,7 @@ def send_message(queue_name: str, content: str, *, delay_seconds: int = 0) -> No
             watcher(queue_name)
 
 
-_send_watchers: List[Callable[[str], None]] = []
+_send_watchers: list[Callable[[str], None]] = []
 
 
 def watch_sends(watcher: Callable[[str], None]) -> Callable[[], None]:

@@ -10,9 +10,8 @@ parenthesis (``@k)``) is looked up under the wrong name. A filter built from ``c
 from __future__ import annotations
 
 import datetime as dt
-from typing import Union
 
-Value = Union[str, bool, int, float, dt.datetime]
+Value = str | bool | int | float | dt.datetime
 OPERATORS = frozenset({"eq", "ne", "gt", "ge", "lt", "le"})
 _INT32 = range(-2 ** 31, 2 ** 31)
 
@@ -28,7 +27,7 @@ def literal(value: Value) -> str:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             raise ValueError("a time in a table filter must carry its time zone")
-        return f"datetime'{value.astimezone(dt.timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}'"
+        return f"datetime'{value.astimezone(dt.UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}'"
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
     raise TypeError(f"a table filter cannot compare with a {type(value).__name__}")

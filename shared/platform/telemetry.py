@@ -24,10 +24,10 @@ import re
 import threading
 import time
 import traceback
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import Dict, Iterator, Mapping, Optional, Union
 
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -52,15 +52,15 @@ _job_duration = _meter.create_histogram(
 _queue_wait = _meter.create_histogram(
     "engagement_export.queue.wait", unit="s", description="from when a message was due to when a function took it")
 
-_NO_FIELDS: Mapping[str, Union[str, int]] = MappingProxyType({})
-_log_fields: ContextVar[Mapping[str, Union[str, int]]] = ContextVar("engagement_export_log_fields",
+_NO_FIELDS: Mapping[str, str | int] = MappingProxyType({})
+_log_fields: ContextVar[Mapping[str, str | int]] = ContextVar("engagement_export_log_fields",
                                                                     default=_NO_FIELDS)
 _lock = threading.Lock()
 _configured = False
 _exporting = False
 
 
-def configure(env: Optional[Mapping[str, str]] = None) -> bool:
+def configure(env: Mapping[str, str] | None = None) -> bool:
     """Once per process: the log fields, and the Azure Monitor exporters when the connection string is set.
     Returns whether telemetry is exported."""
     global _configured, _exporting
@@ -136,26 +136,26 @@ def _add_log_fields_to_records() -> None:
     logging.setLogRecordFactory(factory)
 
 
-def current_traceparent() -> Optional[str]:
+def current_traceparent() -> str | None:
     """The W3C traceparent of the current span, to carry in a message or keep on a job (None when no trace is
     being recorded)."""
-    carrier: Dict[str, str] = {}
+    carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier.get("traceparent")
 
 
 @contextmanager
-def job_scope(name: str, *, job_id: str, app_id: str, part: Optional[int] = None,
-              traceparent: Optional[str] = None, queue: Optional[str] = None, due: Optional[float] = None,
-              attributes: Optional[Mapping[str, Union[str, int]]] = None) -> Iterator[Span]:
+def job_scope(name: str, *, job_id: str, app_id: str, part: int | None = None,
+              traceparent: str | None = None, queue: str | None = None, due: float | None = None,
+              attributes: Mapping[str, str | int] | None = None) -> Iterator[Span]:
     """A span of a job's trace (the child of ``traceparent`` when given, else of the current span), inside
     which every log record carries the job's fields. An exception leaving the scope marks the span failed.
 
     ``queue``: the scope handles a message of that queue, which was due (visible) at epoch ``due``; the wait
     is recorded and the span is a consumer's."""
     configure()
-    fields: Dict[str, Union[str, int]] = {"jobId": job_id, "app": app_id}
-    span_attributes: Dict[str, Union[str, int]] = {"export.job_id": job_id, "export.app": app_id}
+    fields: dict[str, str | int] = {"jobId": job_id, "app": app_id}
+    span_attributes: dict[str, str | int] = {"export.job_id": job_id, "export.app": app_id}
     if part is not None:
         fields["part"] = part
         span_attributes["export.part"] = part
@@ -200,7 +200,7 @@ def _record_failure(span: Span, error: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {message}"))
 
 
-def annotate(**values: Union[str, int]) -> None:
+def annotate(**values: str | int) -> None:
     """Adds ``export.<name>`` attributes to the current span (counts, ids: never a URL)."""
     trace.get_current_span().set_attributes({f"export.{name}": value for name, value in values.items()})
 
@@ -212,7 +212,7 @@ def records_ingested(app_id: str, records: int) -> None:
 
 
 def export_ended(*, app_id: str, export_type: str, export_format: str, state: str, seconds: float,
-                 records: Optional[int], size: Optional[int]) -> None:
+                 records: int | None, size: int | None) -> None:
     """A job reached Succeeded or Failed: its duration, and for a success what its files hold."""
     configure()
     attributes = {"export.app": app_id, "export.type": export_type, "export.format": export_format}

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Optional
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
-def iso(moment: Optional[dt.datetime]) -> Optional[str]:
+def iso(moment: dt.datetime | None) -> str | None:
     """UTC ISO 8601 with `Z` and milliseconds, the form every time in the API has (None stays None)."""
     return None if moment is None else iso_text(moment)
 
 
 def iso_text(moment: dt.datetime) -> str:
     """``iso`` of a time that is always there."""
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, List
 
 
 class _Waiter:
@@ -30,7 +30,7 @@ class FairSlots:
         self._free = slots + reserved_for_newcomers
         self._reserved = reserved_for_newcomers
         self._held: Counter = Counter()
-        self._waiting: List[_Waiter] = []
+        self._waiting: list[_Waiter] = []
         self._changed = threading.Condition()
 
     @contextmanager

@@ -13,9 +13,10 @@ import datetime as dt
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -45,7 +46,7 @@ class InvalidTransition(Exception):
     """A state change that would move a job backwards."""
 
 
-def _parse_iso(text: Optional[str]) -> Optional[dt.datetime]:
+def _parse_iso(text: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
@@ -81,31 +82,31 @@ class ExportJob:
     description: str = ""
     export_format: str = "JsonBlob"
     state: str = QUEUED
-    date_started: Optional[dt.datetime] = None
-    date_completed: Optional[dt.datetime] = None
-    error_details: Optional[str] = None
-    start_date: Optional[dt.date] = None
-    end_date: Optional[dt.date] = None
-    campaign_type: Optional[str] = None
-    campaign_ids: Optional[List[int]] = None
-    campaign_window_start: Optional[dt.datetime] = None
-    campaign_window_end: Optional[dt.datetime] = None
+    date_started: dt.datetime | None = None
+    date_completed: dt.datetime | None = None
+    error_details: str | None = None
+    start_date: dt.date | None = None
+    end_date: dt.date | None = None
+    campaign_type: str | None = None
+    campaign_ids: list[int] | None = None
+    campaign_window_start: dt.datetime | None = None
+    campaign_window_end: dt.datetime | None = None
     export_user_id: bool = False
-    hour: Optional[int] = None
-    parts_total: Optional[int] = None
+    hour: int | None = None
+    parts_total: int | None = None
     parts_done: int = 0
-    record_count: Optional[int] = None
-    bytes: Optional[int] = None
-    files: List[dict] = field(default_factory=list)
-    schedule: Optional[str] = None
+    record_count: int | None = None
+    bytes: int | None = None
+    files: list[dict] = field(default_factory=list)
+    schedule: str | None = None
     layout: str = "flat"  # or "hive": historical files under date=YYYY-MM-DD/ folders, and a _SUCCESS marker
-    projection: Optional[List[str]] = None  # the request's fields: the columns written, when not all
-    name_filter: Optional[Dict[str, List[str]]] = None  # the request's names: {"include": [...]} or {"exclude": [...]}
+    projection: list[str] | None = None  # the request's fields: the columns written, when not all
+    name_filter: dict[str, list[str]] | None = None  # the request's names: {"include": [...]} or {"exclude": [...]}
     committing: bool = False  # set by the monitor before it commits: from then on the job can only succeed or fail
-    trace_parent: Optional[str] = None  # W3C traceparent of the job's trace: every message of the job carries it
-    etag: Optional[str] = field(default=None, compare=False)
+    trace_parent: str | None = None  # W3C traceparent of the job's trace: every message of the job carries it
+    etag: str | None = field(default=None, compare=False)
 
-    def move_to(self, state: str, *, now: Optional[dt.datetime] = None, error: Optional[str] = None) -> None:
+    def move_to(self, state: str, *, now: dt.datetime | None = None, error: str | None = None) -> None:
         if state not in _NEXT_STATES[self.state]:
             raise InvalidTransition(f"job {self.id} cannot go from {self.state} to {state}")
         now = now or utcnow()
@@ -127,7 +128,7 @@ class ExportJob:
 
     def to_result(self) -> dict:
         """The exportTaskResult of the API, with the extra fields clients may ignore."""
-        result: Dict[str, Any] = {
+        result: dict[str, Any] = {
             "id": self.id,
             "description": self.description,
             "state": self.state,
@@ -231,7 +232,7 @@ def get_job(app_id: str, job_id: str) -> ExportJob:
         raise NotFound(f"export task {job_id!r} does not exist for this app", code="ExportTaskNotFound") from None
 
 
-def find_job(app_id: str, job_id: str) -> Optional[ExportJob]:
+def find_job(app_id: str, job_id: str) -> ExportJob | None:
     try:
         return get_job(app_id, job_id)
     except NotFound:
@@ -258,7 +259,7 @@ def clear_queued(job: ExportJob) -> None:
         pass
 
 
-def queued_jobs(created_before: dt.datetime) -> Iterator[Tuple[str, str]]:
+def queued_jobs(created_before: dt.datetime) -> Iterator[tuple[str, str]]:
     """(app id, job id) of jobs not yet started that were created before the given time."""
     rows = storage.table(QUEUED_TABLE).query_entities(
         tablefilter.all_of(tablefilter.eq("PartitionKey", QUEUED_PARTITION),
@@ -277,8 +278,8 @@ def forget_queued(app_id: str, job_id: str) -> None:
 
 @dataclass(frozen=True)
 class Page:
-    jobs: List[ExportJob]
-    next_token: Optional[str]
+    jobs: list[ExportJob]
+    next_token: str | None
 
 
 @dataclass(frozen=True)
@@ -287,9 +288,9 @@ class JobQuery:
 
     order: str = "taskId"  # taskId | dateCreated | taskStatus | errorDetails
     descending: bool = False
-    state: Optional[str] = None
-    export_type: Optional[str] = None
-    created: Tuple[Tuple[str, dt.datetime], ...] = ()  # (ge|gt|le|lt|eq, moment)
+    state: str | None = None
+    export_type: str | None = None
+    created: tuple[tuple[str, dt.datetime], ...] = ()  # (ge|gt|le|lt|eq, moment)
 
     @property
     def filtered(self) -> bool:
@@ -312,7 +313,7 @@ _SORT_COLUMNS = {"taskStatus": "state", "errorDetails": "error_details", "taskId
                  "dateCreated": "date_created"}
 
 
-def list_jobs(app_id: str, *, top: int, skip: int = 0, after: Optional[str] = None,
+def list_jobs(app_id: str, *, top: int, skip: int = 0, after: str | None = None,
               query: JobQuery = JobQuery()) -> Page:
     """One page of an app's jobs. ``after`` is the continuation token of the previous page; ``skip`` skips
     that many jobs first.
@@ -327,20 +328,20 @@ def list_jobs(app_id: str, *, top: int, skip: int = 0, after: Optional[str] = No
     return _sorted(app_id, query, top, skip, after)
 
 
-def _fetch(app_id: str, job_ids: List[str]) -> List[ExportJob]:
+def _fetch(app_id: str, job_ids: list[str]) -> list[ExportJob]:
     with ThreadPoolExecutor(8) as pool:
         found = list(pool.map(lambda job_id: find_job(app_id, job_id), job_ids))
     return [job for job in found if job is not None]
 
 
-def _stream(app_id: str, table_name: str, query: JobQuery, top: int, skip: int, after: Optional[str]) -> Page:
+def _stream(app_id: str, table_name: str, query: JobQuery, top: int, skip: int, after: str | None) -> Page:
     filter_text = query.table_filter(app_id)
     if after:
         filter_text = tablefilter.all_of(filter_text, tablefilter.compare("RowKey", "gt", after))
     index = table_name == NEWEST_FIRST_TABLE
     rows = storage.table(table_name).query_entities(filter_text, results_per_page=min(1000, skip + top + 1),
                                                     select=["RowKey", "job_id"] if index else None)
-    keys: List[dict] = []
+    keys: list[dict] = []
     skipped, more = 0, False
     for row in rows:
         if skipped < skip:
@@ -354,7 +355,7 @@ def _stream(app_id: str, table_name: str, query: JobQuery, top: int, skip: int, 
     return Page(jobs=jobs, next_token=keys[-1]["RowKey"] if more and keys else None)
 
 
-def _sorted(app_id: str, query: JobQuery, top: int, skip: int, after: Optional[str]) -> Page:
+def _sorted(app_id: str, query: JobQuery, top: int, skip: int, after: str | None) -> Page:
     filter_text = query.table_filter(app_id)
     column = _SORT_COLUMNS[query.order]
     rows = storage.table(JOBS_TABLE).query_entities(filter_text, results_per_page=1000,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from enum import Enum
-from typing import Optional
 
 from shared.export.destination import expired_reason
 from shared.tasks import jobs
@@ -24,10 +23,10 @@ class Action(Enum):
 @dataclass(frozen=True)
 class Decision:
     action: Action
-    reason: Optional[str] = None
+    reason: str | None = None
 
 
-def decide(job: jobs.ExportJob, parts: Optional[Summary], now: dt.datetime, *, deadline_hours: int) -> Decision:
+def decide(job: jobs.ExportJob, parts: Summary | None, now: dt.datetime, *, deadline_hours: int) -> Decision:
     """The next step for ``job`` at ``now``; ``parts`` may be None while the job is Queued (not planned)."""
     if job.finished:
         return Decision(Action.NOTHING)

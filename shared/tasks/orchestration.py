@@ -11,8 +11,8 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Optional, Sequence
 
 from shared.export import committer, engine, planning
 from shared.platform import storage, telemetry
@@ -35,7 +35,7 @@ def _hop_fields(doc: dict) -> dict:
             "due": float(due) if isinstance(due, (int, float)) and not isinstance(due, bool) else None}
 
 
-def _with_hop_fields(doc: dict, trace: Optional[str], due: Optional[float]) -> str:
+def _with_hop_fields(doc: dict, trace: str | None, due: float | None) -> str:
     if trace is not None:
         doc["trace"] = trace
     if due is not None:
@@ -48,15 +48,15 @@ class PollMessage:
     app_id: str
     job_id: str
     attempt: int = 0
-    trace: Optional[str] = None
-    due: Optional[float] = None
+    trace: str | None = None
+    due: float | None = None
 
     def to_json(self) -> str:
         return _with_hop_fields({"app": self.app_id, "job": self.job_id, "attempt": self.attempt}, self.trace,
                                 self.due)
 
     @classmethod
-    def from_json(cls, body: bytes) -> "PollMessage":
+    def from_json(cls, body: bytes) -> PollMessage:
         try:
             doc = json.loads(body)
             return cls(app_id=str(doc["app"]), job_id=str(doc["job"]), attempt=int(doc.get("attempt", 0)),
@@ -110,9 +110,9 @@ class WorkMessage:
     app_id: str
     job_id: str
     index: int
-    window: Optional[int] = None
-    trace: Optional[str] = None
-    due: Optional[float] = None
+    window: int | None = None
+    trace: str | None = None
+    due: float | None = None
 
     def to_json(self) -> str:
         doc = {"app": self.app_id, "job": self.job_id, "item": self.index}
@@ -121,7 +121,7 @@ class WorkMessage:
         return _with_hop_fields(doc, self.trace, self.due)
 
     @classmethod
-    def from_json(cls, body: bytes) -> "WorkMessage":
+    def from_json(cls, body: bytes) -> WorkMessage:
         try:
             doc = json.loads(body)
             window = doc.get("window") if isinstance(doc, dict) else None
@@ -142,7 +142,7 @@ def _poll_later(message: PollMessage) -> None:
     send_poll(replace(message, attempt=message.attempt + 1), delay_seconds=delay)
 
 
-def _finish(job: jobs.ExportJob, state: str, *, error: Optional[str] = None, **fields) -> None:
+def _finish(job: jobs.ExportJob, state: str, *, error: str | None = None, **fields) -> None:
     """Moves the job to a final state unless another instance already did (ETag)."""
     while not job.finished:
         job.move_to(state, error=error)
@@ -230,7 +230,7 @@ def _poll(message: PollMessage) -> None:
     now = jobs.utcnow()
     deadline_hours = get_settings().job_deadline_hours
 
-    def parts_of(job: jobs.ExportJob) -> Optional[parts.Summary]:
+    def parts_of(job: jobs.ExportJob) -> parts.Summary | None:
         return None if job.state == jobs.QUEUED else parts.summarize(job.id, job.parts_total or 0)
 
     summary = parts_of(job)
@@ -300,7 +300,7 @@ def _send_next(message: WorkMessage, items: int) -> None:
 
 
 def run_item(app_id: str, job_id: str, index: int, *, last_try: bool,
-             on_done: Optional[Callable[[int], None]] = None) -> bool:
+             on_done: Callable[[int], None] | None = None) -> bool:
     """The worker's activity: produce one file's blocks (shared.export.engine) and record the part. Idempotent.
     Returns True when this call recorded the job's last outstanding part (so the monitor can finish the job
     now). ``on_done(items in the plan)`` runs once the part is recorded done, also when it already was."""
@@ -334,7 +334,7 @@ def run_item(app_id: str, job_id: str, index: int, *, last_try: bool,
     return parts.all_recorded(job.id, len(plan))
 
 
-_work_slots: Optional[FairSlots] = None
+_work_slots: FairSlots | None = None
 _work_slots_lock = threading.Lock()
 
 

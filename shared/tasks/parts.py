@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from enum import Enum
-from typing import Any, Dict, List, Optional, Tuple
+from enum import StrEnum
+from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
@@ -20,7 +20,7 @@ from shared.platform import storage, tablefilter
 PARTS_TABLE = "exportparts"
 
 
-class PartState(str, Enum):
+class PartState(StrEnum):
     DONE = "done"
     FAILED = "failed"
 
@@ -34,15 +34,15 @@ class Part:
     records: int = 0
     bytes: int = 0
     md5: str = ""
-    blocks: Tuple[str, ...] = ()
-    reason: Optional[str] = None
+    blocks: tuple[str, ...] = ()
+    reason: str | None = None
 
     @property
     def done(self) -> bool:
         return self.state is PartState.DONE
 
-    def to_entity(self) -> Dict[str, Any]:
-        entity: Dict[str, Any] = {"PartitionKey": self.job_id, "RowKey": _key(self.index), "file": self.file,
+    def to_entity(self) -> dict[str, Any]:
+        entity: dict[str, Any] = {"PartitionKey": self.job_id, "RowKey": _key(self.index), "file": self.file,
                                   "state": self.state.value}
         if self.done:
             entity.update(records=self.records, bytes=self.bytes, md5=self.md5, blocks=json.dumps(list(self.blocks)))
@@ -51,7 +51,7 @@ class Part:
         return entity
 
     @classmethod
-    def from_entity(cls, entity: Dict[str, Any]) -> "Part":
+    def from_entity(cls, entity: dict[str, Any]) -> Part:
         state = PartState(entity["state"])
         if state is PartState.FAILED:
             return cls(entity["PartitionKey"], int(entity["RowKey"]), entity["file"], state, reason=entity["reason"])
@@ -59,7 +59,7 @@ class Part:
                    bytes=entity["bytes"], md5=entity["md5"], blocks=tuple(json.loads(entity["blocks"])))
 
 
-def done(job_id: str, index: int, file: str, *, records: int, size: int, md5: str, blocks: List[str]) -> Part:
+def done(job_id: str, index: int, file: str, *, records: int, size: int, md5: str, blocks: list[str]) -> Part:
     return Part(job_id, index, file, PartState.DONE, records=records, bytes=size, md5=md5, blocks=tuple(blocks))
 
 
@@ -72,15 +72,15 @@ class Summary:
     """Where a job's parts stand: ``total`` planned, the ones done and failed so far, each in index order."""
 
     total: int
-    done: Tuple[Part, ...]
-    failed: Tuple[Part, ...]
+    done: tuple[Part, ...]
+    failed: tuple[Part, ...]
 
     @property
     def complete(self) -> bool:
         return len(self.done) >= self.total
 
     @property
-    def first_failure(self) -> Optional[Part]:
+    def first_failure(self) -> Part | None:
         return self.failed[0] if self.failed else None
 
 
@@ -92,14 +92,14 @@ def record(part: Part) -> None:
     storage.table(PARTS_TABLE).upsert_entity(part.to_entity(), mode=UpdateMode.REPLACE)
 
 
-def find_part(job_id: str, index: int) -> Optional[Part]:
+def find_part(job_id: str, index: int) -> Part | None:
     try:
         return Part.from_entity(storage.table(PARTS_TABLE).get_entity(job_id, _key(index)))
     except ResourceNotFoundError:
         return None
 
 
-def list_parts(job_id: str) -> List[Part]:
+def list_parts(job_id: str) -> list[Part]:
     """The job's recorded parts in index order."""
     rows = storage.table(PARTS_TABLE).query_entities(tablefilter.eq("PartitionKey", job_id))
     return sorted((Part.from_entity(row) for row in rows), key=lambda part: part.index)

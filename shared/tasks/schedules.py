@@ -18,7 +18,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Any
 
 from shared.export import destination
 from shared.export.export_request import EXPORT_FORMATS, ExportRequest
@@ -50,7 +50,7 @@ class Schedule:
     def step(self) -> dt.timedelta:
         return CADENCES[self.cadence]
 
-    def due_periods(self, now: dt.datetime, limit: int) -> List[dt.datetime]:
+    def due_periods(self, now: dt.datetime, limit: int) -> list[dt.datetime]:
         """Starts of the periods that have ended and settled, the newest ``limit`` of them, oldest first."""
         settled = now - self.settle
         if self.cadence == "daily":
@@ -103,7 +103,7 @@ def _schedule(doc: object, index: int, default_container: str) -> Schedule:
     return Schedule(name, ref, route, export_format, cadence, dt.timedelta(minutes=settle), container)
 
 
-def load_schedules() -> List[Schedule]:
+def load_schedules() -> list[Schedule]:
     settings = get_settings()
     if not settings.schedules_json:
         return []
@@ -135,7 +135,7 @@ def _container_url(container: str, hours: int) -> str:
 _reported_unregistered: set = set()
 
 
-def create_due_jobs(now: dt.datetime) -> List[str]:
+def create_due_jobs(now: dt.datetime) -> list[str]:
     """Creates the scheduled jobs that are due and do not exist yet; returns their ids."""
     settings = get_settings()
     created = []
@@ -164,7 +164,7 @@ def create_due_jobs(now: dt.datetime) -> List[str]:
 
 def _request(schedule: Schedule, period: dt.datetime, container_url: str) -> ExportRequest:
     route = ROUTES[schedule.route]
-    values: Dict[str, Any] = {"route": route, "container_url": container_url, "export_format": schedule.export_format,
+    values: dict[str, Any] = {"route": route, "container_url": container_url, "export_format": schedule.export_format,
               "description": f"scheduled: {schedule.name}"}
     if route.kind == HISTORICAL:
         values.update(start_date=period.date(), end_date=period.date())

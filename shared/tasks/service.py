@@ -7,7 +7,6 @@ Submit, get, list and cancel, for an app already authenticated: keys and api-ver
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 from shared.export import destination
 from shared.export.export_request import ExportRequest
@@ -18,8 +17,8 @@ from shared.tasks import jobs, orchestration
 log = logging.getLogger(__name__)
 
 
-def submit_export(app: apps.AppRef, request: ExportRequest, *, schedule: Optional[str] = None,
-                  job_id: Optional[str] = None) -> jobs.ExportJob:
+def submit_export(app: apps.AppRef, request: ExportRequest, *, schedule: str | None = None,
+                  job_id: str | None = None) -> jobs.ExportJob:
     """Checks the destination (live, unless disabled), stores the job Queued and puts it on its way; the job's
     trace starts here. Raises BadRequest for a destination that cannot be used, JobChanged when ``job_id``
     exists already."""
@@ -56,7 +55,7 @@ def get_export(app: apps.AppRef, job_id: str) -> jobs.ExportJob:
 
 
 def list_exports(app: apps.AppRef, query: jobs.JobQuery, *, top: int, skip: int = 0,
-                 after: Optional[str] = None) -> jobs.Page:
+                 after: str | None = None) -> jobs.Page:
     return jobs.list_jobs(app.id, query=query, top=top, skip=skip, after=after)
 
 
