@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -72,3 +73,25 @@ def test_importing_every_function_creates_no_client_and_reads_no_setting():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "clean"
+
+
+def test_every_setting_is_declared_once_and_documented_as_declared():
+    fields = [setting.field for setting in config.SETTINGS if setting.field is not None]
+    assert sorted(fields) == sorted(config.Settings.__dataclass_fields__)  # each field filled by one declaration
+    names = [setting.name for setting in config.SETTINGS]
+    assert len(names) == len(set(names))
+    read = {value for name, value in vars(config).items() if name.isupper() and isinstance(value, str)
+            and name not in ("DEVELOPMENT_CONNECTION_STRING",)}
+    # Every setting name the code reads is declared, except the service URIs documented with the account name.
+    assert read - set(names) == {config.STORAGE_BLOB_URI, config.STORAGE_QUEUE_URI, config.STORAGE_TABLE_URI}
+    with open(os.path.join(REPO_ROOT, "docs", "operations.md"), encoding="utf-8") as handle:
+        assert config.markdown_table() in handle.read()
+
+
+def test_the_defaults_are_the_declared_ones():
+    settings = config.load_settings({config.STORAGE_CONNECTION: "UseDevelopmentStorage=true",
+                                     config.SAS_ENCRYPTION_KEY: KEY})
+    assert (settings.max_range_days, settings.part_max_bytes, settings.schedule_container, settings.forward_routes,
+            settings.probe_destination, settings.collect_rate_limit) == (366, 64 * 1024 * 1024, "scheduled-exports",
+                                                                         {}, True, 0)
+    assert settings.convert_processes == config._default_convert_processes()

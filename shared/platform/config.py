@@ -12,8 +12,9 @@ import base64
 import functools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 # The storage connection, as the Functions host names it. A connection string in development; in Azure the
 # identity-based form (`AzureWebJobsStorage__accountName`, or explicit service URIs) with a managed identity.
@@ -113,32 +114,34 @@ class StorageSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    """The settings in force, one field per setting of SETTINGS (whose entries give each its default)."""
+
     storage: StorageSettings
     sas_encryption_key: str
-    allow_loopback_destinations: bool = False
-    max_range_days: int = 366
-    max_request_bytes: int = 64 * 1024
-    probe_destination: bool = True
-    part_max_bytes: int = 64 * 1024 * 1024
-    job_deadline_hours: int = 24
-    sas_expiry_margin_minutes: int = 60
-    destination_timeout_seconds: int = 30
-    destination_retries: int = 2
-    worker_concurrency: int = 2
-    job_items_in_flight: int = 2
-    convert_processes: int = 0
-    destination_connection: str | None = None
-    schedule_container: str = "scheduled-exports"
-    forward_routes: Mapping[str, tuple] | None = None
-    forward_default_queue: str = "export-files"
-    webhook_url: str | None = None
-    webhook_secret: str | None = None
-    schedules_json: str | None = None
-    schedule_max_catchup: int = 7
-    collect_rate_limit: int = 0
-    collect_key_cache_seconds: int = 30
-    idempotency_lease_seconds: int = 120
-    idempotency_wait_seconds: int = 10
+    allow_loopback_destinations: bool
+    max_range_days: int
+    max_request_bytes: int
+    probe_destination: bool
+    part_max_bytes: int
+    worker_concurrency: int
+    job_items_in_flight: int
+    convert_processes: int
+    job_deadline_hours: int
+    sas_expiry_margin_minutes: int
+    destination_timeout_seconds: int
+    destination_retries: int
+    destination_connection: str | None
+    schedule_container: str
+    forward_routes: Mapping[str, tuple]
+    forward_default_queue: str
+    webhook_url: str | None
+    webhook_secret: str | None
+    schedules_json: str | None
+    schedule_max_catchup: int
+    collect_rate_limit: int
+    collect_key_cache_seconds: int
+    idempotency_lease_seconds: int
+    idempotency_wait_seconds: int
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:
@@ -206,8 +209,7 @@ def _storage(env: Mapping[str, str]) -> StorageSettings:
     return StorageSettings(blob_url=explicit["blob"], queue_url=explicit["queue"], table_url=explicit["table"])
 
 
-def load_settings(env: Mapping[str, str]) -> Settings:
-    """Reads and checks every setting from ``env``; raises ConfigError naming the first bad one."""
+def _encryption_key(env: Mapping[str, str]) -> str:
     key = _text(env, SAS_ENCRYPTION_KEY)
     if key is None:
         raise ConfigError(f"{SAS_ENCRYPTION_KEY} is not set (a Fernet key: urlsafe base64 of 32 random bytes)")
@@ -217,36 +219,125 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         valid = False
     if not valid:
         raise ConfigError(f"{SAS_ENCRYPTION_KEY} is not a Fernet key (urlsafe base64 of exactly 32 bytes)")
-    return Settings(
-        storage=_storage(env),
-        sas_encryption_key=key,
-        allow_loopback_destinations=_flag(env, ALLOW_LOOPBACK_DESTINATIONS, False),
-        max_range_days=_positive_int(env, MAX_RANGE_DAYS, Settings.max_range_days),
-        max_request_bytes=_positive_int(env, MAX_REQUEST_BYTES, Settings.max_request_bytes),
-        probe_destination=_flag(env, PROBE_DESTINATION, True),
-        part_max_bytes=_positive_int(env, PART_MAX_BYTES, Settings.part_max_bytes),
-        job_deadline_hours=_positive_int(env, JOB_DEADLINE_HOURS, Settings.job_deadline_hours),
-        sas_expiry_margin_minutes=_positive_int(env, SAS_EXPIRY_MARGIN, Settings.sas_expiry_margin_minutes,
-                                                minimum=0),
-        worker_concurrency=_positive_int(env, WORKER_CONCURRENCY, Settings.worker_concurrency),
-        job_items_in_flight=_positive_int(env, JOB_ITEMS_IN_FLIGHT, Settings.job_items_in_flight),
-        convert_processes=_positive_int(env, CONVERT_PROCESSES, _default_convert_processes(), minimum=0),
-        destination_connection=expand_connection_string(_text(env, DESTINATION_STORAGE) or "") or None,
-        schedule_container=_text(env, SCHEDULE_CONTAINER) or "scheduled-exports",
-        forward_routes=_routes(env),
-        forward_default_queue=_text(env, FORWARD_DEFAULT_QUEUE) or "export-files",
-        webhook_url=_text(env, FORWARD_WEBHOOK_URL),
-        webhook_secret=_webhook_secret(env),
-        schedules_json=_text(env, SCHEDULES),
-        schedule_max_catchup=_positive_int(env, SCHEDULE_MAX_CATCHUP, Settings.schedule_max_catchup),
-        destination_timeout_seconds=_positive_int(env, DESTINATION_TIMEOUT, Settings.destination_timeout_seconds),
-        destination_retries=_positive_int(env, DESTINATION_RETRIES, Settings.destination_retries, minimum=0),
-        collect_rate_limit=_positive_int(env, COLLECT_RATE_LIMIT, Settings.collect_rate_limit, minimum=0),
-        collect_key_cache_seconds=_positive_int(env, COLLECT_KEY_CACHE_SECONDS, Settings.collect_key_cache_seconds,
-                                                minimum=0),
-        idempotency_lease_seconds=_positive_int(env, IDEMPOTENCY_LEASE, Settings.idempotency_lease_seconds),
-        idempotency_wait_seconds=_positive_int(env, IDEMPOTENCY_WAIT, Settings.idempotency_wait_seconds, minimum=0),
-    )
+    return key
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting, declared once: its name, the Settings field it fills (None: read with another, or apart), how
+    it is read and checked from the environment, its default as the documentation shows it, and its line of
+    documentation. The settings table of docs/operations.md is made from these (``markdown_table``)."""
+
+    name: str
+    field: str | None
+    read: Callable[[Mapping[str, str]], Any]
+    default: str
+    doc: str
+
+
+def _number(name: str, field: str, default: int, doc: str, *, minimum: int = 1, shown: str | None = None) -> Setting:
+    return Setting(name, field, lambda env: _positive_int(env, name, default, minimum=minimum),
+                   shown or f"`{default}`", doc)
+
+
+def _switch(name: str, field: str, default: bool, doc: str) -> Setting:
+    return Setting(name, field, lambda env: _flag(env, name, default), f"`{str(default).lower()}`", doc)
+
+
+def _word(name: str, field: str, default: str | None, doc: str) -> Setting:
+    return Setting(name, field, lambda env: _text(env, name) or default, f"`{default}`" if default else "", doc)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(STORAGE_CONNECTION, "storage", lambda env: _storage(env),
+            "required, unless the identity form below is used",
+            "the app's own storage (jobs, keys, raw store, queues): a connection string; `UseDevelopmentStorage=true` "
+            "means Azurite's default ports"),
+    Setting(STORAGE_ACCOUNT_NAME, None, lambda env: _text(env, STORAGE_ACCOUNT_NAME), "",
+            "in Azure without a key: the account name, reached with a managed identity (`DefaultAzureCredential`); "
+            "or give `AzureWebJobsStorage__blobServiceUri`, `__queueServiceUri`, `__tableServiceUri`"),
+    Setting(SAS_ENCRYPTION_KEY, "sas_encryption_key", _encryption_key, "required",
+            "Fernet key (urlsafe base64 of 32 random bytes) that encrypts each job's destination SAS at rest; "
+            "generate one with `python -c \"from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())\"`"),
+    _switch(ALLOW_LOOPBACK_DESTINATIONS, "allow_loopback_destinations", False,
+            "development only: accept `http(s)://127.0.0.1|localhost|[::1]:<port>/<account>/<container>` (Azurite) "
+            "as a destination"),
+    _number(MAX_RANGE_DAYS, "max_range_days", 366, "longest range of one historical export (both ends included)"),
+    _number(MAX_REQUEST_BYTES, "max_request_bytes", 64 * 1024, "largest exportTasks request body"),
+    _switch(PROBE_DESTINATION, "probe_destination", True,
+            "check the destination live at creation (stages one uncommitted block: nothing visible is left)"),
+    _number(PART_MAX_BYTES, "part_max_bytes", 64 * 1024 * 1024,
+            "a result file takes raw input up to about this size, then the next `part-NNNNN` begins; parts are "
+            "written in parallel", shown="`67108864` (64 MiB)"),
+    _number(WORKER_CONCURRENCY, "worker_concurrency", 2,
+            "work items (result files) one process exports at once; bounds memory (one more slot is kept for apps "
+            "that hold none)"),
+    _number(JOB_ITEMS_IN_FLIGHT, "job_items_in_flight", 2,
+            "work items of one job on the shared queue at once; each that ends sends the next"),
+    Setting(CONVERT_PROCESSES, "convert_processes",
+            lambda env: _positive_int(env, CONVERT_PROCESSES, _default_convert_processes(), minimum=0),
+            "the core count (`0` on one core)",
+            "processes beside the worker that convert raw rows to CSV (parse, encode, compress), so a CSV export "
+            "uses every core; `0` converts in the worker itself. ParquetBlob reads its rows with DuckDB in the "
+            "worker instead, each part on this many cores divided by `EXPORT_WORKER_CONCURRENCY` (one at least)"),
+    _number(JOB_DEADLINE_HOURS, "job_deadline_hours", 24,
+            "a job still running this long after it started ends as Failed; a snapshot state replaced this long "
+            "ago is removed"),
+    _number(SAS_EXPIRY_MARGIN, "sas_expiry_margin_minutes", 60,
+            "a destination SAS that expires sooner than this after creation is refused with a 400 giving its "
+            "expiry (`0`: only an expired one); a SAS that expires while the job runs still fails it, naming the "
+            "time", minimum=0),
+    _number(DESTINATION_TIMEOUT, "destination_timeout_seconds", 30,
+            "how long one call to a destination may wait to connect, and again for its answer"),
+    _number(DESTINATION_RETRIES, "destination_retries", 2,
+            "further tries of a destination call that failed or timed out, before the job fails", minimum=0),
+    Setting(DESTINATION_STORAGE, "destination_connection",
+            lambda env: expand_connection_string(_text(env, DESTINATION_STORAGE) or "") or None,
+            "required by `OnBlobCreated`",
+            "connection string of the destination storage that `OnBlobCreated` watches (and where downstream "
+            "queues live)"),
+    _word(SCHEDULE_CONTAINER, "schedule_container", "scheduled-exports",
+          "the container of that storage that `OnBlobCreated` watches (`%...%` in its function.json)"),
+    Setting(FORWARD_ROUTES, "forward_routes", lambda env: _routes(env), "`{}`",
+            "JSON: export type -> list of queue names, e.g. `{\"Event\": [\"events-in\"]}`"),
+    _word(FORWARD_DEFAULT_QUEUE, "forward_default_queue", "export-files",
+          "the queue for types the routing table does not name"),
+    _word(FORWARD_WEBHOOK_URL, "webhook_url", None,
+          "optional: an https URL that receives each forwarded message as a POST"),
+    Setting(FORWARD_WEBHOOK_SECRET, "webhook_secret", lambda env: _webhook_secret(env), "",
+            "the HMAC-SHA256 key that signs those POSTs (required with the URL)"),
+    Setting(SCHEDULES, "schedules_json", lambda env: _text(env, SCHEDULES), "`[]`",
+            "JSON array of scheduled exports (see [exports.md](exports.md#scheduled-exports-and-forwarding))"),
+    _number(SCHEDULE_MAX_CATCHUP, "schedule_max_catchup", 7,
+            "at most this many missed periods per schedule are created after an outage"),
+    _number(COLLECT_RATE_LIMIT, "collect_rate_limit", 0,
+            "records a second one app may send through Collect to one instance (429 with `Retry-After` past it; "
+            "bursts of two seconds' worth pass); `0` sets no limit", minimum=0),
+    _number(COLLECT_KEY_CACHE_SECONDS, "collect_key_cache_seconds", 30,
+            "how long an instance keeps an app's collect-key hash: a rotated (old) key stops working at most this "
+            "late; a new key works at once", minimum=0),
+    _number(IDEMPOTENCY_LEASE, "idempotency_lease_seconds", 120,
+            "an `Idempotency-Key` claimed by a request whose process died is taken over by a copy after this long"),
+    _number(IDEMPOTENCY_WAIT, "idempotency_wait_seconds", 10,
+            "how long a copy of a batch still being stored waits for its answer before a 409", minimum=0),
+    Setting(APPINSIGHTS_CONNECTION, None, appinsights_connection, "",
+            "when set, traces, metrics and logs go to that Application Insights resource through OpenTelemetry "
+            "(see Telemetry, below); when not, nothing is recorded"),
+)
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Reads and checks every setting of SETTINGS from ``env``; raises ConfigError naming the first bad one."""
+    return Settings(**{setting.field: setting.read(env) for setting in SETTINGS if setting.field is not None})
+
+
+def markdown_table() -> str:
+    """The settings table of docs/operations.md, made from SETTINGS."""
+    rows = ["| setting | meaning | default |", "|---|---|---|"]
+    rows += [f"| `{setting.name}` | {setting.doc} |{f' {setting.default} ' if setting.default else ' '}|"
+             for setting in SETTINGS]
+    return "\n".join(rows) + "\n"
 
 
 def _webhook_secret(env: Mapping[str, str]) -> str | None:
@@ -282,3 +373,7 @@ def reset_settings() -> None:
     """Forgets the cached settings, and so the clients built from them (shared.platform.storage); for tests and
     the local host."""
     get_settings.cache_clear()
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")
