@@ -19,7 +19,7 @@ from test_export_faults import Driver, assert_exact
 import ExportWorker
 import PollExport
 from shared.export import destination
-from shared.platform.errors import BadRequest
+from shared.platform.errors import UnusableDestination
 from shared.tasks import jobs, orchestration
 from shared.tasks.fairslots import FairSlots
 
@@ -44,7 +44,7 @@ def every_blob(driver):
 
 def test_a_destination_that_redirects_is_refused_at_creation_and_the_target_gets_nothing(driver, proxy):
     proxy.mode = REDIRECT
-    with pytest.raises(BadRequest) as refused:
+    with pytest.raises(UnusableDestination) as refused:
         driver.create(through=proxy.url)
     assert "answered with a redirect (HTTP 307)" in refused.value.message
     assert "redirects are never followed" in refused.value.message
@@ -57,7 +57,7 @@ def test_a_destination_that_does_not_answer_the_check_is_refused_within_the_chec
     monkeypatch.setattr(destination, "PROBE_TIMEOUT_SECONDS", 1)
     proxy.mode = HANG
     started = time.monotonic()
-    with pytest.raises(BadRequest) as refused:
+    with pytest.raises(UnusableDestination) as refused:
         driver.create(through=proxy.url)
     assert "did not answer within 1 s on 2 tries" in refused.value.message
     assert time.monotonic() - started < 20  # an API request: the check waits less than a job's writes

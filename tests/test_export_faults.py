@@ -26,11 +26,12 @@ import ExportWorker
 import PollExport
 import StartExport
 from sampledata import Plan, load, records
+from shared.api.errors import status_of
 from shared.export import engine, exportformats, planning
 from shared.export.export_request import parse_request
 from shared.export.registry import ROUTES
 from shared.platform import apps, storage
-from shared.platform.errors import BadRequest
+from shared.platform.errors import UnusableDestination
 from shared.tasks import jobs, orchestration, parts
 from shared.tasks.service import submit_export
 
@@ -270,10 +271,10 @@ def test_a_sas_expiring_within_the_margin_is_refused_at_creation_with_its_expiry
     if not refused:
         assert driver.create(expiry=expiry).state == jobs.QUEUED
         return
-    with pytest.raises(BadRequest) as refusal:
+    with pytest.raises(UnusableDestination) as refusal:
         driver.create(expiry=expiry)
     message = refusal.value.message
-    assert refusal.value.status == 400 and message.startswith("containerUrl has a SAS that expires at ")
+    assert status_of(refusal.value) == 400 and message.startswith("containerUrl has a SAS that expires at ")
     assert expiry.isoformat().replace("+00:00", "Z") in message and f"less than {margin or 60} minutes" in message
     assert driver.blobs() == {}
 

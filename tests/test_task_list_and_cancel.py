@@ -14,7 +14,7 @@ from test_export_faults import Driver, assert_exact
 
 import PollExport
 from shared.export import committer, engine, exportformats
-from shared.platform.errors import Conflict, PermanentJobError
+from shared.platform.errors import PermanentJobError, TaskEnded
 from shared.tasks import jobs, orchestration, parts
 
 ORDERS = ("taskId", "errorDetails", "dateCreated", "taskStatus")
@@ -171,7 +171,7 @@ def test_a_cancel_that_arrives_during_the_commit_is_refused_and_the_export_succe
     real_commit = committer.commit
 
     def commit_with_a_cancel_arriving(job_, done):
-        with pytest.raises(Conflict) as conflict:
+        with pytest.raises(TaskEnded) as conflict:
             orchestration.cancel(job_.app_id, job_.id)
         refused.append(conflict.value)
         return real_commit(job_, done)

@@ -11,7 +11,7 @@ import sys
 
 from shared.ingest import snapshot_tables
 from shared.platform import apps
-from shared.platform.errors import ApiError
+from shared.platform.errors import ServiceError
 from tools import localenv
 
 
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
         return 0
     try:
         keys = apps.register_app(arguments.collection, arguments.app, rotate=arguments.rotate)
-    except ApiError as error:
+    except ServiceError as error:
         print(f"error: {error.message}", file=sys.stderr)
         return 2
     print(f"Registered app {arguments.collection}/{arguments.app}; keep these keys, they are not stored:",

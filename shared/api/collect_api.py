@@ -10,10 +10,10 @@ import zlib
 
 import azure.functions as func
 
+from shared.api.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from shared.api.http import arm_endpoint, authorized_app, check_api_version, json_response
 from shared.ingest import collect, idempotency, quota
 from shared.platform import json_input, telemetry
-from shared.platform.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_DECODED_BYTES = 16 * 1024 * 1024

@@ -16,12 +16,12 @@ from urllib.parse import urlencode, urlsplit
 import azure.functions as func
 
 from shared.api import task_query
+from shared.api.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, UnsupportedMediaType
 from shared.api.http import API_VERSION, arm_endpoint, authorized_app, check_api_version, json_response
 from shared.export.export_request import parse_request
 from shared.export.registry import ROUTES
 from shared.platform import apps, json_input
 from shared.platform.config import get_settings
-from shared.platform.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, UnsupportedMediaType
 from shared.tasks import jobs, service
 
 DEFAULT_PAGE_SIZE = 20  # the 2014-12-01 contract's default

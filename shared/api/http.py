@@ -12,8 +12,9 @@ from typing import Any
 import azure.functions as func
 from azure.core.exceptions import AzureError
 
+from shared.api.errors import BadRequest, InternalError, Unavailable, headers_of, status_of
 from shared.platform import apps
-from shared.platform.errors import ApiError, BadRequest, TransientError
+from shared.platform.errors import ServiceError, TransientError
 
 API_VERSION = "2014-12-01"
 
@@ -47,10 +48,10 @@ def json_response(body: Any, *, status: int = 200, headers: Mapping[str, str] | 
                              charset="utf-8")
 
 
-def error_response(error: ApiError) -> func.HttpResponse:
-    """The ARM error shape: {"error": {"code": ..., "message": ...}}."""
-    return json_response({"error": {"code": error.code, "message": error.message}}, status=error.status,
-                         headers=error.headers)
+def error_response(error: ServiceError) -> func.HttpResponse:
+    """The ARM error shape: {"error": {"code": ..., "message": ...}}, with the error's status (shared.api.errors)."""
+    return json_response({"error": {"code": error.code, "message": error.message}}, status=status_of(error),
+                         headers=headers_of(error))
 
 
 def arm_endpoint(unavailable: str) -> Callable:
@@ -62,15 +63,13 @@ def arm_endpoint(unavailable: str) -> Callable:
         def handle(req: func.HttpRequest) -> func.HttpResponse:
             try:
                 return handler(req)
-            except ApiError as error:
+            except ServiceError as error:
                 return error_response(error)
             except (AzureError, TransientError) as error:
                 log.warning("%s: storage failed: %r", handler.__module__, error)
-                return error_response(ApiError(unavailable, code="ServiceUnavailable", status=503,
-                                               headers={"Retry-After": str(STORAGE_RETRY_AFTER_SECONDS)}))
+                return error_response(Unavailable(unavailable, retry_after=STORAGE_RETRY_AFTER_SECONDS))
             except Exception:
                 log.exception("%s failed", handler.__module__)
-                return error_response(ApiError("the service failed to answer; try again", code="InternalServerError",
-                                               status=500))
+                return error_response(InternalError("the service failed to answer; try again"))
         return handle
     return wrap

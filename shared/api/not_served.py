@@ -11,8 +11,8 @@ import re
 
 import azure.functions as func
 
+from shared.api.errors import HttpRefusal, MethodNotAllowed, NotFound
 from shared.api.http import arm_endpoint
-from shared.platform.errors import ApiError, MethodNotAllowed, NotFound
 
 _PROVIDER = r"^/?subscriptions/[^/]+/(?:resourcegroups/[^/]+/)?providers/microsoft\.mobileengagement/"
 _APP = _PROVIDER + r"appcollections/[^/]+/apps/[^/]+/"
@@ -30,7 +30,7 @@ SERVED = ("POST .../devices/collect", ".../devices/exportTasks (GET, POST, and P
           "GET /openapi.json", "GET /health")
 
 
-def refusal(method: str, path: str) -> ApiError:
+def refusal(method: str, path: str) -> HttpRefusal:
     lowered = path.lower()
     if _COLLECT.match(lowered):
         return MethodNotAllowed(f"{method} is not allowed on devices/collect; use POST", headers={"Allow": "POST"})

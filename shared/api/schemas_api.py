@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from shared.api.errors import MethodNotAllowed, NotFound
 from shared.api.http import arm_endpoint, json_response
 from shared.export import registry
-from shared.platform.errors import MethodNotAllowed, NotFound
 
 CACHE = {"Cache-Control": "public, max-age=300"}
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from shared.api.errors import BadRequest
 from shared.export.export_request import utc_datetime
 from shared.export.registry import EXPORT_TYPES as TYPES
-from shared.platform.errors import BadRequest
 from shared.tasks.jobs import STATES, JobQuery
 
 ORDER_PROPERTIES = {"taskid": "taskId", "errordetails": "errorDetails", "datecreated": "dateCreated",

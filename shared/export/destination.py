@@ -35,7 +35,7 @@ from azure.storage.blob import (
 from cryptography.fernet import Fernet, InvalidToken
 
 from shared.platform.config import get_settings
-from shared.platform.errors import BadRequest, PermanentJobError
+from shared.platform.errors import PermanentJobError, UnusableDestination
 from shared.platform.times import iso, utcnow
 
 BLOB_HOST_SUFFIXES = (
@@ -112,8 +112,8 @@ def transport_options(timeout_seconds: int | None = None, retries: int | None = 
             "permit_redirects": False}
 
 
-def _bad(problem: str) -> BadRequest:
-    return BadRequest(f"{_FIELD} {problem}", code="InvalidContainerUrl")
+def _bad(problem: str) -> UnusableDestination:
+    return UnusableDestination(f"{_FIELD} {problem}")
 
 
 def _parse_time(value: str, name: str) -> dt.datetime:
@@ -147,7 +147,7 @@ def _check_host(scheme: str, host: str, allow_loopback: bool) -> bool:
 
 
 def parse_destination(url: object, *, now: dt.datetime | None = None) -> Destination:
-    """Checks a containerUrl as the API receives it; raises BadRequest saying what is wrong."""
+    """Checks a containerUrl as the API receives it; raises UnusableDestination saying what is wrong."""
     settings = get_settings()
     now = now or dt.datetime.now(dt.UTC)
     if not isinstance(url, str) or not url.strip():

@@ -14,7 +14,7 @@ from typing import Any
 from shared.export import registry
 from shared.export.registry import FEEDBACK_BY_CAMPAIGN, FEEDBACK_BY_DATE, HISTORICAL, ExportRoute
 from shared.ingest.records import MAX_NAME
-from shared.platform.errors import BadRequest
+from shared.platform.errors import InvalidInput
 
 EXPORT_FORMATS = tuple(registry.EXPORT_FORMATS)
 CAMPAIGN_TYPES = ("Announcement", "DataPush", "NativePush", "Poll")
@@ -45,12 +45,12 @@ class ExportRequest:
     name_filter: dict[str, tuple[str, ...]] | None = None  # names: {"include": (...)} or {"exclude": (...)}
 
 
-def _invalid(field: str, problem: str) -> BadRequest:
-    return BadRequest(f"{field} {problem}", code="InvalidParameter")
+def _invalid(field: str, problem: str) -> InvalidInput:
+    return InvalidInput(f"{field} {problem}")
 
 
-def _missing(field: str, what: str) -> BadRequest:
-    return BadRequest(f"{field} is required: {what}", code="MissingParameter")
+def _missing(field: str, what: str) -> InvalidInput:
+    return InvalidInput(f"{field} is required: {what}", code="MissingParameter")
 
 
 def _type_name(value: Any) -> str:
@@ -130,10 +130,10 @@ def _range_checks(first_field: str, first, last_field: str, last, max_days: int,
 
 def parse_request(route: ExportRoute, body: Any, *, max_range_days: int,
                   today: dt.date | None = None) -> ExportRequest:
-    """The checked request for ``route``; raises BadRequest naming the first wrong field."""
+    """The checked request for ``route``; raises InvalidInput naming the first wrong field."""
     if not isinstance(body, dict):
-        raise BadRequest(f"the request body must be a JSON object, not {_type_name(body)}",
-                         code="InvalidRequestContent")
+        raise InvalidInput(f"the request body must be a JSON object, not {_type_name(body)}",
+                           code="InvalidRequestContent")
     unknown = sorted(set(body) - set(route.fields))
     if unknown:
         raise _invalid(unknown[0], f"is not a parameter of exportTasks/{route.route} "

@@ -37,7 +37,7 @@ from shared.ingest import collect, rawstore
 from shared.ingest.records import format_time, parse_time
 from shared.platform import storage, tablefilter
 from shared.platform.config import get_settings
-from shared.platform.errors import BadRequest, Conflict, TransientError, Unprocessable
+from shared.platform.errors import BatchInProgress, InvalidInput, KeyReused, TransientError
 
 TABLE = "idempotency"
 HEADER = "Idempotency-Key"
@@ -52,7 +52,7 @@ _ANSWER_PART_BYTES = 60_000
 
 def check_key(value: str) -> str:
     if not _KEY.match(value):
-        raise BadRequest(f"the {HEADER} header must be 1 to 255 visible ASCII characters (a UUID is a good key)",
+        raise InvalidInput(f"the {HEADER} header must be 1 to 255 visible ASCII characters (a UUID is a good key)",
                          code="InvalidIdempotencyKey")
     return value
 
@@ -90,8 +90,8 @@ def ingest_once(app_id: str, key: str, body: bytes, raw_records: list,
                 return _store(table, app_id, batch, claim, etag, admit, search=None)
             continue
         if existing["bodyDigest"] != digest:
-            raise Unprocessable(f"this {HEADER} was used {existing['claimedAt']} with another body; a key names "
-                                f"one batch: send a new key for a new batch", code="IdempotencyKeyReused")
+            raise KeyReused(f"this {HEADER} was used {existing['claimedAt']} with another body; a key names one "
+                            f"batch: send a new key for a new batch")
         if existing["state"] == DONE:
             return Outcome(_answer_of(existing), replayed=True)
         lease = dt.timedelta(seconds=get_settings().idempotency_lease_seconds)
@@ -113,9 +113,8 @@ def ingest_once(app_id: str, key: str, body: bytes, raw_records: list,
             continue
         if time.monotonic() > waited_until:
             retry_after = max(1, int((parse_time(existing["claimedAt"]) + lease - _now()).total_seconds()) + 1)
-            raise Conflict(f"a batch with this {HEADER} is being stored; send it again after {retry_after} "
-                           f"seconds to get its answer", code="IdempotencyKeyInUse",
-                           headers={"Retry-After": str(min(retry_after, 60))})
+            raise BatchInProgress(f"a batch with this {HEADER} is being stored; send it again after {retry_after} "
+                                  f"seconds to get its answer", retry_after=min(retry_after, 60))
         time.sleep(_POLL_SECONDS)
 
 

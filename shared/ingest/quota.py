@@ -10,7 +10,7 @@ import threading
 import time
 
 from shared.platform.config import get_settings
-from shared.platform.errors import TooManyRequests
+from shared.platform.errors import RateLimited
 
 BURST_SECONDS = 2.0
 
@@ -19,7 +19,7 @@ _lock = threading.Lock()
 
 
 def admit(app_id: str, records: int) -> None:
-    """Takes ``records`` from the app's bucket, or raises TooManyRequests with the seconds to wait."""
+    """Takes ``records`` from the app's bucket, or raises RateLimited with the seconds to wait."""
     rate = get_settings().collect_rate_limit
     if not rate or not records:
         return
@@ -32,6 +32,6 @@ def admit(app_id: str, records: int) -> None:
         if tokens < needed:
             _buckets[app_id] = (tokens, now)
             wait = math.ceil((needed - tokens) / rate)
-            raise TooManyRequests(f"the app sends more than its {rate} records a second; send this batch again "
-                                  f"after {wait} seconds", code="TooManyRequests", headers={"Retry-After": str(wait)})
+            raise RateLimited(f"the app sends more than its {rate} records a second; send this batch again after "
+                              f"{wait} seconds", retry_after=wait)
         _buckets[app_id] = (tokens - records, now)

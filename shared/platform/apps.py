@@ -21,7 +21,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from shared.platform import storage, tablefilter
 from shared.platform.config import get_settings
-from shared.platform.errors import BadRequest, Unauthorized
+from shared.platform.errors import InvalidInput, NotAuthenticated
 
 APPS_TABLE = "apps"
 _PARTITION = "app"
@@ -51,8 +51,8 @@ class AppKeys:
 def app_ref(collection: str, name: str) -> AppRef:
     for field, value in (("appCollection", collection), ("appName", name)):
         if not isinstance(value, str) or not _NAME.match(value):
-            raise BadRequest(f"{field} {value!r} is not a valid name: 1-64 letters, digits, '.', '_' or '-', "
-                             f"starting with a letter or digit", code="InvalidAppName")
+            raise InvalidInput(f"{field} {value!r} is not a valid name: 1-64 letters, digits, '.', '_' or '-', "
+                               f"starting with a letter or digit", code="InvalidAppName")
     return AppRef(collection, name)
 
 
@@ -75,8 +75,8 @@ def register_app(collection: str, name: str, *, rotate: bool = False) -> AppKeys
     try:
         table.create_entity(entity)
     except ResourceExistsError:
-        raise BadRequest(f"app {ref.collection}/{ref.name} is already registered; rotate its keys to get new ones",
-                         code="AppExists") from None
+        raise InvalidInput(f"app {ref.collection}/{ref.name} is already registered; rotate its keys to get new ones",
+                           code="AppExists") from None
     return keys
 
 
@@ -131,11 +131,10 @@ def _hashes(ref: AppRef, *, cached: bool, recheck: bool) -> dict[str, str]:
 
 
 def authenticate(ref: AppRef, authorization: str, *, purpose: str) -> None:
-    """Raises Unauthorized unless ``authorization`` is `Bearer <key>` with this app's key for ``purpose``."""
+    """Raises NotAuthenticated unless ``authorization`` is `Bearer <key>` with this app's key for ``purpose``."""
     scheme, _, key = (authorization or "").strip().partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        raise Unauthorized("the request needs an Authorization header: Bearer <the app's key>",
-                           headers={"WWW-Authenticate": 'Bearer realm="engagement-export"'})
+        raise NotAuthenticated("the request needs an Authorization header: Bearer <the app's key>", presented=False)
     presented = _hash(key.strip())
     cached = purpose == "collect"
     stored = _hashes(ref, cached=cached, recheck=False).get(purpose, "")
@@ -143,5 +142,5 @@ def authenticate(ref: AppRef, authorization: str, *, purpose: str) -> None:
         stored = _hashes(ref, cached=True, recheck=True).get(purpose, "")
     # Compared even when the app is unknown, so timing does not tell which apps exist.
     if not hmac.compare_digest(presented, stored or _hash("")) or not stored:
-        raise Unauthorized(f"the key is not a valid {purpose} key of app {ref.collection}/{ref.name}",
-                           headers={"WWW-Authenticate": 'Bearer realm="engagement-export", error="invalid_token"'})
+        raise NotAuthenticated(f"the key is not a valid {purpose} key of app {ref.collection}/{ref.name}",
+                               presented=True)

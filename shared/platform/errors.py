@@ -1,72 +1,78 @@
-"""The typed errors of the domain.
+"""The typed errors of the domain, named by what happened.
 
-A ``ApiError`` is the user's mistake and becomes a 4xx in the ARM error shape. A ``TransientError`` is raised
-out of a trigger so the host retries. A ``PermanentJobError`` ends a job as Failed with its message as the
+A ``ServiceError`` is a request the service refuses: the user's mistake, or a state that does not allow it. Each
+kind carries the ARM error code the client gets; which HTTP status it becomes is decided in one place, at the
+edge (shared.api.errors), so nothing below shared/api knows HTTP. A ``TransientError`` is raised out of a
+trigger so the host retries. A ``PermanentJobError`` ends a job as Failed with its message as the
 ``errorDetails`` a person can act on.
 """
 
 from __future__ import annotations
 
 
-class ApiError(Exception):
-    """A request the service refuses; ``status`` and ``code`` go to the client with ``message``."""
+class ServiceError(Exception):
+    """A request the service refuses; ``code`` and ``message`` go to the client, and ``retry_after`` (seconds)
+    when sending it again later can succeed."""
 
-    status = 400
     code = "BadRequest"
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
-                 headers: dict | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
-        if status is not None:
-            self.status = status
-        self.headers = dict(headers or {})
+        self.retry_after = retry_after
 
 
-class BadRequest(ApiError):
-    status = 400
-    code = "BadRequest"
+class InvalidInput(ServiceError):
+    """A field, header, name or token that is not valid; the message names it and says what would be."""
+
+    code = "InvalidParameter"
 
 
-class Unauthorized(ApiError):
-    status = 401
+class UnusableDestination(InvalidInput):
+    """A destination container URL (and its SAS) that cannot be written to."""
+
+    code = "InvalidContainerUrl"
+
+
+class NotAuthenticated(ServiceError):
+    """No credential, or one that is not valid for what was asked (``presented``: one was sent and refused)."""
+
     code = "AuthenticationFailed"
 
-
-class NotFound(ApiError):
-    status = 404
-    code = "NotFound"
-
-
-class MethodNotAllowed(ApiError):
-    status = 405
-    code = "MethodNotAllowed"
+    def __init__(self, message: str, *, presented: bool, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.presented = presented
 
 
-class PayloadTooLarge(ApiError):
-    status = 413
-    code = "RequestEntityTooLarge"
+class TaskNotFound(ServiceError):
+    """The app has no such export task."""
+
+    code = "ExportTaskNotFound"
 
 
-class UnsupportedMediaType(ApiError):
-    status = 415
-    code = "UnsupportedMediaType"
+class TaskEnded(ServiceError):
+    """The export task already ended, or is committing its files, so it can no longer be changed."""
 
-
-class Conflict(ApiError):
-    status = 409
     code = "Conflict"
 
 
-class Unprocessable(ApiError):
-    status = 422
-    code = "UnprocessableEntity"
+class BatchInProgress(ServiceError):
+    """A batch with this Idempotency-Key is being stored by another request; its answer comes later."""
+
+    code = "IdempotencyKeyInUse"
 
 
-class TooManyRequests(ApiError):
-    status = 429
+class KeyReused(ServiceError):
+    """An Idempotency-Key sent again with another body."""
+
+    code = "IdempotencyKeyReused"
+
+
+class RateLimited(ServiceError):
+    """The app sends more than its quota; the batch fits again after ``retry_after`` seconds."""
+
     code = "TooManyRequests"
 
 

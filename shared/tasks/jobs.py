@@ -24,7 +24,7 @@ from azure.data.tables import UpdateMode
 
 from shared.export.destination import SealedDestination
 from shared.platform import storage, tablefilter
-from shared.platform.errors import BadRequest, NotFound
+from shared.platform.errors import InvalidInput, TaskNotFound
 from shared.platform.times import iso, iso_text, utcnow
 
 JOBS_TABLE = "exportjobs"
@@ -229,13 +229,13 @@ def get_job(app_id: str, job_id: str) -> ExportJob:
     try:
         return _from_entity(storage.table(JOBS_TABLE).get_entity(app_id, job_id))
     except ResourceNotFoundError:
-        raise NotFound(f"export task {job_id!r} does not exist for this app", code="ExportTaskNotFound") from None
+        raise TaskNotFound(f"export task {job_id!r} does not exist for this app") from None
 
 
 def find_job(app_id: str, job_id: str) -> ExportJob | None:
     try:
         return get_job(app_id, job_id)
-    except NotFound:
+    except TaskNotFound:
         return None
 
 
@@ -368,8 +368,8 @@ def _sorted(app_id: str, query: JobQuery, top: int, skip: int, after: str | None
             if len(last) != 2 or not all(isinstance(part, str) for part in last):
                 raise ValueError
         except ValueError:
-            raise BadRequest("$skiptoken is not a token this service gave out for this order; follow nextLink as it "
-                             "is", code="InvalidParameter") from None
+            raise InvalidInput("$skiptoken is not a token this service gave out for this order; follow nextLink as "
+                               "it is") from None
         keys = [key for key in keys if (key < last if query.descending else key > last)]
     page = keys[skip:skip + top]
     more = len(keys) > skip + top

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from shared.export import committer, engine, planning
 from shared.platform import storage, telemetry
 from shared.platform.config import get_settings
-from shared.platform.errors import Conflict, PermanentJobError
+from shared.platform.errors import PermanentJobError, TaskEnded
 from shared.tasks import jobs, monitor, parts
 from shared.tasks.fairslots import FairSlots
 
@@ -159,15 +159,15 @@ def _finish(job: jobs.ExportJob, state: str, *, error: str | None = None, **fiel
 
 def cancel(app_id: str, job_id: str) -> jobs.ExportJob:
     """Ends a Queued or Started job as Failed, saying when it was cancelled; its parts stop at their next
-    block and nothing is committed. Raises Conflict for a job already finished or already committing."""
+    block and nothing is committed. Raises TaskEnded for a job already finished or already committing."""
     job = jobs.get_job(app_id, job_id)
     while True:
         if job.finished:
-            raise Conflict(f"export task {job.id} already ended {job.state} at {jobs.iso(job.date_completed)}; only a "
-                           f"Queued or Started task can be cancelled", code="ExportTaskFinished")
+            raise TaskEnded(f"export task {job.id} already ended {job.state} at {jobs.iso(job.date_completed)}; only "
+                            f"a Queued or Started task can be cancelled", code="ExportTaskFinished")
         if job.committing:
-            raise Conflict(f"export task {job.id} has finished exporting and is committing its files; it ends in a "
-                           f"moment and can no longer be cancelled", code="ExportTaskCommitting")
+            raise TaskEnded(f"export task {job.id} has finished exporting and is committing its files; it ends in a "
+                            f"moment and can no longer be cancelled", code="ExportTaskCommitting")
         now = jobs.utcnow()
         job.move_to(jobs.FAILED, now=now, error=f"cancelled at {jobs.iso(now)} by a request with the app's export "
                                                 f"key; nothing was committed")

@@ -25,7 +25,7 @@ from shared.export.export_request import EXPORT_FORMATS, ExportRequest
 from shared.export.registry import DEFAULT_FORMAT, EXPORT_TYPES, HISTORICAL, ROUTES, SNAPSHOT
 from shared.platform import apps
 from shared.platform.config import DESTINATION_STORAGE, SCHEDULES, ConfigError, get_settings
-from shared.platform.errors import ApiError
+from shared.platform.errors import ServiceError
 from shared.tasks import jobs, service
 
 CADENCES = {"daily": dt.timedelta(days=1), "hourly": dt.timedelta(hours=1)}
@@ -81,7 +81,7 @@ def _schedule(doc: object, index: int, default_container: str) -> Schedule:
         raise ConfigError(f"{where}.app must be \"<appCollection>/<appName>\"")
     try:
         ref = apps.app_ref(*app.split("/"))
-    except ApiError as error:
+    except ServiceError as error:
         raise ConfigError(f"{where}.app: {error.message}") from None
     route = doc.get("route")
     if route not in SCHEDULED_ROUTES:

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def submit_export(app: apps.AppRef, request: ExportRequest, *, schedule: str | None = None,
                   job_id: str | None = None) -> jobs.ExportJob:
     """Checks the destination (live, unless disabled), stores the job Queued and puts it on its way; the job's
-    trace starts here. Raises BadRequest for a destination that cannot be used, JobChanged when ``job_id``
+    trace starts here. Raises UnusableDestination for a destination that cannot be used, JobChanged when ``job_id``
     exists already."""
     target = destination.parse_destination(request.container_url)
     sealed = target.seal()
@@ -50,7 +50,7 @@ def submit_export(app: apps.AppRef, request: ExportRequest, *, schedule: str | N
 
 
 def get_export(app: apps.AppRef, job_id: str) -> jobs.ExportJob:
-    """Raises NotFound when the app has no such task."""
+    """Raises TaskNotFound when the app has no such task."""
     return jobs.get_job(app.id, job_id)
 
 
@@ -60,5 +60,5 @@ def list_exports(app: apps.AppRef, query: jobs.JobQuery, *, top: int, skip: int 
 
 
 def cancel_export(app: apps.AppRef, job_id: str) -> jobs.ExportJob:
-    """Raises NotFound for an unknown task, Conflict for one that ended or is committing."""
+    """Raises TaskNotFound for an unknown task, TaskEnded for one that ended or is committing."""
     return orchestration.cancel(app.id, job_id)
