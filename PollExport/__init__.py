@@ -15,10 +15,4 @@ def main(msg: func.QueueMessage) -> None:
         # Not ours to retry: it would fail the same way every time. Raised so it lands in export-poll-poison.
         logging.error("PollExport: malformed message %s: %s", msg.id, error)
         raise
-    try:
-        orchestration.poll(message)
-    except Exception as error:
-        if (msg.dequeue_count or 1) >= orchestration.MAX_DEQUEUE_COUNT:
-            orchestration.fail(message.app_id, message.job_id,
-                               f"the export could not be monitored ({type(error).__name__}); create it again")
-        raise
+    orchestration.poll_delivery(message, dequeue_count=msg.dequeue_count or 1)

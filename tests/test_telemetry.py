@@ -21,6 +21,7 @@ from test_export_faults import DAY, Driver
 import ExportWorker
 import PollExport
 from devhost.__main__ import FieldsFormatter
+from shared.export import engine
 from shared.export.export_request import parse_request
 from shared.export.registry import ROUTES
 from shared.platform import config, telemetry
@@ -138,7 +139,7 @@ def test_a_part_that_raises_marks_its_span_failed_without_the_signature_its_erro
     def broken(*args, **kwargs):  # as urllib3 words a connection that failed: the URL, query and all
         raise ConnectionError(f"Max retries exceeded with url: /acct/out/Event/x?sv=2024&sr=c&sig={signature}")
 
-    monkeypatch.setattr(orchestration.engine, "produce", broken)
+    monkeypatch.setattr(engine, "produce", broken)
     (work, _raw) = driver.take(orchestration.WORK_QUEUE)[0]
     with pytest.raises(ConnectionError):
         ExportWorker.main(work)

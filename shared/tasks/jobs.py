@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
 from azure.core import MatchConditions
@@ -32,8 +33,17 @@ NEWEST_FIRST_TABLE = "exportjobsbydate"
 QUEUED_TABLE = "exportjobsqueued"
 QUEUED_PARTITION = "queued"
 
-QUEUED, STARTED, SUCCEEDED, FAILED = "Queued", "Started", "Succeeded", "Failed"
-STATES = (QUEUED, STARTED, SUCCEEDED, FAILED)
+class JobState(StrEnum):
+    """A job's state, as the contract's taskStatus names it; it only moves forward (_NEXT_STATES)."""
+
+    QUEUED = "Queued"
+    STARTED = "Started"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+QUEUED, STARTED, SUCCEEDED, FAILED = JobState.QUEUED, JobState.STARTED, JobState.SUCCEEDED, JobState.FAILED
+STATES = tuple(JobState)
 _NEXT_STATES = {QUEUED: {STARTED, FAILED}, STARTED: {SUCCEEDED, FAILED}, SUCCEEDED: set(), FAILED: set()}
 _MS_MAX = (1 << 48) - 1
 
@@ -81,7 +91,7 @@ class ExportJob:
     date_created: dt.datetime
     description: str = ""
     export_format: str = "JsonBlob"
-    state: str = QUEUED
+    state: JobState = QUEUED
     date_started: dt.datetime | None = None
     date_completed: dt.datetime | None = None
     error_details: str | None = None
@@ -106,7 +116,7 @@ class ExportJob:
     trace_parent: str | None = None  # W3C traceparent of the job's trace: every message of the job carries it
     etag: str | None = field(default=None, compare=False)
 
-    def move_to(self, state: str, *, now: dt.datetime | None = None, error: str | None = None) -> None:
+    def move_to(self, state: JobState, *, now: dt.datetime | None = None, error: str | None = None) -> None:
         if state not in _NEXT_STATES[self.state]:
             raise InvalidTransition(f"job {self.id} cannot go from {self.state} to {state}")
         now = now or utcnow()
@@ -181,7 +191,9 @@ def _to_entity(job: ExportJob) -> dict:
     for name, value in asdict(job).items():
         if name in ("app_id", "id", "etag") or value is None:
             continue
-        if name in _DATETIMES:
+        if name == "state":
+            value = value.value  # the table keeps the contract's text
+        elif name in _DATETIMES:
             value = iso(value)
         elif name in _DATES:
             value = value.isoformat()
@@ -197,7 +209,9 @@ def _from_entity(entity) -> ExportJob:
         if item.name in values or item.name == "etag" or item.name not in entity:
             continue
         value = entity[item.name]
-        if item.name in _DATETIMES:
+        if item.name == "state":
+            value = JobState(value)
+        elif item.name in _DATETIMES:
             value = _parse_iso(value)
         elif item.name in _DATES:
             value = dt.date.fromisoformat(value)
