@@ -28,9 +28,9 @@ def run_export(app_id, route, export_format, **fields):
                          sas_expires=now + dt.timedelta(hours=1), date_created=now, export_format=export_format,
                          **fields)
     rows = []
-    for item in engine.plan_items(job):
+    for item in engine.plan_items(job.spec):
         blocks = {}
-        result = engine.produce(job, item, blocks.__setitem__)
+        result = engine.produce(job.spec, item, blocks.__setitem__)
         data = b"".join(blocks[block] for block in result.blocks)
         if export_format == "ParquetBlob":
             with tempfile.TemporaryDirectory() as folder:

@@ -166,7 +166,7 @@ def test_compaction_keeps_every_export_and_the_log_after_it_folds_on_top(compact
     generation = snapshotstate.compact(app_id)
     assert generation is not None and snapshots.current_generation(app_id) == generation
     assert snapshotstate.compact(app_id) is None  # nothing came since
-    plan = planning.snapshot_log(_job(app_id), lambda index, day: "unused")[0]
+    plan = planning.snapshot_log(_job(app_id).spec, lambda index, day: "unused")[0]
     assert plan.sources == () and plan.buckets == generation.buckets and plan.state
     for route, fields in SNAPSHOT_CASES:
         assert snapshot_rows(app_id, route, fields) == before[route] == reference(sent, route), route

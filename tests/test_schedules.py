@@ -24,7 +24,7 @@ from devhost.host import LocalHost
 from sampledata import Plan, load, records
 from shared.ingest import collect
 from shared.platform import apps, config
-from shared.tasks import jobs, schedules
+from shared.tasks import joblist, jobs, schedules
 
 UTC = dt.UTC
 
@@ -46,7 +46,7 @@ def schedule_app(settings_override, names):
 
 
 def scheduled(app_id):
-    page = jobs.list_jobs(app_id, top=100)
+    page = joblist.list_jobs(app_id, top=100)
     return sorted((job.start_date.isoformat(), job.id) for job in page.jobs)
 
 
@@ -65,7 +65,7 @@ def test_one_job_per_period_across_two_firings_and_a_two_day_outage(schedule_app
         thread.join()
     days = [d for d, _ in scheduled(app_id)]
     assert days == ["2026-03-07", "2026-03-08", "2026-03-09", "2026-03-10", "2026-03-11"]
-    job = jobs.list_jobs(app_id, top=100).jobs[0]
+    job = joblist.list_jobs(app_id, top=100).jobs[0]
     assert job.schedule == "daily-events@2026-03-07T00:00:00+00:00" and job.export_format == "CsvBlob"
     assert job.description == "scheduled: daily-events"
 
@@ -81,7 +81,7 @@ def test_a_period_waits_for_its_settle_delay(schedule_app):
 def test_hourly_schedules_export_one_hour(schedule_app):
     app_id = schedule_app(cadence="hourly", settleMinutes=10)
     schedules.create_due_jobs(dt.datetime(2026, 3, 10, 5, 15, tzinfo=UTC))
-    found = jobs.list_jobs(app_id, top=10).jobs
+    found = joblist.list_jobs(app_id, top=10).jobs
     assert [(j.start_date.isoformat(), j.hour) for j in found] == [("2026-03-10", 2), ("2026-03-10", 3),
                                                                   ("2026-03-10", 4)]
 
@@ -160,7 +160,7 @@ def test_a_scheduled_export_lands_and_is_forwarded_once_to_queue_and_webhook(app
     finally:
         host.stop()
         receiver.close()
-    (job,) = jobs.list_jobs(app_id, top=10).jobs
+    (job,) = joblist.list_jobs(app_id, top=10).jobs
     assert job.state == jobs.SUCCEEDED
     bodies = [json.loads(base64.b64decode(m.content)) for m in messages]
     assert [(b["jobId"], b["name"]) for b in bodies] == [(job.id, f"Event/{job.id}/part-00000.csv.gz")]
@@ -216,6 +216,6 @@ def test_a_schedule_of_an_unregistered_app_is_reported_once_by_name_and_creates_
     reports = [record.getMessage() for record in caplog.records if doc["name"] in record.getMessage()]
     assert reports == [f"Schedule {doc['name']} names app {collection}/ghost, which is not registered: it creates no "
                        f"exports until the app is registered (make app COLLECTION={collection} APP=ghost)"]
-    assert jobs.list_jobs(f"{collection}~ghost", top=10).jobs == []
+    assert joblist.list_jobs(f"{collection}~ghost", top=10).jobs == []
     apps.register_app(collection, "ghost")
     assert len(schedules.create_due_jobs(dt.datetime.now(UTC))) == 7  # EXPORT_SCHEDULE_MAX_CATCHUP periods

@@ -134,7 +134,7 @@ def test_a_started_task_cancelled_mid_part_stops_at_its_next_block_and_commits_n
                 staged.append(began)
                 cancel_now = len(staged) == 2
             if cancel_now:
-                orchestration.cancel(job_.app_id, job_.id)
+                orchestration.cancel(job_.app_id, job_.job_id)
                 cancelled_at.append(time.monotonic())
 
         return stage_one
@@ -172,7 +172,7 @@ def test_a_cancel_that_arrives_during_the_commit_is_refused_and_the_export_succe
 
     def commit_with_a_cancel_arriving(job_, done):
         with pytest.raises(TaskEnded) as conflict:
-            orchestration.cancel(job_.app_id, job_.id)
+            orchestration.cancel(job_.app_id, job_.job_id)
         refused.append(conflict.value)
         return real_commit(job_, done)
 

@@ -22,7 +22,7 @@ from shared.export.export_request import parse_request
 from shared.export.registry import ROUTES
 from shared.platform import apps, json_input
 from shared.platform.config import get_settings
-from shared.tasks import jobs, service
+from shared.tasks import joblist, service
 
 DEFAULT_PAGE_SIZE = 20  # the 2014-12-01 contract's default
 MAX_PAGE_SIZE = 1000  # the contract's maximum is 40; larger pages are an extension
@@ -101,7 +101,7 @@ def _list(req: func.HttpRequest, app: apps.AppRef) -> func.HttpResponse:
         raise BadRequest("$top must be at least 1", code="InvalidParameter")
     skip = _whole_number(params, "$skip", 0, 100_000)
     order, descending = task_query.parse_orderby(params.get("$orderby"))
-    query = task_query.parse_filter(params.get("$filter"), jobs.JobQuery(order=order, descending=descending))
+    query = task_query.parse_filter(params.get("$filter"), joblist.JobQuery(order=order, descending=descending))
     after = None
     token = params.get("$skiptoken")
     if token:

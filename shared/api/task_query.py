@@ -1,4 +1,4 @@
-"""`$orderby` and `$filter` of the export task list, read into a ``jobs.JobQuery``.
+"""`$orderby` and `$filter` of the export task list, read into a ``joblist.JobQuery``.
 
 `$orderby` is the 2014-12-01 contract's: `{property} [asc|desc]`, one property of taskId, errorDetails,
 dateCreated, taskStatus; asc by default, and `taskId asc` when absent. `$filter` is this service's extension,
@@ -14,7 +14,8 @@ import re
 from shared.api.errors import BadRequest
 from shared.export.export_request import utc_datetime
 from shared.export.registry import EXPORT_TYPES as TYPES
-from shared.tasks.jobs import STATES, JobQuery
+from shared.tasks.joblist import JobQuery
+from shared.tasks.jobs import STATES
 
 ORDER_PROPERTIES = {"taskid": "taskId", "errordetails": "errorDetails", "datecreated": "dateCreated",
                     "taskstatus": "taskStatus"}

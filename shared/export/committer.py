@@ -9,29 +9,43 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, ContentSettings
 
 from shared.export import registry
 from shared.export.planning import HIVE
+from shared.export.spec import ExportSpec
 from shared.platform.errors import PermanentJobError
 from shared.platform.times import iso
-
-if TYPE_CHECKING:
-    from shared.tasks.jobs import ExportJob
-    from shared.tasks.parts import Part
 
 log = logging.getLogger(__name__)
 
 
-def manifest(job: ExportJob, files: list[dict], schema_url: str) -> dict:
+class DonePart(Protocol):
+    """A part of the export whose blocks are staged (shared.tasks.parts records them): what the commit needs."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def file(self) -> str: ...
+    @property
+    def blocks(self) -> tuple[str, ...]: ...
+    @property
+    def records(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def md5(self) -> str: ...
+
+
+def manifest(job: ExportSpec, files: list[dict], schema_url: str) -> dict:
     collection, _, name = job.app_id.partition("~")
-    document: dict[str, Any] = {"jobId": job.id, "app": {"appCollection": collection, "appName": name},
+    document: dict[str, Any] = {"jobId": job.job_id, "app": {"appCollection": collection, "appName": name},
                 "exportType": job.export_type, "exportFormat": job.export_format,
                 "compression": registry.export_format(job.export_format).compression,
-                "readAt": iso(job.date_started), "dateCreated": iso(job.date_created)}
+                "readAt": iso(job.read_at), "dateCreated": iso(job.date_created)}
     if job.start_date is not None and job.end_date is not None:
         document["range"] = {"startDate": job.start_date.isoformat(), "endDate": job.end_date.isoformat()}
         if job.hour is not None:
@@ -58,7 +72,7 @@ def manifest(job: ExportJob, files: list[dict], schema_url: str) -> dict:
     return document
 
 
-def commit(job: ExportJob, done: Sequence[Part]) -> list[dict]:
+def commit(job: ExportSpec, done: Sequence[DonePart]) -> list[dict]:
     """Commits every file's staged blocks in order, then writes the manifest; returns the files' entries.
     Safe to run twice: the same block lists commit to the same bytes, and the manifest is only created.
 
@@ -67,7 +81,7 @@ def commit(job: ExportJob, done: Sequence[Part]) -> list[dict]:
     target = job.destination.open()
     container = target.container_client()
     files = []
-    metadata = {"jobId": job.id, "exportType": job.export_type}
+    metadata = {"jobId": job.job_id, "exportType": job.export_type}
     ordered = sorted(done, key=lambda part: part.index)
     content_type = registry.export_format(job.export_format).content_type
     try:

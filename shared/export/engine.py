@@ -12,7 +12,6 @@ import base64
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from azure.core.exceptions import AzureError
 
@@ -20,19 +19,17 @@ from shared.export import planning, registry, sources
 from shared.export.exportformats import GzipSink, gzip_member
 from shared.export.pipeline import Background, Uploads, release_free_memory, tune_allocator
 from shared.export.planning import WorkItem
+from shared.export.spec import ExportSpec
 from shared.platform.config import get_settings
 from shared.platform.errors import PermanentJobError
 
-if TYPE_CHECKING:
-    from shared.tasks.jobs import ExportJob
 
-
-def plan_items(job: ExportJob) -> list[WorkItem]:
+def plan_items(job: ExportSpec) -> list[WorkItem]:
     """The work items of a job, from what the raw store holds now."""
     return registry.export_type(job.export_type).plan(job, lambda index, day: registry.file_name(job, index, day))
 
 
-def load_or_create_plan(job: ExportJob) -> list[WorkItem]:
+def load_or_create_plan(job: ExportSpec) -> list[WorkItem]:
     """The job's plan: made now, unless another planner saved one first."""
     return planning.save_or_adopt(job, plan_items(job))
 
@@ -69,7 +66,7 @@ class PartResult:
     blocks: list[str]
 
 
-def produce(job: ExportJob, item: WorkItem, stage: Callable[[str, bytes], None]) -> PartResult:
+def produce(job: ExportSpec, item: WorkItem, stage: Callable[[str, bytes], None]) -> PartResult:
     """Writes the item's file as staged blocks; ``stage(block_id, data)`` stores one block.
 
     Reading, converting, compressing and uploading overlap (see shared.export.pipeline), each holding a few
@@ -132,7 +129,7 @@ def produce(job: ExportJob, item: WorkItem, stage: Callable[[str, bytes], None])
 CANCEL_CHECK_SECONDS = 1.0
 
 
-def stage_to(job: ExportJob, item: WorkItem, still_running: Callable[[], bool]) -> Callable[[str, bytes], None]:
+def stage_to(job: ExportSpec, item: WorkItem, still_running: Callable[[], bool]) -> Callable[[str, bytes], None]:
     """``stage(block_id, data)`` for ``item``'s file in the job's destination. It stops, with PermanentJobError,
     once ``still_running()`` says the job ended (asked at most every CANCEL_CHECK_SECONDS); a failed write is
     raised as the destination classifies it."""

@@ -10,16 +10,13 @@ import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from azure.core.exceptions import ResourceExistsError
 
+from shared.export.spec import ExportSpec
 from shared.ingest import rawstore, snapshots
 from shared.platform import storage
 from shared.platform.config import get_settings
-
-if TYPE_CHECKING:
-    from shared.tasks.jobs import ExportJob
 
 PLANS_CONTAINER = "exportplans"
 # The layouts of a historical export's files: all in the job's folder, or a folder per day (date=YYYY-MM-DD).
@@ -58,14 +55,14 @@ class WorkItem:
 _SOURCE_LISTS = ("sources", "before", "after", "state")
 
 
-def _days(job: ExportJob) -> list[dt.date]:
+def _days(job: ExportSpec) -> list[dt.date]:
     first, last = job.start_date, job.end_date
     if first is None or last is None:
         return []
     return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
 
 
-def snapshot_log(job: ExportJob, file_name: FileNames) -> list[WorkItem]:
+def snapshot_log(job: ExportSpec, file_name: FileNames) -> list[WorkItem]:
     """One file, from the app's newest folded snapshot state and the part of its log that came since, as they
     are now (shared.export.snapshotfold folds them)."""
     generation = snapshots.current_generation(job.app_id)
@@ -86,7 +83,7 @@ def state_files(generation: snapshots.Generation) -> list[tuple[str, int, int]]:
             for bucket in range(generation.buckets)]
 
 
-def raw_partitions(job: ExportJob, file_name: FileNames) -> list[WorkItem]:
+def raw_partitions(job: ExportSpec, file_name: FileNames) -> list[WorkItem]:
     """The raw blobs of the job's days (or hour) of its record type, in order, cut into even files; in the hive
     layout, each day's files apart (a day without records has none)."""
     record_type = job.export_type.lower()
@@ -103,7 +100,7 @@ def raw_partitions(job: ExportJob, file_name: FileNames) -> list[WorkItem]:
     return items or [WorkItem(0, file_name(0, job.start_date))]  # an empty export is one file without rows
 
 
-def session_days(job: ExportJob, file_name: FileNames) -> list[WorkItem]:
+def session_days(job: ExportSpec, file_name: FileNames) -> list[WorkItem]:
     """A file per day that has activities: its sessions, read with the activities of the days beside it."""
     listed: dict[dt.date, tuple[RawSource, ...]] = {}
 
@@ -144,14 +141,14 @@ def _plan_blob(app_id: str, job_id: str):
     return storage.container(PLANS_CONTAINER).get_blob_client(f"{app_id}/{job_id}.json")
 
 
-def save_or_adopt(job: ExportJob, items: list[WorkItem]) -> list[WorkItem]:
+def save_or_adopt(job: ExportSpec, items: list[WorkItem]) -> list[WorkItem]:
     """The job's plan: ``items`` when this call saves it first, else the plan saved before."""
     try:
-        _plan_blob(job.app_id, job.id).upload_blob(json.dumps({"items": [item.to_json() for item in items]}),
+        _plan_blob(job.app_id, job.job_id).upload_blob(json.dumps({"items": [item.to_json() for item in items]}),
                                                    overwrite=False)
         return items
     except ResourceExistsError:
-        return read_plan(job.app_id, job.id)
+        return read_plan(job.app_id, job.job_id)
 
 
 def read_plan(app_id: str, job_id: str) -> list[WorkItem]:

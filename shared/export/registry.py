@@ -11,16 +11,14 @@ import datetime as dt
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shared.export import convert, exportformats, jsonreader, parquet, planning, schemas, snapshotfold, sources
 from shared.export.exportformats import RowFile
 from shared.export.planning import WorkItem
 from shared.export.rows import RowSpec, parse_lines
 from shared.export.schemas import BOOLEAN, INTEGER, JSON, NUMBER, TIME, Column
-
-if TYPE_CHECKING:
-    from shared.tasks.jobs import ExportJob
+from shared.export.spec import ExportSpec
 
 # The kinds of export route: what a request gives to say what to export.
 HISTORICAL, SNAPSHOT, FEEDBACK_BY_DATE, FEEDBACK_BY_CAMPAIGN = "historical", "snapshot", "byDate", "byCampaign"
@@ -53,9 +51,9 @@ class ExportRoute:
                 + (("layout",) if self.kind == HISTORICAL else ()))
 
 
-RowSource = Callable[["ExportJob", WorkItem], Iterator[list[dict]]]
-TextSource = Callable[["ExportJob", WorkItem], sources.RowText]
-Planner = Callable[["ExportJob", planning.FileNames], list[WorkItem]]
+RowSource = Callable[[ExportSpec, WorkItem], Iterator[list[dict]]]
+TextSource = Callable[[ExportSpec, WorkItem], sources.RowText]
+Planner = Callable[[ExportSpec, planning.FileNames], list[WorkItem]]
 
 
 @dataclass(frozen=True)
@@ -85,7 +83,7 @@ class ExportType:
         """Its rows have a name that an export may include or exclude (activities, events, errors, jobs)."""
         return self.raw_record_type is not None and "name" in self.columns
 
-    def row_batches(self, job: ExportJob, item: WorkItem) -> Iterator[list[dict]]:
+    def row_batches(self, job: ExportSpec, item: WorkItem) -> Iterator[list[dict]]:
         """Batches of an item's rows as dicts, in file order."""
         if self.rows is not None:
             return self.rows(job, item)
@@ -103,24 +101,24 @@ class ExportType:
         return tuple(chosen)
 
 
-def _raw_text(job: ExportJob, item: WorkItem) -> sources.RowText:
+def _raw_text(job: ExportSpec, item: WorkItem) -> sources.RowText:
     return sources.RawText(item.sources)
 
 
 def _folded(kind: str) -> TextSource:
     """The text of a snapshot type: the app's folded state and snapshot log, as the item's plan saw them."""
-    def text(job: ExportJob, item: WorkItem) -> sources.RowText:
+    def text(job: ExportSpec, item: WorkItem) -> sources.RowText:
         return sources.MadeText(lambda: snapshotfold.rows(kind, item.state, item.buckets, item.sources))
     return text
 
 
-def _feedback(job: ExportJob, item: WorkItem) -> sources.RowText:
+def _feedback(job: ExportSpec, item: WorkItem) -> sources.RowText:
     return sources.MadeText(lambda: snapshotfold.feedback(
         item.state, item.buckets, item.sources, campaign_type=job.campaign_type or "",
         campaign_ids=job.campaign_ids, window=_feedback_window(job)))
 
 
-def _feedback_window(job: ExportJob) -> tuple[dt.datetime, dt.datetime] | None:
+def _feedback_window(job: ExportSpec) -> tuple[dt.datetime, dt.datetime] | None:
     start, end = job.campaign_window_start, job.campaign_window_end
     return (start, end) if start is not None and end is not None else None
 
@@ -239,23 +237,23 @@ def export_format(name: str) -> ExportFormat:
     return EXPORT_FORMATS[name]
 
 
-def file_name(job: ExportJob, index: int, day: dt.date | None = None) -> str:
+def file_name(job: ExportSpec, index: int, day: dt.date | None = None) -> str:
     """A result file's name: under a date=YYYY-MM-DD folder for the hive layout, so readers get the day as a
     column."""
     folder = f"date={day.isoformat()}/" if day is not None and job.layout == planning.HIVE else ""
-    return f"{job.export_type}/{job.id}/{folder}part-{index:05d}.{EXPORT_FORMATS[job.export_format].extension}"
+    return f"{job.export_type}/{job.job_id}/{folder}part-{index:05d}.{EXPORT_FORMATS[job.export_format].extension}"
 
 
-def schema_name(job: ExportJob) -> str:
-    return f"{job.export_type}/{job.id}/schema.json"
+def schema_name(job: ExportSpec) -> str:
+    return f"{job.export_type}/{job.job_id}/schema.json"
 
 
-def success_name(job: ExportJob) -> str:
+def success_name(job: ExportSpec) -> str:
     """The hive layout's marker, written after the manifest, that Spark and Hadoop tools wait for."""
-    return f"{job.export_type}/{job.id}/_SUCCESS"
+    return f"{job.export_type}/{job.job_id}/_SUCCESS"
 
 
-def published_schema(job: ExportJob) -> dict[str, Any]:
+def published_schema(job: ExportSpec) -> dict[str, Any]:
     """The schema written beside a job's files, of its format and with its projection applied."""
     columns = row_spec(job).columns
     return {"exportType": job.export_type, "exportFormat": job.export_format,
@@ -272,7 +270,7 @@ def type_schemas(export_type: ExportType) -> dict[str, Any]:
     return document
 
 
-def row_spec(job: ExportJob) -> RowSpec:
+def row_spec(job: ExportSpec) -> RowSpec:
     """What of each row the job's files hold: its columns, and the names it includes or excludes."""
     projection = tuple(job.projection) if job.projection is not None else None
     columns = EXPORT_TYPES[job.export_type].columns_for(export_user_id=job.export_user_id, fields=projection)
@@ -281,5 +279,5 @@ def row_spec(job: ExportJob) -> RowSpec:
                    frozenset(names["exclude"]) if "exclude" in names else None)
 
 
-def manifest_name(job: ExportJob) -> str:
-    return f"{job.export_type}/{job.id}/manifest.json"
+def manifest_name(job: ExportSpec) -> str:
+    return f"{job.export_type}/{job.job_id}/manifest.json"

@@ -12,7 +12,9 @@ its whole log the same way, its state empty. Rows keep their stored JSON text fo
 so info, location and tag values export as Collect stored them.
 
 A tail's rows are taken as arriving after every row its state holds (the state covers what was in the log when
-its compaction read it). What a retried or duplicated work item reads is fixed by its plan (the state's files
+its compaction read it). The module holds the log's row types, the export rows, the four folds and the bucket
+files together because each fold reads the others' types and the buckets' text: split, they would import each
+other. What a retried or duplicated work item reads is fixed by its plan (the state's files
 and the log's blobs and byte ranges), and its rows come out in one order (bucket, then device), so it writes
 the same file.
 """

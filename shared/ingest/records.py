@@ -2,6 +2,10 @@
 
 `normalize(raw)` returns the record as it is stored and exported (camelCase, UTC times as
 `YYYY-MM-DDTHH:MM:SS.mmmZ`, fields in a fixed order) or raises RecordError naming the field and the reason.
+`quick_row(raw)` is the same checks' fast path for plainly valid historical records.
+
+It is longer than most modules because the full checks and the quick path read one table of fields and rules
+(`_HISTORICAL_FIELDS`): kept in one module, they cannot come to disagree on what a record may hold.
 """
 
 from __future__ import annotations

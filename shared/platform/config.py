@@ -4,6 +4,9 @@ Settings come from environment variables: the Functions host sets them from the 
 and from ``local.settings.json`` locally. ``get_settings()`` reads them once per process and fails on the
 first call when a required one is missing, naming it, so a misconfigured app stops at start instead of
 failing half-way through a job.
+
+Every setting is declared once, in SETTINGS: its name, its field, how it is read and checked, its default and
+its line of documentation. The module is as long as that table is: one entry a setting, in one place.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -24,8 +23,9 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import UpdateMode
 
 from shared.export.destination import SealedDestination
+from shared.export.spec import ExportSpec
 from shared.platform import storage, tablefilter
-from shared.platform.errors import InvalidInput, TaskNotFound
+from shared.platform.errors import TaskNotFound
 from shared.platform.times import iso, iso_text, utcnow
 
 JOBS_TABLE = "exportjobs"
@@ -136,6 +136,21 @@ class ExportJob:
     def destination(self) -> SealedDestination:
         return SealedDestination(url=self.container_url, sealed_sas=self.sealed_sas, expires=self.sas_expires)
 
+    @property
+    def spec(self) -> ExportSpec:
+        """The export as the pipeline takes it (shared.export.spec)."""
+        return ExportSpec(
+            app_id=self.app_id, job_id=self.id, export_type=self.export_type, export_format=self.export_format,
+            destination=self.destination, date_created=self.date_created, read_at=self.date_started,
+            start_date=self.start_date, end_date=self.end_date, hour=self.hour, campaign_type=self.campaign_type,
+            campaign_ids=tuple(self.campaign_ids) if self.campaign_ids is not None else None,
+            campaign_window_start=self.campaign_window_start, campaign_window_end=self.campaign_window_end,
+            export_user_id=self.export_user_id,
+            projection=tuple(self.projection) if self.projection is not None else None,
+            name_filter={key: tuple(names) for key, names in self.name_filter.items()}
+            if self.name_filter is not None else None,
+            layout=self.layout, schedule=self.schedule)
+
     def to_result(self) -> dict:
         """The exportTaskResult of the API, with the extra fields clients may ignore."""
         result: dict[str, Any] = {
@@ -203,7 +218,7 @@ def _to_entity(job: ExportJob) -> dict:
     return entity
 
 
-def _from_entity(entity) -> ExportJob:
+def from_entity(entity) -> ExportJob:
     values = {"app_id": entity["PartitionKey"], "id": entity["RowKey"]}
     for item in fields(ExportJob):
         if item.name in values or item.name == "etag" or item.name not in entity:
@@ -241,7 +256,7 @@ def create_job(job: ExportJob) -> ExportJob:
 
 def get_job(app_id: str, job_id: str) -> ExportJob:
     try:
-        return _from_entity(storage.table(JOBS_TABLE).get_entity(app_id, job_id))
+        return from_entity(storage.table(JOBS_TABLE).get_entity(app_id, job_id))
     except ResourceNotFoundError:
         raise TaskNotFound(f"export task {job_id!r} does not exist for this app") from None
 
@@ -288,104 +303,3 @@ def forget_queued(app_id: str, job_id: str) -> None:
         storage.table(QUEUED_TABLE).delete_entity(QUEUED_PARTITION, f"{app_id}|{job_id}")
     except ResourceNotFoundError:
         pass
-
-
-@dataclass(frozen=True)
-class Page:
-    jobs: list[ExportJob]
-    next_token: str | None
-
-
-@dataclass(frozen=True)
-class JobQuery:
-    """Which of an app's jobs to list, and in which order (``order`` is a property name of the API)."""
-
-    order: str = "taskId"  # taskId | dateCreated | taskStatus | errorDetails
-    descending: bool = False
-    state: str | None = None
-    export_type: str | None = None
-    created: tuple[tuple[str, dt.datetime], ...] = ()  # (ge|gt|le|lt|eq, moment)
-
-    @property
-    def filtered(self) -> bool:
-        return bool(self.state or self.export_type or self.created)
-
-    def table_filter(self, app_id: str) -> str:
-        """The Table query of the app's partition narrowed by the filter."""
-        clauses = [tablefilter.eq("PartitionKey", app_id)]
-        if self.state:
-            clauses.append(tablefilter.eq("state", self.state))
-        if self.export_type:
-            clauses.append(tablefilter.eq("export_type", self.export_type))
-        clauses += [tablefilter.compare("date_created", operator, iso_text(moment))
-                    for operator, moment in self.created]
-        return tablefilter.all_of(*clauses)
-
-
-# Sort keys of the orders that are not kept by a table's row keys; ties go by task id.
-_SORT_COLUMNS = {"taskStatus": "state", "errorDetails": "error_details", "taskId": "RowKey",
-                 "dateCreated": "date_created"}
-
-
-def list_jobs(app_id: str, *, top: int, skip: int = 0, after: str | None = None,
-              query: JobQuery = JobQuery()) -> Page:
-    """One page of an app's jobs. ``after`` is the continuation token of the previous page; ``skip`` skips
-    that many jobs first.
-
-    Oldest first (taskId or dateCreated ascending) streams the jobs table in row-key order, filtered on the
-    server; newest first without a filter streams the newest-first index. Other orders read the app's
-    matching jobs' sort columns, sort them, and fetch only the page's rows."""
-    if not query.descending and query.order in ("taskId", "dateCreated"):
-        return _stream(app_id, JOBS_TABLE, query, top, skip, after)
-    if query.descending and query.order == "dateCreated" and not query.filtered:
-        return _stream(app_id, NEWEST_FIRST_TABLE, query, top, skip, after)
-    return _sorted(app_id, query, top, skip, after)
-
-
-def _fetch(app_id: str, job_ids: list[str]) -> list[ExportJob]:
-    with ThreadPoolExecutor(8) as pool:
-        found = list(pool.map(lambda job_id: find_job(app_id, job_id), job_ids))
-    return [job for job in found if job is not None]
-
-
-def _stream(app_id: str, table_name: str, query: JobQuery, top: int, skip: int, after: str | None) -> Page:
-    filter_text = query.table_filter(app_id)
-    if after:
-        filter_text = tablefilter.all_of(filter_text, tablefilter.compare("RowKey", "gt", after))
-    index = table_name == NEWEST_FIRST_TABLE
-    rows = storage.table(table_name).query_entities(filter_text, results_per_page=min(1000, skip + top + 1),
-                                                    select=["RowKey", "job_id"] if index else None)
-    keys: list[dict] = []
-    skipped, more = 0, False
-    for row in rows:
-        if skipped < skip:
-            skipped += 1
-            continue
-        if len(keys) == top:
-            more = True
-            break
-        keys.append(row)
-    jobs = _fetch(app_id, [row["job_id"] for row in keys]) if index else [_from_entity(row) for row in keys]
-    return Page(jobs=jobs, next_token=keys[-1]["RowKey"] if more and keys else None)
-
-
-def _sorted(app_id: str, query: JobQuery, top: int, skip: int, after: str | None) -> Page:
-    filter_text = query.table_filter(app_id)
-    column = _SORT_COLUMNS[query.order]
-    rows = storage.table(JOBS_TABLE).query_entities(filter_text, results_per_page=1000,
-                                                    select=["RowKey", column] if column != "RowKey" else ["RowKey"])
-    # A job without the value (no errorDetails yet) sorts before every text, as null does in SQL ascending.
-    keys = sorted(((row.get(column) or "", row["RowKey"]) for row in rows), reverse=query.descending)
-    if after is not None:
-        try:
-            last = tuple(json.loads(after))
-            if len(last) != 2 or not all(isinstance(part, str) for part in last):
-                raise ValueError
-        except ValueError:
-            raise InvalidInput("$skiptoken is not a token this service gave out for this order; follow nextLink as "
-                               "it is") from None
-        keys = [key for key in keys if (key < last if query.descending else key > last)]
-    page = keys[skip:skip + top]
-    more = len(keys) > skip + top
-    return Page(jobs=_fetch(app_id, [job_id for _, job_id in page]),
-                next_token=json.dumps(list(page[-1])) if more and page else None)

@@ -61,7 +61,7 @@ def _start(job: jobs.ExportJob) -> jobs.ExportJob:
     Only EXPORT_JOB_ITEMS_IN_FLIGHT items go out now; each one that ends sends the next (``_send_next``), so a
     big job never has more than that many items on the shared queue, and another app's items wait behind at
     most those."""
-    items = engine.load_or_create_plan(job)
+    items = engine.load_or_create_plan(job.spec)
     window = get_settings().job_items_in_flight
     for item in items[:window]:
         send_work(WorkMessage(job.app_id, job.id, item.index, window, trace=job.trace_parent))
@@ -130,7 +130,7 @@ def _commit(job: jobs.ExportJob, done: Sequence[parts.Part]) -> None:
     try:
         with telemetry.job_scope("export.commit", job_id=job.id, app_id=job.app_id,
                                  attributes={"export.parts": len(done)}):
-            files = committer.commit(job, done)
+            files = committer.commit(job.spec, done)
     except PermanentJobError as error:
         finish(job, jobs.FAILED, error=str(error))
         return

@@ -12,7 +12,7 @@ from shared.export import destination
 from shared.export.export_request import ExportRequest
 from shared.platform import apps, telemetry
 from shared.platform.config import get_settings
-from shared.tasks import jobs, orchestration
+from shared.tasks import joblist, jobs, orchestration
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,9 @@ def get_export(app: apps.AppRef, job_id: str) -> jobs.ExportJob:
     return jobs.get_job(app.id, job_id)
 
 
-def list_exports(app: apps.AppRef, query: jobs.JobQuery, *, top: int, skip: int = 0,
-                 after: str | None = None) -> jobs.Page:
-    return jobs.list_jobs(app.id, query=query, top=top, skip=skip, after=after)
+def list_exports(app: apps.AppRef, query: joblist.JobQuery, *, top: int, skip: int = 0,
+                 after: str | None = None) -> joblist.Page:
+    return joblist.list_jobs(app.id, query=query, top=top, skip=skip, after=after)
 
 
 def cancel_export(app: apps.AppRef, job_id: str) -> jobs.ExportJob:

@@ -54,7 +54,7 @@ def run_item(app_id: str, job_id: str, index: int, *, last_try: bool,
     plan = planning.read_plan(app_id, job_id)
     item = plan[index]
     try:
-        result = engine.produce(job, item, engine.stage_to(job, item, lambda: _still_running(job)))
+        result = engine.produce(job.spec, item, engine.stage_to(job.spec, item, lambda: _still_running(job)))
     except PermanentJobError as error:
         parts.record(parts.failed(job.id, index, item.file, str(error)))
         return True  # a failed part decides the job: no need to wait for the others
