@@ -14,6 +14,7 @@ import expected
 
 from shared.export import engine
 from shared.export.registry import ROUTES
+from shared.export.spec import ExportScope
 from shared.tasks import jobs
 
 FORMATS = ("JsonBlob", "CsvBlob", "ParquetBlob")
@@ -23,10 +24,12 @@ def run_export(app_id, route, export_format, **fields):
     """The rows of an export of ``route`` in ``export_format``: JSON Lines as parsed, CSV with its nested
     columns parsed, Parquet as pyarrow and DuckDB both read it (expected.parquet_rows)."""
     now = dt.datetime.now(dt.UTC)
-    job = jobs.ExportJob(app_id=app_id, id=jobs.new_job_id(now), route=route, export_type=ROUTES[route].export_type,
+    if fields.get("campaign_ids") is not None:
+        fields["campaign_ids"] = tuple(fields["campaign_ids"])
+    scope = ExportScope(export_type=ROUTES[route].export_type, export_format=export_format, **fields)
+    job = jobs.ExportJob(app_id=app_id, id=jobs.new_job_id(now), route=route, scope=scope,
                          container_url="http://127.0.0.1:1/unused/unused", sealed_sas="",
-                         sas_expires=now + dt.timedelta(hours=1), date_created=now, export_format=export_format,
-                         **fields)
+                         sas_expires=now + dt.timedelta(hours=1), date_created=now)
     rows = []
     for item in engine.plan_items(job.spec):
         blocks = {}

@@ -22,6 +22,7 @@ from sampledata import Plan, backend_phases, backend_records
 from sampledata.generator import BACKEND_BATCH
 from shared.export import planning, snapshotfold, snapshotstate
 from shared.export.registry import ROUTES
+from shared.export.spec import ExportScope
 from shared.ingest import rawstore, snapshots
 from shared.platform import apps
 from shared.tasks import jobs
@@ -192,6 +193,6 @@ def test_compaction_keeps_every_export_and_the_log_after_it_folds_on_top(compact
 
 def _job(app_id):
     now = dt.datetime.now(dt.UTC)
-    return jobs.ExportJob(app_id=app_id, id=jobs.new_job_id(now), route="devices", export_type="Device",
-                          container_url="http://127.0.0.1:1/unused/unused", sealed_sas="", sas_expires=now,
-                          date_created=now, export_format="JsonBlob")
+    return jobs.ExportJob(app_id=app_id, id=jobs.new_job_id(now), route="devices",
+                          scope=ExportScope(export_type="Device"), container_url="http://127.0.0.1:1/unused/unused",
+                          sealed_sas="", sas_expires=now, date_created=now)

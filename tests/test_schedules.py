@@ -47,7 +47,7 @@ def schedule_app(settings_override, names):
 
 def scheduled(app_id):
     page = joblist.list_jobs(app_id, top=100)
-    return sorted((job.start_date.isoformat(), job.id) for job in page.jobs)
+    return sorted((job.scope.start_date.isoformat(), job.id) for job in page.jobs)
 
 
 def test_one_job_per_period_across_two_firings_and_a_two_day_outage(schedule_app):
@@ -82,7 +82,7 @@ def test_hourly_schedules_export_one_hour(schedule_app):
     app_id = schedule_app(cadence="hourly", settleMinutes=10)
     schedules.create_due_jobs(dt.datetime(2026, 3, 10, 5, 15, tzinfo=UTC))
     found = joblist.list_jobs(app_id, top=10).jobs
-    assert [(j.start_date.isoformat(), j.hour) for j in found] == [("2026-03-10", 2), ("2026-03-10", 3),
+    assert [(j.scope.start_date.isoformat(), j.scope.hour) for j in found] == [("2026-03-10", 2), ("2026-03-10", 3),
                                                                   ("2026-03-10", 4)]
 
 

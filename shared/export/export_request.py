@@ -13,6 +13,7 @@ from typing import Any
 
 from shared.export import registry
 from shared.export.registry import FEEDBACK_BY_CAMPAIGN, FEEDBACK_BY_DATE, HISTORICAL, ExportRoute
+from shared.export.spec import ExportScope
 from shared.ingest.records import MAX_NAME
 from shared.platform.errors import InvalidInput
 
@@ -28,21 +29,17 @@ _MIDNIGHT = re.compile(r"^(\d{4}-\d{2}-\d{2})T00:00:00(?:\.0+)?(?:Z|[+-]00:00)\Z
 
 @dataclass(frozen=True)
 class ExportRequest:
+    """A checked request: its route, where it goes and its description, and what it exports (its scope)."""
+
     route: ExportRoute
     container_url: str
+    scope: ExportScope
     description: str = ""
-    export_format: str = registry.DEFAULT_FORMAT
-    start_date: dt.date | None = None
-    end_date: dt.date | None = None
-    campaign_type: str | None = None
-    campaign_ids: tuple[int, ...] | None = None
-    campaign_window_start: dt.datetime | None = None
-    campaign_window_end: dt.datetime | None = None
-    export_user_id: bool = False
-    hour: int | None = None  # scheduled hourly exports only: the UTC hour of start_date
-    layout: str = registry.LAYOUTS[0]
-    projection: tuple[str, ...] | None = None  # fields: the columns to write, when not all
-    name_filter: dict[str, tuple[str, ...]] | None = None  # names: {"include": (...)} or {"exclude": (...)}
+
+    @classmethod
+    def of(cls, *, route: ExportRoute, container_url: str, description: str = "", **scope: Any) -> ExportRequest:
+        """The request of ``route`` with the scope's fields given by name (the export type is the route's)."""
+        return cls(route, container_url, ExportScope(export_type=route.export_type, **scope), description)
 
 
 def _invalid(field: str, problem: str) -> InvalidInput:
@@ -192,7 +189,7 @@ def parse_request(route: ExportRoute, body: Any, *, max_range_days: int,
         values["projection"] = _projection(route, body["fields"], bool(values.get("export_user_id")))
     if body.get("names") is not None:
         values["name_filter"] = _name_filter(route, body["names"])
-    return ExportRequest(**values)
+    return ExportRequest.of(**values)
 
 
 def _projection(route: ExportRoute, fields: Any, export_user_id: bool) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -23,7 +23,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import UpdateMode
 
 from shared.export.destination import SealedDestination
-from shared.export.spec import ExportSpec
+from shared.export.spec import SCOPE_FIELDS, ExportScope, ExportSpec
 from shared.platform import storage, tablefilter
 from shared.platform.errors import TaskNotFound
 from shared.platform.times import iso, iso_text, utcnow
@@ -81,37 +81,27 @@ def _newest_first_key(job_id: str) -> str:
 
 @dataclass
 class ExportJob:
+    """An export task: its identity, what it exports (``scope``, as its request gave it), where, and its life."""
+
     app_id: str
     id: str
     route: str
-    export_type: str
+    scope: ExportScope
     container_url: str
     sealed_sas: str
     sas_expires: dt.datetime
     date_created: dt.datetime
     description: str = ""
-    export_format: str = "JsonBlob"
     state: JobState = QUEUED
     date_started: dt.datetime | None = None
     date_completed: dt.datetime | None = None
     error_details: str | None = None
-    start_date: dt.date | None = None
-    end_date: dt.date | None = None
-    campaign_type: str | None = None
-    campaign_ids: list[int] | None = None
-    campaign_window_start: dt.datetime | None = None
-    campaign_window_end: dt.datetime | None = None
-    export_user_id: bool = False
-    hour: int | None = None
     parts_total: int | None = None
     parts_done: int = 0
     record_count: int | None = None
     bytes: int | None = None
     files: list[dict] = field(default_factory=list)
     schedule: str | None = None
-    layout: str = "flat"  # or "hive": historical files under date=YYYY-MM-DD/ folders, and a _SUCCESS marker
-    projection: list[str] | None = None  # the request's fields: the columns written, when not all
-    name_filter: dict[str, list[str]] | None = None  # the request's names: {"include": [...]} or {"exclude": [...]}
     committing: bool = False  # set by the monitor before it commits: from then on the job can only succeed or fail
     trace_parent: str | None = None  # W3C traceparent of the job's trace: every message of the job carries it
     etag: str | None = field(default=None, compare=False)
@@ -139,20 +129,20 @@ class ExportJob:
     @property
     def spec(self) -> ExportSpec:
         """The export as the pipeline takes it (shared.export.spec)."""
-        return ExportSpec(
-            app_id=self.app_id, job_id=self.id, export_type=self.export_type, export_format=self.export_format,
-            destination=self.destination, date_created=self.date_created, read_at=self.date_started,
-            start_date=self.start_date, end_date=self.end_date, hour=self.hour, campaign_type=self.campaign_type,
-            campaign_ids=tuple(self.campaign_ids) if self.campaign_ids is not None else None,
-            campaign_window_start=self.campaign_window_start, campaign_window_end=self.campaign_window_end,
-            export_user_id=self.export_user_id,
-            projection=tuple(self.projection) if self.projection is not None else None,
-            name_filter={key: tuple(names) for key, names in self.name_filter.items()}
-            if self.name_filter is not None else None,
-            layout=self.layout, schedule=self.schedule)
+        return ExportSpec.of(self.scope, app_id=self.app_id, job_id=self.id, destination=self.destination,
+                             date_created=self.date_created, read_at=self.date_started, schedule=self.schedule)
+
+    @property
+    def export_type(self) -> str:
+        return self.scope.export_type
+
+    @property
+    def export_format(self) -> str:
+        return self.scope.export_format
 
     def to_result(self) -> dict:
         """The exportTaskResult of the API, with the extra fields clients may ignore."""
+        scope = self.scope
         result: dict[str, Any] = {
             "id": self.id,
             "description": self.description,
@@ -164,26 +154,26 @@ class ExportJob:
             "exportFormat": self.export_format,
             "containerUrl": self.container_url,
         }
-        if self.start_date is not None and self.end_date is not None:
-            result["startDate"] = self.start_date.isoformat()
-            result["endDate"] = self.end_date.isoformat()
-        if self.hour is not None:
-            result["hour"] = self.hour
-        if self.campaign_type is not None:
-            result["campaignType"] = self.campaign_type
-        if self.campaign_ids is not None:
-            result["campaignIds"] = list(self.campaign_ids)
-        if self.campaign_window_start is not None:
-            result["campaignWindowStart"] = iso(self.campaign_window_start)
-            result["campaignWindowEnd"] = iso(self.campaign_window_end)
+        if scope.start_date is not None and scope.end_date is not None:
+            result["startDate"] = scope.start_date.isoformat()
+            result["endDate"] = scope.end_date.isoformat()
+        if scope.hour is not None:
+            result["hour"] = scope.hour
+        if scope.campaign_type is not None:
+            result["campaignType"] = scope.campaign_type
+        if scope.campaign_ids is not None:
+            result["campaignIds"] = list(scope.campaign_ids)
+        if scope.campaign_window_start is not None:
+            result["campaignWindowStart"] = iso(scope.campaign_window_start)
+            result["campaignWindowEnd"] = iso(scope.campaign_window_end)
         if self.route == "tokens":
-            result["exportOptions"] = {"exportUserId": self.export_user_id}
-        if self.layout != "flat":
-            result["layout"] = self.layout
-        if self.projection is not None:
-            result["fields"] = list(self.projection)
-        if self.name_filter is not None:
-            result["names"] = dict(self.name_filter)
+            result["exportOptions"] = {"exportUserId": scope.export_user_id}
+        if scope.layout != "flat":
+            result["layout"] = scope.layout
+        if scope.projection is not None:
+            result["fields"] = list(scope.projection)
+        if scope.name_filter is not None:
+            result["names"] = {key: list(names) for key, names in scope.name_filter.items()}
         result["progress"] = {"partsDone": self.parts_done}
         if self.parts_total is not None:
             result["progress"]["partsTotal"] = self.parts_total
@@ -202,9 +192,12 @@ _JSON = {"campaign_ids", "files", "projection", "name_filter"}
 
 
 def _to_entity(job: ExportJob) -> dict:
+    """The job's table row: the scope's fields are columns of the row, as the job's own are."""
     entity = {"PartitionKey": job.app_id, "RowKey": job.id}
-    for name, value in asdict(job).items():
-        if name in ("app_id", "id", "etag") or value is None:
+    columns = {name: getattr(job, name) for name in _JOB_COLUMNS}
+    columns.update({name: getattr(job.scope, name) for name in SCOPE_FIELDS})
+    for name, value in columns.items():
+        if value is None:
             continue
         if name == "state":
             value = value.value  # the table keeps the contract's text
@@ -218,22 +211,36 @@ def _to_entity(job: ExportJob) -> dict:
     return entity
 
 
+# The job's own columns (its scope's are SCOPE_FIELDS).
+_JOB_COLUMNS = tuple(item.name for item in fields(ExportJob) if item.name not in ("app_id", "id", "etag", "scope"))
+
+
+def _frozen(value: Any) -> Any:
+    """A stored JSON value as the scope keeps it: arrays as tuples (a job's files stay lists of dicts)."""
+    if isinstance(value, list) and all(not isinstance(item, dict) for item in value):
+        return tuple(value)
+    if isinstance(value, dict):
+        return {key: _frozen(item) for key, item in value.items()}
+    return value
+
+
 def from_entity(entity) -> ExportJob:
-    values = {"app_id": entity["PartitionKey"], "id": entity["RowKey"]}
-    for item in fields(ExportJob):
-        if item.name in values or item.name == "etag" or item.name not in entity:
+    values: dict[str, Any] = {"app_id": entity["PartitionKey"], "id": entity["RowKey"]}
+    scope: dict[str, Any] = {}
+    for name in _JOB_COLUMNS + SCOPE_FIELDS:
+        if name not in entity:
             continue
-        value = entity[item.name]
-        if item.name == "state":
+        value = entity[name]
+        if name == "state":
             value = JobState(value)
-        elif item.name in _DATETIMES:
+        elif name in _DATETIMES:
             value = _parse_iso(value)
-        elif item.name in _DATES:
+        elif name in _DATES:
             value = dt.date.fromisoformat(value)
-        elif item.name in _JSON:
-            value = json.loads(value)
-        values[item.name] = value
-    job = ExportJob(**values)
+        elif name in _JSON:
+            value = _frozen(json.loads(value))
+        (scope if name in SCOPE_FIELDS else values)[name] = value
+    job = ExportJob(scope=ExportScope(**scope), **values)
     job.etag = entity.metadata.get("etag")
     return job
 

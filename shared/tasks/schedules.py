@@ -170,4 +170,4 @@ def _request(schedule: Schedule, period: dt.datetime, container_url: str) -> Exp
         values.update(start_date=period.date(), end_date=period.date())
         if schedule.cadence == "hourly":
             values["hour"] = period.hour
-    return ExportRequest(**values)
+    return ExportRequest.of(**values)

@@ -28,19 +28,11 @@ def submit_export(app: apps.AppRef, request: ExportRequest, *, schedule: str | N
     job_id = job_id or jobs.new_job_id(now)
     with telemetry.job_scope("export.create", job_id=job_id, app_id=app.id,
                              attributes={"export.type": request.route.export_type,
-                                         "export.format": request.export_format}):
+                                         "export.format": request.scope.export_format}):
         job = jobs.ExportJob(
-            app_id=app.id, id=job_id, route=request.route.route, export_type=request.route.export_type,
-            container_url=sealed.url, sealed_sas=sealed.sealed_sas, sas_expires=sealed.expires, date_created=now,
-            description=request.description, export_format=request.export_format, start_date=request.start_date,
-            end_date=request.end_date, campaign_type=request.campaign_type,
-            campaign_ids=list(request.campaign_ids) if request.campaign_ids is not None else None,
-            campaign_window_start=request.campaign_window_start, campaign_window_end=request.campaign_window_end,
-            export_user_id=request.export_user_id, hour=request.hour, schedule=schedule, layout=request.layout,
-            projection=list(request.projection) if request.projection is not None else None,
-            name_filter=({key: list(names) for key, names in request.name_filter.items()}
-                         if request.name_filter else None),
-            trace_parent=telemetry.current_traceparent())
+            app_id=app.id, id=job_id, route=request.route.route, scope=request.scope, container_url=sealed.url,
+            sealed_sas=sealed.sealed_sas, sas_expires=sealed.expires, date_created=now,
+            description=request.description, schedule=schedule, trace_parent=telemetry.current_traceparent())
         if get_settings().probe_destination:
             destination.probe(target, f"{job.export_type}/{job.id}/.write-check")
         jobs.create_job(job)
