@@ -216,8 +216,8 @@ _JOB_COLUMNS = tuple(item.name for item in fields(ExportJob) if item.name not in
 
 
 def _frozen(value: Any) -> Any:
-    """A stored JSON value as the scope keeps it: arrays as tuples (a job's files stay lists of dicts)."""
-    if isinstance(value, list) and all(not isinstance(item, dict) for item in value):
+    """A stored JSON value as the scope keeps it: arrays as tuples."""
+    if isinstance(value, list):
         return tuple(value)
     if isinstance(value, dict):
         return {key: _frozen(item) for key, item in value.items()}
@@ -238,7 +238,9 @@ def from_entity(entity) -> ExportJob:
         elif name in _DATES:
             value = dt.date.fromisoformat(value)
         elif name in _JSON:
-            value = _frozen(json.loads(value))
+            value = json.loads(value)
+            if name in SCOPE_FIELDS:
+                value = _frozen(value)
         (scope if name in SCOPE_FIELDS else values)[name] = value
     job = ExportJob(scope=ExportScope(**scope), **values)
     job.etag = entity.metadata.get("etag")
