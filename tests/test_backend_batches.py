@@ -194,5 +194,5 @@ def test_compaction_keeps_every_export_and_the_log_after_it_folds_on_top(compact
 def _job(app_id):
     now = dt.datetime.now(dt.UTC)
     return jobs.ExportJob(app_id=app_id, id=jobs.new_job_id(now), route="devices",
-                          scope=ExportScope(export_type="Device"), container_url="http://127.0.0.1:1/unused/unused",
+                          scope=ExportScope(export_type="Device", export_format="JsonBlob"), container_url="http://127.0.0.1:1/unused/unused",
                           sealed_sas="", sas_expires=now, date_created=now)

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.pure
 
 NOW = dt.datetime(2026, 5, 4, 12, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
-QUEUED = jobs.ExportJob(app_id="c~a", id="j1", route="events", scope=ExportScope(export_type="Event"),
-                        container_url="https://x", sealed_sas="", sas_expires=NOW + 10 * HOUR, date_created=NOW - HOUR)
+QUEUED = jobs.ExportJob(app_id="c~a", id="j1", route="events",
+                        scope=ExportScope(export_type="Event", export_format="JsonBlob"), container_url="https://x",
+                        sealed_sas="", sas_expires=NOW + 10 * HOUR, date_created=NOW - HOUR)
 STARTED = dataclasses.replace(QUEUED, state=jobs.STARTED, date_started=NOW - HOUR, parts_total=3)
 
 

@@ -15,8 +15,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFo
 from azure.storage.blob import BlobBlock, ContentSettings
 
 from shared.export import registry
-from shared.export.planning import HIVE
-from shared.export.spec import ExportSpec
+from shared.export.spec import HIVE, ExportSpec
 from shared.platform.errors import PermanentJobError
 from shared.platform.times import iso
 

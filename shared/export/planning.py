@@ -13,14 +13,12 @@ from dataclasses import dataclass
 
 from azure.core.exceptions import ResourceExistsError
 
-from shared.export.spec import ExportSpec
+from shared.export.spec import HIVE, ExportSpec
 from shared.ingest import rawstore, snapshots
 from shared.platform import storage
 from shared.platform.config import get_settings
 
 PLANS_CONTAINER = "exportplans"
-# The layouts of a historical export's files: all in the job's folder, or a folder per day (date=YYYY-MM-DD).
-FLAT, HIVE = "flat", "hive"
 # A raw blob as a plan saw it: its name and its size then.
 RawSource = tuple[str, int]
 # The bytes of a raw blob from start to end (the part of a snapshot log blob that came after a folded state).

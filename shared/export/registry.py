@@ -18,7 +18,7 @@ from shared.export.exportformats import RowFile
 from shared.export.planning import WorkItem
 from shared.export.rows import RowSpec, parse_lines
 from shared.export.schemas import BOOLEAN, INTEGER, JSON, NUMBER, TIME, Column
-from shared.export.spec import ExportSpec
+from shared.export.spec import FLAT, HIVE, ExportSpec
 
 # The kinds of export route: what a request gives to say what to export.
 HISTORICAL, SNAPSHOT, FEEDBACK_BY_DATE, FEEDBACK_BY_CAMPAIGN = "historical", "snapshot", "byDate", "byCampaign"
@@ -226,7 +226,7 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {export_format.name: export_format for
                  parquet.ParquetFile, jsonreader.converted, _arrow_schema, converts_on_threads=True),
 )}
 DEFAULT_FORMAT = "JsonBlob"
-LAYOUTS = (planning.FLAT, planning.HIVE)
+LAYOUTS = (FLAT, HIVE)
 
 
 def export_type(name: str) -> ExportType:
@@ -240,7 +240,7 @@ def export_format(name: str) -> ExportFormat:
 def file_name(job: ExportSpec, index: int, day: dt.date | None = None) -> str:
     """A result file's name: under a date=YYYY-MM-DD folder for the hive layout, so readers get the day as a
     column."""
-    folder = f"date={day.isoformat()}/" if day is not None and job.layout == planning.HIVE else ""
+    folder = f"date={day.isoformat()}/" if day is not None and job.layout == HIVE else ""
     return f"{job.export_type}/{job.job_id}/{folder}part-{index:05d}.{EXPORT_FORMATS[job.export_format].extension}"
 
 

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 from shared.export.destination import SealedDestination
 
+# The layouts of a historical export's files: all in the job's folder, or a folder per day (date=YYYY-MM-DD).
+FLAT, HIVE = "flat", "hive"
+
 
 @dataclass(frozen=True, kw_only=True)
 class ExportScope:
@@ -23,7 +26,7 @@ class ExportScope:
     (format, layout)."""
 
     export_type: str
-    export_format: str = "JsonBlob"
+    export_format: str  # its default is the request's (shared.export.registry.DEFAULT_FORMAT)
     start_date: dt.date | None = None  # historical types: the UTC days, both included
     end_date: dt.date | None = None
     hour: int | None = None  # an hourly schedule's hour of its one day
@@ -34,7 +37,7 @@ class ExportScope:
     export_user_id: bool = False  # tokens: the userId column is written
     projection: tuple[str, ...] | None = None  # the request's fields: the columns written, when not all
     name_filter: Mapping[str, tuple[str, ...]] | None = None  # {"include": names} or {"exclude": names}
-    layout: str = "flat"  # or "hive": historical files under date=YYYY-MM-DD/ folders
+    layout: str = FLAT  # or HIVE: historical files under date=YYYY-MM-DD/ folders
 
 
 SCOPE_FIELDS = tuple(field.name for field in dataclasses.fields(ExportScope))
