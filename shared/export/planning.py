@@ -64,13 +64,21 @@ def snapshot_log(job: ExportSpec, file_name: FileNames) -> list[WorkItem]:
     """One file, from the app's newest folded snapshot state and the part of its log that came since, as they
     are now (shared.export.snapshotfold folds them)."""
     generation = snapshots.current_generation(job.app_id)
-    covers = generation.covers if generation is not None else {}
-    tail = tuple((blob.name, covers.get(blob.name, 0), blob.size)
-                 for blob in rawstore.list_all(job.app_id, snapshots.LOG_TYPE) if blob.size > covers.get(blob.name, 0))
+    _, tail = snapshot_tail(job.app_id, generation)
     if generation is None:
-        return [WorkItem(0, file_name(0, None), tail)]
+        return [WorkItem(0, file_name(0, None), tuple(tail))]
     state = tuple((generation.file(kind, bucket), size) for kind, bucket, size in state_files(generation))
-    return [WorkItem(0, file_name(0, None), tail, state=state, buckets=generation.buckets)]
+    return [WorkItem(0, file_name(0, None), tuple(tail), state=state, buckets=generation.buckets)]
+
+
+def snapshot_tail(app_id: str,
+                  generation: snapshots.Generation | None) -> tuple[list[rawstore.RawBlob], list[RawRange]]:
+    """The app's snapshot log blobs as they are now, and the part of them a generation does not hold (all of
+    them without one)."""
+    covers = generation.covers if generation is not None else {}
+    blobs = rawstore.list_all(app_id, snapshots.LOG_TYPE)
+    return blobs, [(blob.name, covers.get(blob.name, 0), blob.size) for blob in blobs
+                   if blob.size > covers.get(blob.name, 0)]
 
 
 def state_files(generation: snapshots.Generation) -> list[tuple[str, int, int]]:

@@ -216,8 +216,10 @@ def _fold_feedback(seed: list[PushRow], tail: list[_LogRow]) -> list[tuple[str, 
     return [(key[0], _ENCODE(rows[key])) for key in sorted(rows)]
 
 
-# The log kinds each state kind is folded from.
+# The log kinds each state kind is folded from (a Device row carries its tags), which are also the state kinds
+# a bucket's fold reads.
 LOG_KINDS = {"device": ("device", "tag"), "tag": ("tag",), "token": ("token",), "push": ("push",)}
+_LOG_CLASSES = {"device": _Device, "tag": _Tag, "token": _Token, "push": _Push}
 
 
 def decode_tail(tail_text: bytes) -> list[_LogRow]:
@@ -229,7 +231,8 @@ def fold_bucket(kind: str, state: dict[str, bytes], tail: list[_LogRow]) -> byte
     """One bucket of a kind's rows (JSON Lines, sorted by device): ``state`` is the bucket's text of each state
     kind (device folds use the tags' too), ``tail`` the bucket's tail rows (of any kind)."""
     own = state.get(kind, b"")
-    touched: set[bytes] = {row.deviceId.encode() for row in tail if row.__class__ in _CLASSES[kind]}
+    classes = tuple(_LOG_CLASSES[name] for name in LOG_KINDS[kind])
+    touched: set[bytes] = {row.deviceId.encode() for row in tail if row.__class__ in classes}
     if not touched:
         return own
     kept: list[tuple[bytes, int, bytes]] = []  # the untouched devices' lines, in their order
@@ -259,7 +262,6 @@ def fold_bucket(kind: str, state: dict[str, bytes], tail: list[_LogRow]) -> byte
     return b"".join(line + b"\n" for _, _, line in merged)
 
 
-_CLASSES = {"device": (_Device, _Tag), "tag": (_Tag,), "token": (_Token,), "push": (_Push,)}
 
 
 # --- spreading the tail over buckets --------------------------------------------------------------------------
@@ -275,10 +277,6 @@ def bucket_count(tail: Sequence[Source], state_bytes: int = 0) -> int:
     """Buckets enough that each holds about FOLD_BYTES of text."""
     stored = sum(source[-1] - (source[1] if len(source) == 3 else 0) for source in tail) + state_bytes
     return max(1, min(MAX_BUCKETS, -(-stored * EXPANSION // FOLD_BYTES)))
-
-
-def bucket_of(device: bytes, buckets: int) -> int:
-    return zlib.crc32(device) % buckets
 
 
 def spread(tail: Sequence[Source], kinds: tuple[str, ...], buckets: int) -> Iterator[tuple[int, bytes]]:
@@ -331,9 +329,8 @@ def folded(kinds: tuple[str, ...], state: Sequence[RawSource], buckets: int,
     needs."""
     if not buckets:
         state, buckets = (), bucket_count(tail)
-    needs = sorted({name for kind in kinds for name in (("device", "tag") if kind == "device" else (kind,))})
-    log_kinds = tuple(sorted({name for kind in kinds for name in LOG_KINDS[kind]}))
-    for bucket, tail_text in spread(tail, log_kinds, buckets):
+    needs = tuple(sorted({name for kind in kinds for name in LOG_KINDS[kind]}))
+    for bucket, tail_text in spread(tail, needs, buckets):
         texts = {name: state_text(state, name, bucket) for name in needs} if state else {}
         rows = decode_tail(tail_text)
         yield bucket, {kind: fold_bucket(kind, texts, rows) for kind in kinds}

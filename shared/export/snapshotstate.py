@@ -42,9 +42,7 @@ def compact(app_id: str, *, now: dt.datetime | None = None) -> snapshots.Generat
     """Writes and publishes the app's folded state as a new generation; None when nothing came since the last."""
     now = now or dt.datetime.now(dt.UTC)
     current = snapshots.current_generation(app_id)
-    blobs = rawstore.list_all(app_id, snapshots.LOG_TYPE)
-    covers = current.covers if current is not None else {}
-    tail = [(blob.name, covers.get(blob.name, 0), blob.size) for blob in blobs if blob.size > covers.get(blob.name, 0)]
+    blobs, tail = planning.snapshot_tail(app_id, current)
     if not tail:
         return None
     state = [(current.file(kind, bucket), size) for kind, bucket, size in planning.state_files(current)] \
@@ -97,8 +95,7 @@ def due(app_id: str, now: dt.datetime) -> bool:
     """Whether the app's log has COMPACT_TAIL_BYTES stored since its state (a log smaller than that is folded
     whole by each export, quickly), or anything since a state older than COMPACT_EVERY."""
     current = snapshots.current_generation(app_id)
-    covers = current.covers if current is not None else {}
-    since = sum(blob.size - covers.get(blob.name, 0) for blob in rawstore.list_all(app_id, snapshots.LOG_TYPE))
+    since = sum(end - start for _, start, end in planning.snapshot_tail(app_id, current)[1])
     if since >= COMPACT_TAIL_BYTES:
         return True
     return since > 0 and current is not None and _started(current.name) < now - COMPACT_EVERY
