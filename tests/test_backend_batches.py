@@ -11,6 +11,7 @@ import gzip
 import itertools
 import json
 import uuid
+import zlib
 
 import expected
 import pytest
@@ -86,7 +87,8 @@ def test_the_batches_are_a_backends(backend_app):
     shared_buckets = 0
     for batch in sent:
         reported = {record["deviceId"] for record in batch if record["type"] == "device"}
-        buckets = [snapshots.bucket_of(device) for device in reported]
+        # the 16 buckets of the table store whose transactions a batch like this broke
+        buckets = [zlib.crc32(device.encode()) % 16 for device in reported]
         shared_buckets += len(buckets) - len(set(buckets))
     assert max(len({r["deviceId"] for r in batch}) for batch in sent) >= 30
     assert shared_buckets >= 100

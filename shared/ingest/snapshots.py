@@ -30,7 +30,6 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-import zlib
 from dataclasses import dataclass
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -57,11 +56,6 @@ def log_rows(records: list[dict], received: dt.datetime) -> list[Row]:
                 b'%s,"receivedAt":"%s","arrival":"%s-%s-%06d"}\n' % (line[:-2], received_at.encode(),
                                                                     stamp.encode(), batch.encode(), index))
             for index, line in enumerate(lines)]
-
-
-def bucket_of(device_id: str, buckets: int = 16) -> int:
-    """A stable bucket of a device among ``buckets``: what an export folds together."""
-    return zlib.crc32(device_id.encode("utf-8")) % buckets
 
 
 @dataclass(frozen=True)
