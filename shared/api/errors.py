@@ -10,6 +10,8 @@ from shared.platform.errors import (
     InvalidInput,
     KeyReused,
     NotAuthenticated,
+    PipelineConflict,
+    PipelineNotFound,
     RateLimited,
     ServiceError,
     TaskEnded,
@@ -18,8 +20,8 @@ from shared.platform.errors import (
 
 # The status of each kind of domain error (a subclass takes its parent's: UnusableDestination is an InvalidInput).
 STATUS_OF_DOMAIN_ERRORS: tuple[tuple[type[ServiceError], int], ...] = (
-    (InvalidInput, 400), (NotAuthenticated, 401), (TaskNotFound, 404), (TaskEnded, 409), (BatchInProgress, 409),
-    (KeyReused, 422), (RateLimited, 429),
+    (InvalidInput, 400), (NotAuthenticated, 401), (TaskNotFound, 404), (PipelineNotFound, 404), (TaskEnded, 409),
+    (PipelineConflict, 409), (BatchInProgress, 409), (KeyReused, 422), (RateLimited, 429),
 )
 
 
