@@ -27,7 +27,8 @@ import ExportWorker
 import PollExport
 from shared.pipelines import driver, store
 from shared.platform import apps
-from shared.tasks import jobs, orchestration
+from shared.platform.config import get_settings
+from shared.tasks import joblist, orchestration
 
 UTC = dt.UTC
 
@@ -45,13 +46,6 @@ class PipelineApp:
         self.app = apps.AppRef(self.collection, self.name)
         self.container = names.container("lake")
         self.service = BlobServiceClient.from_connection_string(azurite.connection_string)
-        self.queues = {queue: QueueClient.from_connection_string(azurite.connection_string, queue)
-                       for queue in (orchestration.POLL_QUEUE, orchestration.WORK_QUEUE)}
-        for queue in self.queues.values():
-            try:
-                queue.create_queue()
-            except ResourceExistsError:
-                pass
 
     def container_url(self, **options) -> str:
         return container_sas_url(self.azurite, self.container, create=not self.service.get_container_client(
@@ -79,39 +73,8 @@ class PipelineApp:
     def pipeline(self, name: str):
         return store.get_pipeline(self.app.id, name)
 
-    def _take(self, queue_name: str):
-        return list(self.queues[queue_name].receive_messages(max_messages=32, visibility_timeout=60))
-
-    def crank(self, rounds: int = 400) -> None:
-        """Delivers the export queues' messages of this app's jobs until none is in flight."""
-        for _ in range(rounds):
-            busy = False
-            for queue_name, function in ((orchestration.WORK_QUEUE, ExportWorker.main),
-                                         (orchestration.POLL_QUEUE, PollExport.main)):
-                for raw in self._take(queue_name):
-                    function(QueueMessage(id=raw.id, body=base64.b64decode(raw.content),
-                                          dequeue_count=raw.dequeue_count))
-                    self.queues[queue_name].delete_message(raw)
-                    busy = True
-            if not busy and not self._jobs_running():
-                return
-            if not busy:
-                time.sleep(0.2)
-        raise AssertionError("the app's export tasks did not finish")
-
-    def _jobs_running(self) -> bool:
-        return any(not job.finished for job in _app_jobs(self.app.id))
-
-    def run_pipelines(self, now: dt.datetime, *, ticks: int = 200) -> None:
-        """Steps the pipelines' timer at ``now`` and runs their tasks until every pipeline of the app is idle."""
-        for _ in range(ticks):
-            driver.tick(now)
-            self.crank()
-            pipelines = list(store.list_pipelines(self.app.id))
-            if all(p.in_flight is None for p in pipelines) and not any(
-                    driver.next_step(p, now, None) not in (driver.Step.IDLE,) for p in pipelines):
-                return
-        raise AssertionError("the pipelines did not settle")
+    def run_pipelines(self, now: dt.datetime) -> None:
+        run_pipelines(self.app.id, now)
 
     # ---- what the destination holds
 
@@ -138,8 +101,50 @@ class PipelineApp:
 
 
 def _app_jobs(app_id: str):
-    from shared.tasks import joblist
     return joblist.list_jobs(app_id, top=1000).jobs
+
+
+def _queues() -> dict[str, QueueClient]:
+    connection = get_settings().storage.connection_string
+    queues = {name: QueueClient.from_connection_string(connection, name)
+              for name in (orchestration.POLL_QUEUE, orchestration.WORK_QUEUE)}
+    for queue in queues.values():
+        try:
+            queue.create_queue()
+        except ResourceExistsError:
+            pass
+    return queues
+
+
+def crank(app_id: str, rounds: int = 400) -> None:
+    """Delivers the export queues' messages (of any app: the session shares the queues) until no task of the app
+    is running."""
+    queues = _queues()
+    for _ in range(rounds):
+        busy = False
+        for queue_name, function in ((orchestration.WORK_QUEUE, ExportWorker.main),
+                                     (orchestration.POLL_QUEUE, PollExport.main)):
+            for raw in list(queues[queue_name].receive_messages(max_messages=32, visibility_timeout=60)):
+                function(QueueMessage(id=raw.id, body=base64.b64decode(raw.content), dequeue_count=raw.dequeue_count))
+                queues[queue_name].delete_message(raw)
+                busy = True
+        if not busy and all(job.finished for job in _app_jobs(app_id)):
+            return
+        if not busy:
+            time.sleep(0.2)
+    raise AssertionError(f"the export tasks of {app_id} did not finish")
+
+
+def run_pipelines(app_id: str, now: dt.datetime, *, ticks: int = 200) -> None:
+    """Steps the pipelines' timer at ``now`` for the app and runs their tasks until every one of its pipelines is
+    idle."""
+    for _ in range(ticks):
+        driver.tick(now, app_id=app_id)
+        crank(app_id)
+        pipelines = list(store.list_pipelines(app_id))
+        if all(p.in_flight is None and driver.next_step(p, now, None) == driver.Step.IDLE for p in pipelines):
+            return
+    raise AssertionError("the pipelines did not settle")
 
 
 def read_rows(file: str, data: bytes, export_type: str) -> list[dict]:

@@ -34,12 +34,12 @@ log = logging.getLogger(__name__)
 MAX_STEPS = 6
 
 
-def tick(now: dt.datetime | None = None) -> dict[str, int]:
-    """Advances every pipeline; returns how many pipelines took each step."""
+def tick(now: dt.datetime | None = None, *, app_id: str | None = None) -> dict[str, int]:
+    """Advances every pipeline (of one app, given ``app_id``); returns how many pipelines took each step."""
     now = now or jobs.utcnow()
     declared = sync_operator_pipelines(now)
     counts: dict[str, int] = {}
-    for pipeline in store.list_pipelines():
+    for pipeline in store.list_pipelines(app_id):
         if pipeline.operator_container is not None and (pipeline.app_id, pipeline.name) not in declared:
             continue  # its schedule was removed from EXPORT_SCHEDULES
         try:
@@ -108,7 +108,7 @@ def _commit_plan(pipeline: Pipeline, plan: planner.RunPlan, now: dt.datetime) ->
     key = f"{sequence:06d}-{uuid.uuid4().hex[:8]}"
     for label, marks in plan.marks.items():
         store.write_marks(pipeline, label, key, marks)
-    job_id = jobs.new_job_id(now)
+    job_id = jobs.new_job_id(jobs.utcnow())  # a task id tells when the task was made
     planning.save_plan(pipeline.app_id, job_id, plan.items)
     pipeline.sequence = sequence
     pipeline.periods.update({label: key for label in plan.marks})
@@ -208,7 +208,7 @@ def _retry(pipeline: Pipeline, now: dt.datetime) -> Pipeline:
     """A new attempt of the failed run: a new task with the same plan (the same bytes, the same file names)."""
     run = pipeline.in_flight
     assert run is not None
-    job_id = jobs.new_job_id(now)
+    job_id = jobs.new_job_id(jobs.utcnow())  # a task id tells when the task was made
     planning.save_plan(pipeline.app_id, job_id, planning.read_plan(pipeline.app_id, run.job_id))
     changed = pipeline.copy()
     changed.in_flight = replace(run, job_id=job_id, attempt=run.attempt + 1)
