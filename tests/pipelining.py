@@ -39,15 +39,18 @@ def event(name: str, moment: dt.datetime, device: str = "dev-1") -> dict:
 
 
 class PipelineApp:
-    def __init__(self, azurite, names) -> None:
+    def __init__(self, azurite, names, *, other: str = "") -> None:
         self.azurite = azurite
-        self.collection, self.name = f"p{names.token}", "app"
+        self.collection, self.name = f"p{names.token}{other}", "app"
         self.keys = apps.register_app(self.collection, self.name)
         self.app = apps.AppRef(self.collection, self.name)
-        self.container = names.container("lake")
+        self.container = names.container(f"lake{other}")
         self.service = BlobServiceClient.from_connection_string(azurite.connection_string)
 
     def container_url(self, **options) -> str:
+        """A SAS URL of the app's container, valid for 30 days unless ``expiry`` says otherwise: a pipeline whose
+        SAS expires before its next period is delivered is Failing."""
+        options.setdefault("expiry", dt.datetime.now(UTC) + dt.timedelta(days=30))
         return container_sas_url(self.azurite, self.container, create=not self.service.get_container_client(
             self.container).exists(), **options)
 
@@ -142,7 +145,8 @@ def run_pipelines(app_id: str, now: dt.datetime, *, ticks: int = 200) -> None:
         driver.tick(now, app_id=app_id)
         crank(app_id)
         pipelines = list(store.list_pipelines(app_id))
-        if all(p.in_flight is None and driver.next_step(p, now, None) == driver.Step.IDLE for p in pipelines):
+        if all(driver.next_step(p, now, driver.task_state(p)) in (driver.Step.IDLE, driver.Step.WAIT)
+               for p in pipelines):
             return
     raise AssertionError("the pipelines did not settle")
 

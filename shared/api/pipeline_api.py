@@ -31,8 +31,10 @@ from shared.api.http import (
     whole_number,
 )
 from shared.pipelines import service
+from shared.pipelines.model import Pipeline
 from shared.platform import apps
 from shared.platform.config import get_settings
+from shared.platform.times import utcnow
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 1000
@@ -59,31 +61,39 @@ def _methods(method: str, allowed: dict[str, Handler], where: str) -> Handler:
 def _route(rest: list[str], method: str) -> Handler:
     if not rest:
         allow_method(method, "GET", "exportPipelines", "list the app's pipelines")
-        return lambda req, app: json_response({"value": [p.to_result() for p in service.list_pipelines(app)]})
+        return lambda req, app: json_response({"value": [_result(p) for p in service.list_pipelines(app)]})
     name = rest[0]
     if len(rest) == 1:
-        return _methods(method, {"GET": lambda req, app: json_response(service.get_pipeline(app, name).to_result()),
+        return _methods(method, {"GET": lambda req, app: _shown(service.get_pipeline(app, name)),
                                  "PUT": lambda req, app: _put(req, app, name),
                                  "DELETE": lambda req, app: _delete(app, name)}, "a pipeline")
     if len(rest) == 2 and rest[1] in ("pause", "resume"):
         action = service.pause if rest[1] == "pause" else service.resume
         allow_method(method, "POST", f"exportPipelines/{{name}}/{rest[1]}", f"{rest[1]} the pipeline")
-        return lambda req, app: json_response(action(app, name).to_result())
+        return lambda req, app: _shown(action(app, name))
     if len(rest) == 2 and rest[1] == "runs":
         allow_method(method, "GET", "exportPipelines/{name}/runs", "list the pipeline's runs")
         return lambda req, app: _runs(req, app, name)
     raise NotFound(f"no such resource: exportPipelines/{'/'.join(rest)}", code="NotFound")
 
 
+def _result(pipeline: Pipeline) -> dict:
+    return pipeline.to_result(utcnow())
+
+
+def _shown(pipeline: Pipeline, status: int = 200) -> func.HttpResponse:
+    return json_response(_result(pipeline), status=status)
+
+
 def _put(req: func.HttpRequest, app: apps.AppRef, name: str) -> func.HttpResponse:
     body = read_json_body(req, get_settings().max_request_bytes)
     pipeline, created = service.put_pipeline(app, name, body)
-    return json_response(pipeline.to_result(), status=201 if created else 200)
+    return _shown(pipeline, 201 if created else 200)
 
 
 def _delete(app: apps.AppRef, name: str) -> func.HttpResponse:
     pipeline, cancelled = service.delete(app, name)
-    result = pipeline.to_result()
+    result = _result(pipeline)
     result["state"] = "Deleted"
     if cancelled:
         result["cancelledTaskId"] = cancelled

@@ -10,8 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from enum import StrEnum
 
-from shared.pipelines.model import BEHIND, RUN_FAILED, SAS_EXPIRING, Pipeline
-from shared.platform.times import iso
+from shared.pipelines.model import Pipeline
 
 
 class Step(StrEnum):
@@ -29,8 +28,6 @@ class Step(StrEnum):
 # tries it at once.
 RETRY_BASE_SECONDS = 60
 RETRY_MAX_SECONDS = 3600
-# A period not delivered this long after it was due raises the alert that the pipeline is behind.
-BEHIND_AFTER = dt.timedelta(hours=1)
 
 
 def retry_delay(attempt: int) -> dt.timedelta:
@@ -61,20 +58,3 @@ def next_step(pipeline: Pipeline, now: dt.datetime, task_state: str | None) -> S
     if now >= pipeline.next.due(pipeline.settle):
         return Step.FIRST_RUN
     return Step.IDLE
-
-
-def alerts(pipeline: Pipeline, now: dt.datetime) -> dict[str, str]:
-    """The alerts that hold now, each with its reason."""
-    found: dict[str, str] = {}
-    if pipeline.failure is not None and pipeline.in_flight is not None:
-        found[RUN_FAILED] = (f"run {pipeline.run_name(pipeline.in_flight.sequence)} of "
-                             f"{', '.join(pipeline.in_flight.periods)} failed: {pipeline.failure['reason']}")
-    due = pipeline.next.due(pipeline.settle)
-    if not pipeline.paused and now >= due + BEHIND_AFTER:
-        found[BEHIND] = (f"period {pipeline.next.label} was due at {iso(due)} and is not delivered yet")
-    destination = pipeline.destination
-    if destination is not None and destination.expires <= now + pipeline.settle + pipeline.step:
-        verb = "expired" if destination.expires <= now else "expires"
-        found[SAS_EXPIRING] = (f"the destination's SAS {verb} at {iso(destination.expires)}, before the next period "
-                               f"can be delivered; PUT the pipeline again with a containerUrl whose SAS lasts longer")
-    return found

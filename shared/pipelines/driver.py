@@ -19,7 +19,7 @@ from shared.export.registry import HISTORICAL, ROUTES
 from shared.export.spec import FLAT
 from shared.ingest import latearrivals
 from shared.pipelines import planner, runs, store
-from shared.pipelines.decide import Step, alerts, next_step, retry_delay
+from shared.pipelines.decide import Step, next_step, retry_delay
 from shared.pipelines.model import InFlight, Pipeline
 from shared.pipelines.periods import period_of
 from shared.pipelines.store import PipelineChanged
@@ -54,7 +54,7 @@ def advance(pipeline: Pipeline, now: dt.datetime) -> list[str]:
     """Takes the pipeline's steps that are due; returns their names."""
     taken: list[str] = []
     for _ in range(MAX_STEPS):
-        step = next_step(pipeline, now, _task_state(pipeline))
+        step = next_step(pipeline, now, task_state(pipeline))
         if step in (Step.IDLE, Step.WAIT):
             break
         pipeline = _STEPS[step](pipeline, now)
@@ -63,7 +63,8 @@ def advance(pipeline: Pipeline, now: dt.datetime) -> list[str]:
     return taken
 
 
-def _task_state(pipeline: Pipeline) -> str | None:
+def task_state(pipeline: Pipeline) -> str | None:
+    """The state of the run in flight's task (None: no run, or its task is not made yet)."""
     run = pipeline.in_flight
     if run is None:
         return None
@@ -231,17 +232,20 @@ _STEPS = {Step.START: _submit, Step.FINISH: _finish, Step.FAILED: _failed, Step.
 def _raise_alerts(pipeline: Pipeline, now: dt.datetime) -> None:
     """Saves an event for each alert that started or ended (with the change, in the pipeline's outbox), then
     sends the outbox."""
-    holding = alerts(pipeline, now)
+    holding = pipeline.current_alerts(now)
     if holding.keys() != pipeline.alerts.keys():
         changed = pipeline.copy()
         collection, _, name = pipeline.app_id.partition("~")
         base = {"app": {"appCollection": collection, "appName": name}, "pipeline": pipeline.name, "at": iso(now)}
+        period = pipeline.oldest_undelivered().label
+        if pipeline.in_flight is not None:
+            period = pipeline.in_flight.periods[0]
         for kind in sorted(holding.keys() - pipeline.alerts.keys()):
             changed.outbox.append({**base, "id": str(uuid.uuid4()), "event": "pipeline.alert", "alert": kind,
-                                   "status": "raised", "period": pipeline.next.label, "reason": holding[kind]})
+                                   "status": "raised", "period": period, "reason": holding[kind]})
         for kind in sorted(pipeline.alerts.keys() - holding.keys()):
             changed.outbox.append({**base, "id": str(uuid.uuid4()), "event": "pipeline.alert", "alert": kind,
-                                   "status": "resolved", "period": pipeline.next.label,
+                                   "status": "resolved", "period": period,
                                    "reason": f"resolved: {pipeline.alerts[kind]}"})
         changed.alerts = holding
         pipeline = _save(changed, now)

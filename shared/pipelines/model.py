@@ -19,6 +19,8 @@ from shared.platform.times import iso
 ACTIVE, PAUSED, FAILING = "Active", "Paused", "Failing"
 # Alerts: each is sent once when it starts and once when it ends (shared.pipelines.driver).
 RUN_FAILED, BEHIND, SAS_EXPIRING = "runFailed", "behind", "sasExpiring"
+# A period not delivered this long after it was due raises the alert that the pipeline is behind.
+BEHIND_AFTER = dt.timedelta(hours=1)
 # The fields of the scope that a pipeline keeps for all its runs (the range is each run's).
 SHAPE_FIELDS = ("export_format", "export_user_id", "projection", "name_filter", "layout")
 
@@ -137,15 +139,37 @@ class Pipeline:
                 values["hour"] = periods[0].hour
         return ExportScope(export_type=self.export_type, **values)
 
-    @property
-    def state(self) -> str:
-        if self.paused:
-            return PAUSED
-        return FAILING if self.failing_reasons else ACTIVE
+    def oldest_undelivered(self) -> Period:
+        """The oldest period not delivered yet: the first run's in flight, or the next one."""
+        run = self.in_flight
+        if run is not None and not run.late:
+            return self.period(run.periods[0])
+        return self.next
 
-    @property
-    def failing_reasons(self) -> list[str]:
-        return [self.alerts[kind] for kind in (RUN_FAILED, SAS_EXPIRING) if kind in self.alerts]
+    def current_alerts(self, now: dt.datetime) -> dict[str, str]:
+        """The alerts that hold now, each with its reason (shared.pipelines.driver sends their changes)."""
+        found: dict[str, str] = {}
+        if self.failure is not None and self.in_flight is not None:
+            found[RUN_FAILED] = (f"run {self.run_name(self.in_flight.sequence)} of "
+                                 f"{', '.join(self.in_flight.periods)} failed: {self.failure['reason']}")
+        oldest = self.oldest_undelivered()
+        due = oldest.due(self.settle)
+        if not self.paused and now >= due + BEHIND_AFTER:
+            found[BEHIND] = f"period {oldest.label} was due at {iso(due)} and is not delivered yet"
+        destination = self.destination
+        if destination is not None and destination.expires <= now + self.settle + self.step:
+            verb = "expired" if destination.expires <= now else "expires"
+            found[SAS_EXPIRING] = (f"the destination's SAS {verb} at {iso(destination.expires)}, before the next "
+                                   f"period can be delivered; PUT the pipeline again with a containerUrl whose SAS "
+                                   f"lasts longer")
+        return found
+
+    def state(self, holding: dict[str, str]) -> tuple[str, list[str]]:
+        """Its state and, when Failing, why, given the alerts that hold."""
+        if self.paused:
+            return PAUSED, []
+        reasons = [holding[kind] for kind in (RUN_FAILED, SAS_EXPIRING) if kind in holding]
+        return (FAILING, reasons) if reasons else (ACTIVE, [])
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -186,21 +210,23 @@ class Pipeline:
         return replace(self, shape=dict(self.shape), periods=dict(self.periods), alerts=dict(self.alerts),
                        outbox=list(self.outbox))
 
-    def to_result(self) -> dict[str, Any]:
-        """The pipeline as the API shows it: its container URL without the SAS, its state and progress."""
+    def to_result(self, now: dt.datetime) -> dict[str, Any]:
+        """The pipeline as the API shows it at ``now``: its container URL without the SAS, its state and progress."""
         shape = self.shape
+        holding = self.current_alerts(now)
+        state, reasons = self.state(holding)
         result: dict[str, Any] = {
             "name": self.name, "route": self.route, "exportType": self.export_type,
             "exportFormat": shape["export_format"], "cadence": self.cadence, "settleMinutes": self.settle_minutes,
             "lateDeliveryMinutes": self.late_delivery_minutes, "description": self.description,
-            "state": self.state, "dateCreated": iso(self.created), "dateUpdated": iso(self.updated),
+            "state": state, "dateCreated": iso(self.created), "dateUpdated": iso(self.updated),
             "firstPeriod": Period(self.first_period, self.cadence).label, "nextPeriod": self.next.label,
             "managedBy": "operator" if self.operator_container else "app",
         }
-        if self.failing_reasons:
-            result["stateDetails"] = "; ".join(self.failing_reasons)
-        if self.alerts:
-            result["alerts"] = [{"kind": kind, "reason": reason} for kind, reason in sorted(self.alerts.items())]
+        if reasons:
+            result["stateDetails"] = "; ".join(reasons)
+        if holding:
+            result["alerts"] = [{"kind": kind, "reason": reason} for kind, reason in sorted(holding.items())]
         if self.destination is not None:
             result["containerUrl"] = self.destination.url
             result["sasExpires"] = iso(self.destination.expires)
