@@ -281,3 +281,81 @@ def test_a_pipeline_behind_its_periods_is_reported_once_and_its_catching_up_too(
     lake.run_pipelines(now + dt.timedelta(minutes=2))
     assert [e["status"] for e in _alerts(app_env, alerts_queue, "behind")] == ["raised", "resolved"]
     assert lake.api("GET", "p")[1]["lastDeliveredPeriod"] == f"{now - dt.timedelta(days=1):%Y-%m-%d}"
+
+
+def activity(name: str, session: str, start: dt.datetime, minutes: int = 5) -> dict:
+    end = start + dt.timedelta(minutes=minutes)
+    return {"type": "activity", "deviceId": "dev-1", "userId": "u1", "sessionId": session, "name": name,
+            "start": start.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "end": end.strftime("%Y-%m-%dT%H:%M:%S.000Z")}
+
+
+def test_a_late_activity_delivers_the_sessions_of_its_days_again_whole_replacing_the_earlier_runs(lake):
+    from exporting import run_export
+    now = dt.datetime.now(UTC)
+    first, second = _day(now) - dt.timedelta(days=2), _day(now) - dt.timedelta(days=1)
+    lake.send([activity("home", "s1", first + dt.timedelta(hours=8)),
+               activity("shop", "s1", first + dt.timedelta(hours=8, minutes=6)),
+               activity("home", "s2", second + dt.timedelta(hours=9))])
+    assert lake.api("PUT", "sessions", _put_body(lake, route="sessions", lateDeliveryMinutes=1,
+                                                 startFrom=f"{first:%Y-%m-%d}"))[0] == 201
+    lake.run_pipelines(now)
+    # Late: s1 goes on (a third activity), and a new session starts the second day.
+    lake.send([activity("pay", "s1", first + dt.timedelta(hours=8, minutes=12)),
+               activity("home", "s3", second + dt.timedelta(hours=20))])
+    lake.run_pipelines(now + dt.timedelta(minutes=2))
+    manifests = lake.manifests("sessions")
+    late = [m for m in manifests if m["pipeline"]["late"]]
+    (late,) = late
+    firsts = {m["pipeline"]["periods"][0]: m["pipeline"]["run"] for m in manifests if not m["pipeline"]["late"]}
+    assert late["pipeline"]["periods"] == [f"{first:%Y-%m-%d}", f"{second:%Y-%m-%d}"]
+    assert late["pipeline"]["replaces"] == [firsts[f"{first:%Y-%m-%d}"], firsts[f"{second:%Y-%m-%d}"]]
+    # The reader's rule: for each day, the files of the newest run that delivered it.
+    newest: dict[str, int] = {}
+    for manifest in manifests:
+        for period in manifest["pipeline"]["periods"]:
+            newest[period] = max(newest.get(period, 0), manifest["pipeline"]["sequence"])
+    kept = {m["pipeline"]["run"] for m in manifests if any(newest[p] == m["pipeline"]["sequence"]
+                                                           for p in m["pipeline"]["periods"])}
+    rows = []
+    from pipelining import read_rows
+    for name, data in lake.blobs("sessions/").items():
+        if not name.startswith("sessions/_") and name.split("/")[-1].split("-part-")[0] in kept:
+            rows += read_rows(name, data, "Session")
+    want = run_export(lake.app.id, "sessions", "JsonBlob", start_date=first.date(), end_date=second.date())
+    assert sorted((r["sessionId"], r["activityCount"], r["lastActivity"]) for r in rows) == sorted(
+        (r["sessionId"], r["activityCount"], r["lastActivity"]) for r in want) == [
+        ("s1", 3, "pay"), ("s2", 1, "home"), ("s3", 1, "home")]
+
+
+def test_a_snapshot_pipeline_delivers_the_whole_snapshot_at_each_period(lake):
+    now = dt.datetime.now(UTC)
+    lake.send([{"type": "tag", "deviceId": "dev-1", "name": "plan", "value": "gold"}])
+    assert lake.api("PUT", "tags", _put_body(lake, route="tags", exportFormat="CsvBlob"))[0] == 201
+    lake.run_pipelines(now)
+    assert lake.api("GET", "tags/runs")[1] == {"value": []}  # today is delivered once it has ended
+    tomorrow = _day(now) + dt.timedelta(days=1, minutes=1)
+    lake.run_pipelines(tomorrow)
+    lake.send([{"type": "tag", "deviceId": "dev-2", "name": "plan", "value": "free"}])
+    lake.run_pipelines(tomorrow + dt.timedelta(days=1))
+    delivered = lake.delivered("tags", "Tag")
+    # Each period's file is the snapshot when its run read it: dev-2's tag came after the first.
+    assert delivered == Counter({(f"{now:%Y-%m-%d}", "plan"): 1, (f"{tomorrow:%Y-%m-%d}", "plan"): 2})
+    runs = lake.api("GET", "tags/runs")[1]["value"]
+    assert [(run["periods"], run["delivery"]) for run in runs] == [([f"{tomorrow:%Y-%m-%d}"], "first"),
+                                                                  ([f"{now:%Y-%m-%d}"], "first")]
+
+
+def test_an_hourly_pipeline_delivers_a_late_record_under_its_hour(lake):
+    now = dt.datetime.now(UTC)
+    hour = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=2)
+    lake.send([event("on-time", hour + dt.timedelta(minutes=10))])
+    status, body = lake.api("PUT", "hourly", _put_body(lake, cadence="hourly", lateDeliveryMinutes=1,
+                                                       startFrom=f"{now:%Y-%m-%d}"))
+    assert status == 201, body
+    lake.run_pipelines(now)
+    lake.send([event("late", hour + dt.timedelta(minutes=50))])
+    lake.run_pipelines(now + dt.timedelta(minutes=2))
+    label = f"{hour:%Y-%m-%dT%H}"
+    assert lake.delivered("hourly") == Counter({(label, "on-time"): 1, (label, "late"): 1})
+    (late,) = [run for run in lake.api("GET", "hourly/runs")[1]["value"] if run["delivery"] == "late"]
+    assert late["periods"] == [label] and late["recordCount"] == 1

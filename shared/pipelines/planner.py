@@ -89,7 +89,9 @@ def first_run(pipeline: Pipeline, period: Period, sequence: int) -> RunPlan:
         files.add_items(period, planning.snapshot_log_items(pipeline.app_id, _unnamed))
         return RunPlan([period], False, files.items)
     if pipeline.export_type == "Session":
-        return _sessions(pipeline, [period], files, late=False)
+        plan = _sessions(pipeline, [period], files, late=False)
+        assert plan is not None  # a first run always delivers its period, if only as an empty file
+        return plan
     blobs = _listing(pipeline, period.day, period.hour)
     files.add(period, [group for group in planning.split_evenly([(b.name, b.size) for b in blobs]) if group])
     marks = {blob.name: blob.size for blob in blobs}
@@ -100,17 +102,29 @@ def _unnamed(index: int, day: dt.date | None) -> str:
     return ""  # the planners of shared.export name files for one-shot exports; _Files names a run's
 
 
-def _sessions(pipeline: Pipeline, periods: list[Period], files: _Files, *, late: bool) -> RunPlan:
-    """Sessions of whole days, computed from their activities (and the days beside them) as they are now."""
-    plan = RunPlan(periods, late, [])
+def _session_blobs(pipeline: Pipeline, period: Period) -> list[rawstore.RawBlob]:
+    """The activity blobs a day's sessions read: those of the day and of the days beside it."""
+    return [blob for days in (-1, 0, 1) for blob in _listing(pipeline, period.day + dt.timedelta(days=days), None)]
+
+
+def _sessions(pipeline: Pipeline, periods: list[Period], files: _Files, *, late: bool) -> RunPlan | None:
+    """Sessions of whole days, computed from their activities (and the days beside them) as they are now; for a
+    late run, of the days whose activities, or their neighbours', grew since the day was last delivered."""
+    plan = RunPlan([], late, [])
     listed: list[rawstore.RawBlob] = []
     for period in periods:
-        blobs = _listing(pipeline, period.day, None)
+        blobs = _session_blobs(pipeline, period)
+        if late:
+            marks = store.read_marks(pipeline, period.label)
+            if not any(blob.size > marks.get(blob.name, 0) for blob in blobs):
+                continue
+            plan.replaces += (pipeline.run_name(Pipeline.sequence_of(pipeline.periods[period.label])),)
         listed += blobs
+        plan.periods.append(period)
         files.add_items(period, planning.session_items(pipeline.app_id, [period.day], _unnamed))
         plan.marks[period.label] = {blob.name: blob.size for blob in blobs}
-        if late:
-            plan.replaces += (pipeline.run_name(Pipeline.sequence_of(pipeline.periods[period.label])),)
+    if not plan.periods:
+        return None
     plan.items = files.items
     plan.raw_bytes = sum(planning.source_bytes(s) for item in plan.items
                          for s in item.sources + item.before + item.after)
@@ -142,7 +156,7 @@ def late_run(pipeline: Pipeline, touched: dict[str, set[int]], sequence: int) ->
     periods = sorted(pipeline.period(label) for label in touched)
     files = _Files(pipeline, sequence, pipeline.scope(periods))
     if pipeline.export_type == "Session":
-        return _sessions(pipeline, periods, files, late=True) if periods else None
+        return _sessions(pipeline, periods, files, late=True)
     plan = RunPlan([], True, [])
     grown: list[rawstore.RawBlob] = []
     for period in periods:
