@@ -359,3 +359,54 @@ def test_an_hourly_pipeline_delivers_a_late_record_under_its_hour(lake):
     assert lake.delivered("hourly") == Counter({(label, "on-time"): 1, (label, "late"): 1})
     (late,) = [run for run in lake.api("GET", "hourly/runs")[1]["value"] if run["delivery"] == "late"]
     assert late["periods"] == [label] and late["recordCount"] == 1
+
+
+def test_a_timer_killed_between_planning_a_run_and_submitting_it_submits_it_on_the_next_tick(lake, monkeypatch):
+    from shared.pipelines import driver
+    now = dt.datetime.now(UTC)
+    yesterday = _day(now) - dt.timedelta(days=1)
+    lake.send([event("a", yesterday + dt.timedelta(hours=1)), event("b", yesterday + dt.timedelta(hours=22))])
+    assert lake.api("PUT", "p", _put_body(lake, startFrom=f"{yesterday:%Y-%m-%d}"))[0] == 201
+    real_submit = driver.service.submit_export
+
+    def killed(*args, **kwargs):
+        raise SystemExit("the host was killed")
+
+    monkeypatch.setattr(driver.service, "submit_export", killed)
+    with pytest.raises(SystemExit):
+        driver.tick(now, app_id=lake.app.id)
+    planned = lake.pipeline("p").in_flight
+    assert planned is not None and driver.task_state(lake.pipeline("p")) is None
+    monkeypatch.setattr(driver.service, "submit_export", real_submit)
+    lake.run_pipelines(now)
+    (run,) = lake.api("GET", "p/runs")[1]["value"]
+    assert run["taskId"] == planned.job_id and run["attempts"] == 1 and run["state"] == "Succeeded"
+    assert lake.delivered("p") == Counter({(f"{yesterday:%Y-%m-%d}", "a"): 1, (f"{yesterday:%Y-%m-%d}", "b"): 1})
+
+
+def test_timers_firing_at_once_on_many_instances_deliver_every_late_record_once(lake):
+    import threading
+
+    from pipelining import crank
+    from shared.pipelines import driver
+    now = dt.datetime.now(UTC)
+    days = [_day(now) - dt.timedelta(days=n) for n in (2, 1)]
+    sent: Counter = Counter()
+    assert lake.api("PUT", "p", _put_body(lake, lateDeliveryMinutes=1, startFrom=f"{days[0]:%Y-%m-%d}"))[0] == 201
+    for wave in range(4):
+        records = [event(f"w{wave}-{i}", days[i % 2] + dt.timedelta(hours=wave, minutes=i)) for i in range(6)]
+        lake.send(records)
+        sent.update((f"{r['timestamp'][:10]}", r["name"]) for r in records)
+        moment = now + dt.timedelta(minutes=2 * wave)
+        for _ in range(4):
+            threads = [threading.Thread(target=driver.tick, args=(moment,), kwargs={"app_id": lake.app.id})
+                       for _ in range(3)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            crank(lake.app.id)
+    lake.run_pipelines(now + dt.timedelta(minutes=10))
+    assert lake.delivered("p") == sent
+    runs = lake.api("GET", "p/runs", params={"api-version": "2014-12-01", "$top": "100"})[1]["value"]
+    assert [run["sequence"] for run in runs] == list(range(len(runs), 0, -1))
