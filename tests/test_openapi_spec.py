@@ -59,7 +59,9 @@ def test_every_exporttasks_operation_of_the_original_is_described_with_its_id():
 def test_operations_beyond_the_original_are_marked_as_extensions():
     extra = set(OURS) - set(SPEC_OPERATIONS)
     assert {operation["operationId"] for key, operation in OURS.items() if key in extra} == {
-        "ExportTasks_CreateDevicesTask", "ExportTasks_Cancel", "Collect", "Schemas_List", "Schemas_Get"}
+        "ExportTasks_CreateDevicesTask", "ExportTasks_Cancel", "Collect", "Schemas_List", "Schemas_Get",
+        "ExportPipelines_List", "ExportPipelines_CreateOrReplace", "ExportPipelines_Get", "ExportPipelines_Delete",
+        "ExportPipelines_Pause", "ExportPipelines_Resume", "ExportPipelines_ListRuns"}
     assert all(OURS[key].get("x-extension") is True for key in extra)
 
 

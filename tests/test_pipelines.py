@@ -388,6 +388,7 @@ def test_timers_firing_at_once_on_many_instances_deliver_every_late_record_once(
     import threading
 
     from pipelining import crank
+
     from shared.pipelines import driver
     now = dt.datetime.now(UTC)
     days = [_day(now) - dt.timedelta(days=n) for n in (2, 1)]
