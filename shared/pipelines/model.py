@@ -245,6 +245,8 @@ class Pipeline:
         if self.last_delivered:
             result["lastDeliveredPeriod"] = self.last_delivered["period"]
             result["lastDeliveredAt"] = self.last_delivered["at"]
+        if self.late_looked_at is not None:
+            result["lateCheckedAt"] = iso(self.late_looked_at)
         if self.in_flight is not None:
             result["runInFlight"] = {"run": self.run_name(self.in_flight.sequence), "taskId": self.in_flight.job_id,
                                      "periods": list(self.in_flight.periods), "late": self.in_flight.late}
