@@ -176,10 +176,9 @@ def _submit(pipeline: Pipeline, now: dt.datetime) -> Pipeline:
 def _finish(pipeline: Pipeline, now: dt.datetime) -> Pipeline:
     run = pipeline.in_flight
     assert run is not None
-    job = jobs.get_job(pipeline.app_id, run.job_id)
     record = _record(pipeline, run)
-    record.state, record.read_at, record.completed = job.state.value, job.date_started, job.date_completed
-    record.records, record.files, record.bytes = job.record_count, len(job.files), job.bytes
+    job = jobs.get_job(pipeline.app_id, run.job_id)
+    runs.take_task_state(record, job)
     runs.save_run(record)
     changed = pipeline.copy()
     changed.in_flight, changed.failure = None, None
