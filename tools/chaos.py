@@ -300,21 +300,24 @@ class Soak:
                 body.update(startDate=self.day_one.isoformat(), endDate=self.day_one.isoformat())
             elif route == "feedbackByCampaign":
                 body.update(campaignIds=[CAMPAIGN], campaignType="Announcement")
-            for _ in range(60):
-                try:
-                    response = requests.post(f"{self.live_url()}{self._path(app)}/exportTasks/{route}",
-                                             params={"api-version": API_VERSION}, json=body, timeout=30,
-                                             headers={"Authorization": f"Bearer {self._export_key(app)}"})
-                except requests.RequestException:
-                    time.sleep(0.3)
-                    continue
-                if response.status_code == 202:
-                    break
-                if response.status_code < 500:
-                    raise RuntimeError(f"the {route} export was refused: {response.text[:300]}")
+            self._until_taken("POST", app, f"exportTasks/{route}", body, f"the {route} export")
+
+    def _until_taken(self, method: str, app: str, resource: str, body: dict[str, Any], what: str) -> None:
+        """Sends the request to a live host until it is taken (2xx), through lost answers and 5xx."""
+        for _ in range(60):
+            try:
+                response = requests.request(method, f"{self.live_url()}{self._path(app)}/{resource}",
+                                            params={"api-version": API_VERSION}, json=body, timeout=30,
+                                            headers={"Authorization": f"Bearer {self._export_key(app)}"})
+            except requests.RequestException:
                 time.sleep(0.3)
-            else:
-                raise RuntimeError(f"the {route} export could not be created")
+                continue
+            if response.status_code < 300:
+                return
+            if response.status_code < 500:
+                raise RuntimeError(f"{what} was refused: {response.text[:300]}")
+            time.sleep(0.3)
+        raise RuntimeError(f"{what} could not be created")
 
     def create_pipelines(self) -> None:
         """A daily pipeline of both days for some apps, made before their records come: each record acknowledged
@@ -325,24 +328,10 @@ class Soak:
         for app, (name, _, export_format, layout) in PIPELINES.items():
             if app not in self.keys:
                 continue
-            body: dict[str, Any] = {"route": name, "exportFormat": export_format, "layout": layout, "cadence": "daily",
-                    "settleMinutes": 0, "lateDeliveryMinutes": 1, "startFrom": self.day_one.isoformat(),
-                    "containerUrl": url}
-            for _ in range(60):
-                try:
-                    response = requests.put(f"{self.live_url()}{self._path(app)}/exportPipelines/{name}",
-                                            params={"api-version": API_VERSION}, json=body, timeout=30,
-                                            headers={"Authorization": f"Bearer {self._export_key(app)}"})
-                except requests.RequestException:
-                    time.sleep(0.3)
-                    continue
-                if response.status_code in (200, 201):
-                    break
-                if response.status_code < 500:
-                    raise RuntimeError(f"the {name} pipeline was refused: {response.text[:300]}")
-                time.sleep(0.3)
-            else:
-                raise RuntimeError(f"the {name} pipeline could not be created")
+            body: dict[str, Any] = {"route": name, "exportFormat": export_format, "layout": layout,
+                                    "cadence": "daily", "settleMinutes": 0, "lateDeliveryMinutes": 1,
+                                    "startFrom": self.day_one.isoformat(), "containerUrl": url}
+            self._until_taken("PUT", app, f"exportPipelines/{name}", body, f"the {name} pipeline")
 
     def wait_for_pipelines(self, since: dt.datetime, timeout: float) -> dict[str, dict]:
         """Each pipeline once it has looked for late records after ``since`` (the last acknowledgement) and has

@@ -12,7 +12,7 @@ from typing import Any
 
 from shared.export import registry
 from shared.export.destination import SealedDestination
-from shared.export.spec import ExportScope
+from shared.export.spec import ExportScope, frozen
 from shared.pipelines.periods import CADENCES, Period, parse_label
 from shared.platform.times import iso
 
@@ -27,14 +27,6 @@ SHAPE_FIELDS = ("export_format", "export_user_id", "projection", "name_filter", 
 
 def _time(text: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
-
-
-def _frozen(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(value)
-    if isinstance(value, dict):
-        return {key: _frozen(item) for key, item in value.items()}
-    return value
 
 
 @dataclass(frozen=True)
@@ -132,7 +124,7 @@ class Pipeline:
 
     def scope(self, periods: list[Period]) -> ExportScope:
         """The scope of a run delivering ``periods``: the pipeline's shape over their range (a snapshot: none)."""
-        values: dict[str, Any] = {name: _frozen(value) for name, value in self.shape.items() if value is not None}
+        values: dict[str, Any] = {name: frozen(value) for name, value in self.shape.items() if value is not None}
         if self.historical and periods:
             values.update(start_date=min(p.day for p in periods), end_date=max(p.day for p in periods))
             if len(periods) == 1 and periods[0].hour is not None:
