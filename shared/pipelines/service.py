@@ -122,7 +122,8 @@ def pause(app: apps.AppRef, name: str) -> Pipeline:
 def resume(app: apps.AppRef, name: str) -> Pipeline:
     """Runs start again: the periods that came due while paused first, oldest first, and the late records."""
     def go_on(pipeline: Pipeline) -> None:
-        pipeline.paused = False
+        if pipeline.paused:
+            pipeline.paused, pipeline.resumed = False, utcnow()
         driver.retry_now(pipeline)
     return _change(app, name, "resumed", go_on)
 
