@@ -244,9 +244,17 @@ def test_a_failed_run_is_reported_once_retried_and_its_recovery_reported(lake, a
 
 def test_a_sas_about_to_expire_makes_the_pipeline_failing_before_a_run_fails(lake, app_env, settings_override,
                                                                            names):
+    import hashlib
+    import hmac
+    import json
+
+    from helpers import Receiver
+
     from shared.platform import config
     alerts_queue = names.queue("alerts")
-    settings_override(**{config.FORWARD_DEFAULT_QUEUE: alerts_queue})
+    webhook = Receiver(fail_first=False)
+    settings_override(**{config.FORWARD_DEFAULT_QUEUE: alerts_queue, config.FORWARD_WEBHOOK_URL: webhook.url,
+                         config.FORWARD_WEBHOOK_SECRET: "s3cret"})
     soon = dt.datetime.now(UTC) + dt.timedelta(hours=3)
     status, shown = lake.api("PUT", "p", _put_body(lake, settleMinutes=60, containerUrl=lake.container_url(
         expiry=soon)))
@@ -259,8 +267,13 @@ def test_a_sas_about_to_expire_makes_the_pipeline_failing_before_a_run_fails(lak
     status, shown = lake.api("PUT", "p", _put_body(lake, settleMinutes=60))
     assert status == 200 and shown["state"] == "Active" and "stateDetails" not in shown
     lake.run_pipelines(now + dt.timedelta(seconds=40))
-    assert [(e["alert"], e["status"]) for e in _alerts(app_env, alerts_queue)] == [("sasExpiring", "raised"),
-                                                                                   ("sasExpiring", "resolved")]
+    events = _alerts(app_env, alerts_queue)
+    assert [(e["alert"], e["status"]) for e in events] == [("sasExpiring", "raised"), ("sasExpiring", "resolved")]
+    webhook.close()
+    assert [json.loads(body) for _, body in webhook.requests] == events  # the signed webhook gets the same, once
+    for headers, body in webhook.requests:
+        assert headers["X-Engagement-Export-Signature"] == "sha256=" + hmac.new(b"s3cret", body,
+                                                                                 hashlib.sha256).hexdigest()
 
 
 def test_a_pipeline_behind_its_periods_is_reported_once_and_its_catching_up_too(lake, app_env, settings_override,

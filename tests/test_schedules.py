@@ -17,7 +17,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
 from conftest import REPO_ROOT
-from helpers import queue_exists, wait_for
+from helpers import Receiver, queue_exists, wait_for
 from pipelining import run_pipelines
 
 import RunPipelines
@@ -102,33 +102,6 @@ def test_a_bad_schedule_fails_with_the_setting_and_field(schedule_app, doc, mess
     with pytest.raises(config.ConfigError, match=message) as raised:
         schedules.load_schedules()
     assert "EXPORT_SCHEDULES" in str(raised.value)
-
-
-class Receiver:
-    """A webhook on loopback that answers 500 to its first POST, then 200."""
-
-    def __init__(self):
-        self.requests = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append((dict(self.headers), body))
-                self.send_response(500 if len(receiver.requests) == 1 else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def test_a_scheduled_export_lands_and_is_forwarded_once_to_queue_and_webhook(app_env, schedule_app, names,
