@@ -17,10 +17,10 @@ import azure.functions as func
 
 from shared.api import task_query
 from shared.api.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, UnsupportedMediaType
-from shared.api.http import API_VERSION, arm_endpoint, authorized_app, check_api_version, json_response
+from shared.api.http import API_VERSION, arm_endpoint, authorize, check_api_version, json_response
 from shared.export.export_request import parse_request
 from shared.export.registry import ROUTES
-from shared.platform import apps, json_input
+from shared.platform import apps, grants, json_input
 from shared.platform.config import get_settings
 from shared.tasks import joblist, service
 
@@ -42,9 +42,11 @@ Handler = Callable[[func.HttpRequest, apps.AppRef], func.HttpResponse]
 
 def _dispatch(req: func.HttpRequest) -> func.HttpResponse:
     # Routing first: a path or method that does not exist is a 404 or 405 whatever the key and api-version
-    # (it says nothing about the app's tasks); then the key, then the api-version.
-    handler = _route([part for part in (req.route_params.get("rest") or "").split("/") if part], req.method.upper())
-    app = authorized_app(req, purpose="export")
+    # (it says nothing about the app's tasks); then the credential, then the api-version. Reading a task or the
+    # list takes Export.Read; creating and cancelling (the POSTs) take Export.Write.
+    method = req.method.upper()
+    handler = _route([part for part in (req.route_params.get("rest") or "").split("/") if part], method)
+    app = authorize(req, role=grants.EXPORT_READ if method == "GET" else grants.EXPORT_WRITE)
     check_api_version(req.params)
     return handler(req, app)
 
