@@ -12,11 +12,15 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from shared.platform import config, identity
 
 API_APP_ID = "9b2b3c4d-0000-4000-8000-00000000e35e"
 API_APP_ID_URI = "api://engagement-export-tests"
@@ -100,3 +104,20 @@ class LocalIssuer:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=5)
+
+
+@contextmanager
+def accepting_tokens(issuer: LocalIssuer, settings_override: Callable[..., None]) -> Iterator[LocalIssuer]:
+    """The app takes ``issuer``'s tokens (with a fresh key cache, the issuer up, its fetches counted from 0) for the
+    block; ``settings_override`` is the tests' fixture that sets app settings for one test."""
+    identity.forget_keys()
+    issuer.down = False
+    issuer.fetches = {name: 0 for name in issuer.fetches}
+    settings_override(**{config.AUTH_ISSUER: issuer.url, config.AUTH_AUDIENCE: f"{API_APP_ID},{API_APP_ID_URI}",
+                         config.AUTH_ALLOW_LOOPBACK_ISSUER: "true"})
+    try:
+        yield issuer
+    finally:
+        issuer.down = False
+        identity.forget_keys()
+

@@ -18,36 +18,16 @@ import jwt
 import pytest
 import requests
 from helpers import API_VERSION, app_path, container_sas_url, local_host
-from oidc_issuer import API_APP_ID, API_APP_ID_URI, LocalIssuer, SigningKey
+from oidc_issuer import LocalIssuer, SigningKey
 
 from shared.platform import apps, config, grants, identity
 from shared.platform.config import ConfigError, load_settings
 
 
 @pytest.fixture(scope="module")
-def issuer():
-    running = LocalIssuer()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
 def host(app_env):
     with local_host("ExportTasks", "Apps") as running:
         yield running
-
-
-@pytest.fixture
-def tokens(settings_override, issuer):
-    """The API takes the local issuer's tokens (with a fresh key cache, the issuer up and its first key)."""
-    identity.forget_keys()
-    issuer.down = False
-    issuer.fetches = {name: 0 for name in issuer.fetches}
-    settings_override(**{config.AUTH_ISSUER: issuer.url, config.AUTH_AUDIENCE: f"{API_APP_ID},{API_APP_ID_URI}",
-                         config.AUTH_ALLOW_LOOPBACK_ISSUER: "true"})
-    yield issuer
-    issuer.down = False
-    identity.forget_keys()
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ class Grant:
 
     def to_result(self) -> dict:
         result: dict = {"principalObjectId": self.principal, "appCollection": self.collection,
-                        "roles": sorted(self.roles) if self.roles is not None else list(APP_ROLES),
+                        "roles": [role for role in APP_ROLES if self.allows(role)],
                         "dateGranted": self.granted}
         if self.app is not None:
             result["appName"] = self.app
