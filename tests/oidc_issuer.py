@@ -3,7 +3,8 @@ RSA keys made per run, and tokens minted with them.
 
 ``/.well-known/openid-configuration`` names ``/discovery/keys`` as ``jwks_uri``; the keys published there can be
 rolled over (``roll_over``), and the issuer can be taken down (``down``: every request answers 503) to show what the
-API does then. It counts how many times each document was fetched, to show the API's key cache.
+API does then. It counts how many times each document was fetched, and the requests it refused, to show the API's
+key cache.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class LocalIssuer:
     def __init__(self) -> None:
         self.keys = [SigningKey()]
         self.down = False
-        self.fetches = {"metadata": 0, "keys": 0}
+        self.fetches = {"metadata": 0, "keys": 0, "refused": 0}
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -72,6 +73,7 @@ class LocalIssuer:
                          "id_token_signing_alg_values_supported": ["RS256"]}),
                      "/tenant-e35/discovery/keys": ("keys", lambda: {"keys": [key.public_jwk for key in self.keys]})}
         if self.down or path not in documents:
+            self.fetches["refused"] += 1
             request.send_response(503 if self.down else 404)
             request.send_header("Content-Length", "0")
             request.end_headers()

@@ -147,6 +147,32 @@ def test_an_issuer_that_is_down_is_a_503_with_retry_after_not_a_401(host, tokens
     assert response.headers["Retry-After"] == str(identity.UNAVAILABLE_RETRY_AFTER_SECONDS)
 
 
+def test_keys_read_before_the_issuer_went_down_keep_working_and_it_is_asked_again_rarely(host, tokens, app,
+                                                                                          monkeypatch):
+    ref, _ = app
+    principal = str(uuid.uuid4())
+    grants.put_grant(principal, ref.collection, ref.name, None)
+    token = tokens.token(roles=[grants.EXPORT_READ], oid=principal)
+    assert call("GET", tasks_url(host, ref), token).status_code == 200
+    tokens.down = True
+    # A day on, the keys are due to be read again: the read fails, and the key read before still verifies.
+    now = time.monotonic() + identity.KEY_SET_MAX_AGE_SECONDS + 1
+    monkeypatch.setattr(identity, "clock", lambda: now)
+    assert call("GET", tasks_url(host, ref), token).status_code == 200
+    assert tokens.fetches["refused"] == 1
+    # A key never read cannot be checked while the issuer is down: 503, and no new request to the issuer.
+    unknown = tokens.token(roles=[grants.EXPORT_READ], oid=principal, key=SigningKey())
+    error = arm_error(call("GET", tasks_url(host, ref), unknown), 503)
+    assert error["code"] == "IdentityProviderUnavailable"
+    assert call("GET", tasks_url(host, ref), token).status_code == 200
+    assert tokens.fetches["refused"] == 1
+    # After Retry-After seconds the issuer is asked again, once.
+    now += identity.UNAVAILABLE_RETRY_AFTER_SECONDS
+    arm_error(call("GET", tasks_url(host, ref), unknown), 503)
+    arm_error(call("GET", tasks_url(host, ref), unknown), 503)
+    assert tokens.fetches["refused"] == 2
+
+
 def test_a_valid_token_without_the_role_or_the_grant_is_a_403_naming_what_is_missing(app_env, host, tokens, app,
                                                                                       names):
     ref, _ = app

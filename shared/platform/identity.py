@@ -7,8 +7,10 @@ decides which keys and algorithms it may use and says why a token is refused, ne
 The signing keys are cached per process. A token naming a key id the cache lacks makes the keys be read again, at
 most once every ``KEY_REFETCH_SECONDS`` (key rollover: Entra ID publishes a new key before signing with it, and
 one forged kid after another must not make every request a fetch); the whole set is read again after
-``KEY_SET_MAX_AGE_SECONDS`` whatever happens, so a withdrawn key stops working. Fetching is bounded: no redirects,
-a timeout, a size cap, https only (plain http on loopback with AUTH_ALLOW_LOOPBACK_ISSUER, for tests).
+``KEY_SET_MAX_AGE_SECONDS`` whatever happens, so a withdrawn key stops working. An issuer that cannot be read is
+asked again at most every ``UNAVAILABLE_RETRY_AFTER_SECONDS``, and the keys read before it went down keep working.
+Fetching is bounded: no redirects, a timeout, a size cap, https only (plain http on loopback with
+AUTH_ALLOW_LOOPBACK_ISSUER, for tests).
 """
 
 from __future__ import annotations
@@ -117,14 +119,21 @@ clock: Callable[[], float] = time.monotonic
 
 
 class KeySet:
-    """One issuer's signing keys, read from its metadata and kept by key id."""
+    """One issuer's signing keys, read from its metadata and kept by key id.
+
+    Reads are rationed: after a read that worked, the next is at most once per KEY_REFETCH_SECONDS (for an unknown
+    kid) or after KEY_SET_MAX_AGE_SECONDS (for every kid); after one that failed, at most once per
+    UNAVAILABLE_RETRY_AFTER_SECONDS, so an issuer that is down costs one slow request per interval, not one per
+    API call. Keys read before stay usable while the issuer cannot be read (Entra ID announces a new key weeks
+    before it signs with it, and withdraws an old one long after)."""
 
     def __init__(self, issuer: str, *, allow_loopback: bool) -> None:
         self.issuer = issuer
         self.allow_loopback = allow_loopback
         self.keys: dict[str, jwt.PyJWK] = {}
         self.fetched_at: float | None = None
-        self.fetches = 0
+        self.attempted_at: float | None = None
+        self.failure: IdentityUnavailable | None = None
         self._lock = threading.Lock()
 
     def _refresh(self) -> None:
@@ -137,16 +146,27 @@ class KeySet:
         if not keys:
             raise _unavailable("signing keys (jwks_uri holds no RSA signature key)")
         self.keys, self.fetched_at = keys, clock()
-        self.fetches += 1
+
+    def _due(self, kid: str, now: float) -> bool:
+        if self.attempted_at is not None and now - self.attempted_at < (
+                UNAVAILABLE_RETRY_AFTER_SECONDS if self.failure is not None else KEY_REFETCH_SECONDS):
+            return False
+        return self.fetched_at is None or now - self.fetched_at >= KEY_SET_MAX_AGE_SECONDS or kid not in self.keys
 
     def key(self, kid: str) -> jwt.PyJWK | None:
-        """The key of ``kid``, reading the keys again when they are old, or when ``kid`` is unknown and the last
-        read is older than KEY_REFETCH_SECONDS."""
+        """The key of ``kid``, or None when the issuer does not publish it; IdentityUnavailable when the keys
+        cannot be read and ``kid`` is not among those read before."""
         with self._lock:
-            age = None if self.fetched_at is None else clock() - self.fetched_at
-            if age is None or age >= KEY_SET_MAX_AGE_SECONDS or (kid not in self.keys
-                                                                 and age >= KEY_REFETCH_SECONDS):
-                self._refresh()
+            now = clock()
+            if self._due(kid, now):
+                self.attempted_at = now
+                try:
+                    self._refresh()
+                    self.failure = None
+                except IdentityUnavailable as error:
+                    self.failure = error
+            if kid not in self.keys and self.failure is not None:
+                raise self.failure
             return self.keys.get(kid)
 
 
