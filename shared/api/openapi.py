@@ -183,8 +183,9 @@ def document() -> dict:
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "The app's export key (its collect key for collect)"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": (
+                "An Entra ID access token (its app roles and grants say what it may do; docs/api.md), or the app's "
+                "export key; the app's collect key for collect")}},
             "schemas": {
                 "ExportTaskResult": {"type": "object", "required": ["id", "state", "dateCreated", "exportType"],
                                      "properties": {
