@@ -12,7 +12,8 @@ import pytest
 import requests
 from helpers import API_VERSION, app_path, local_host
 
-from shared.platform import apps, grants
+from devhost.azurite import connection_string, free_port
+from shared.platform import apps, config, grants
 from tools import admin
 
 
@@ -213,3 +214,16 @@ def test_tools_admin_calls_the_same_service_code(app_env, collection, capsys, mo
     assert capsys.readouterr().out.split() == ["game"]
     assert admin.main(["delete-app", "--collection", collection, "--app", "game"]) == 0
     assert not apps.is_registered(apps.app_ref(collection, "game")) and grants.grants_on(collection, "game") == []
+
+
+def test_with_storage_down_the_admin_api_and_a_tokens_grant_check_answer_503_with_retry_after(host, tokens,
+                                                                                              settings_override):
+    settings_override(**{config.STORAGE_CONNECTION: connection_string(
+        "127.0.0.1", {service: free_port() for service in ("blob", "queue", "table")})})
+    admin_token = tokens.token(roles=[grants.APPS_ADMIN])
+    reader = tokens.token(roles=[grants.EXPORT_READ])
+    for response in (call("PUT", collection_url(host, "down", "/apps/game"), admin_token),
+                     call("GET", collection_url(host, "down", "/apps"), admin_token),
+                     tasks(host, "down", "game", reader)):
+        assert "storage is unavailable" in refused(response, 503, "ServiceUnavailable")
+        assert response.headers["Retry-After"] == "5"
