@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import jwt
 import pytest
@@ -145,6 +146,17 @@ def test_an_issuer_that_is_down_is_a_503_with_retry_after_not_a_401(host, tokens
     error = arm_error(response, 503)
     assert error["code"] == "IdentityProviderUnavailable" and "OpenID metadata" in error["message"]
     assert response.headers["Retry-After"] == str(identity.UNAVAILABLE_RETRY_AFTER_SECONDS)
+
+
+def test_requests_arriving_together_on_a_cold_cache_read_the_keys_once(host, tokens, app):
+    ref, _ = app
+    principal = str(uuid.uuid4())
+    grants.put_grant(principal, ref.collection, ref.name, None)
+    token = tokens.token(roles=[grants.EXPORT_READ], oid=principal)
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: call("GET", tasks_url(host, ref), token).status_code, range(16)))
+    assert statuses == [200] * 16
+    assert (tokens.fetches["metadata"], tokens.fetches["keys"]) == (1, 1)
 
 
 def test_keys_read_before_the_issuer_went_down_keep_working_and_it_is_asked_again_rarely(host, tokens, app,

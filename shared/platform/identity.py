@@ -134,9 +134,10 @@ class KeySet:
         self.fetched_at: float | None = None
         self.attempted_at: float | None = None
         self.failure: IdentityUnavailable | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the fields above
+        self._reading = threading.Lock()  # one read of the issuer at a time
 
-    def _refresh(self) -> None:
+    def _read(self) -> dict[str, jwt.PyJWK]:
         metadata_url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
         metadata = _fetch_json(_check_url(metadata_url, allow_loopback=self.allow_loopback, what="OpenID metadata"),
                                "OpenID metadata")
@@ -145,9 +146,10 @@ class KeySet:
         keys = _signing_keys(_fetch_json(jwks_url, "signing keys (jwks_uri)"))
         if not keys:
             raise _unavailable("signing keys (jwks_uri holds no RSA signature key)")
-        self.keys, self.fetched_at = keys, clock()
+        return keys
 
-    def _due(self, kid: str, now: float) -> bool:
+    def _due(self, kid: str) -> bool:
+        now = clock()
         if self.attempted_at is not None and now - self.attempted_at < (
                 UNAVAILABLE_RETRY_AFTER_SECONDS if self.failure is not None else KEY_REFETCH_SECONDS):
             return False
@@ -155,16 +157,27 @@ class KeySet:
 
     def key(self, kid: str) -> jwt.PyJWK | None:
         """The key of ``kid``, or None when the issuer does not publish it; IdentityUnavailable when the keys
-        cannot be read and ``kid`` is not among those read before."""
+        cannot be read and ``kid`` is not among those read before. One read at a time, outside the state's lock:
+        a request whose key is cached does not wait for another's read."""
         with self._lock:
-            now = clock()
-            if self._due(kid, now):
-                self.attempted_at = now
-                try:
-                    self._refresh()
-                    self.failure = None
-                except IdentityUnavailable as error:
-                    self.failure = error
+            due = self._due(kid)
+        if due:
+            # Requests that find a read due wait here for the one in flight, then see its outcome: the time of a
+            # read is set when it ends, so nobody takes "read moments ago" for the answer while it runs.
+            with self._reading:
+                with self._lock:
+                    due = self._due(kid)
+                if due:
+                    try:
+                        keys = self._read()
+                    except IdentityUnavailable as error:
+                        with self._lock:
+                            self.failure, self.attempted_at = error, clock()
+                    else:
+                        with self._lock:
+                            self.keys, self.failure = keys, None
+                            self.fetched_at = self.attempted_at = clock()
+        with self._lock:
             if kid not in self.keys and self.failure is not None:
                 raise self.failure
             return self.keys.get(kid)
