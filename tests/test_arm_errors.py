@@ -10,11 +10,12 @@ import requests
 from helpers import API_VERSION, app_path, http_request, local_host
 
 import Collect
+import ExportPipelines
 import ExportTasks
 from devhost.azurite import connection_string, free_port
 from shared.platform import config
 
-HTTP_FUNCTIONS = ["ExportTasks", "Collect", "Apps", "OpenApi", "Health", "NotServed"]
+HTTP_FUNCTIONS = ["ExportTasks", "ExportPipelines", "Collect", "Apps", "OpenApi", "Health", "NotServed"]
 SUB = "/subscriptions/s1"
 PROVIDER = f"{SUB}/resourceGroups/rg/providers/Microsoft.MobileEngagement"
 APP = f"{PROVIDER}/appcollections/c1/apps/a1"
@@ -92,10 +93,15 @@ def dead_storage(settings_override):
     (ExportTasks.main, "POST", "00000000-0000-7000-8000-000000000000/cancel", None),
     (Collect.main, "POST", None, {"records": [{"type": "event", "deviceId": "d", "name": "e",
                                               "timestamp": "2026-01-01T00:00:00Z"}]}),
+    (ExportPipelines.main, "GET", "", None),
+    (ExportPipelines.main, "GET", "daily/runs", None),
+    (ExportPipelines.main, "POST", "daily/pause", None),
+    (ExportPipelines.main, "DELETE", "daily", None),
 ])
 def test_every_endpoint_answers_503_with_retry_after_while_storage_is_down(dead_storage, function, method, rest,
                                                                            body):
-    path = app_path("c1", "a1") + ("/collect" if rest is None else f"/exportTasks/{rest}")
+    resource = "exportPipelines" if function is ExportPipelines.main else "exportTasks"
+    path = app_path("c1", "a1") + ("/collect" if rest is None else f"/{resource}/{rest}")
     response = function(http_request(method, path, key="some-key", body=body,
                                      route_params={"appCollection": "c1", "appName": "a1", "rest": rest or ""}))
     assert response.status_code == 503

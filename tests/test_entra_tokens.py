@@ -27,7 +27,7 @@ from shared.platform.config import ConfigError, load_settings
 
 @pytest.fixture(scope="module")
 def host(app_env):
-    with local_host("ExportTasks", "Apps") as running:
+    with local_host("ExportTasks", "ExportPipelines", "Apps") as running:
         yield running
 
 
@@ -208,6 +208,23 @@ def test_a_valid_token_without_the_role_or_the_grant_is_a_403_naming_what_is_mis
     writer_only = tokens.token(roles=[grants.EXPORT_WRITE], oid=principal)
     assert "lacks the Export.Read app role (its roles: Export.Write)" in arm_error(
         call("GET", tasks_url(host, ref), writer_only), 403)["message"]
+
+
+def test_pipelines_take_export_read_to_read_and_export_write_to_change(host, tokens, app):
+    ref, _ = app
+    principal = str(uuid.uuid4())
+    grants.put_grant(principal, ref.collection, ref.name, None)
+    pipelines = f"{host.base_url}{app_path(ref.collection, ref.name)}/exportPipelines"
+    reader = tokens.token(roles=[grants.EXPORT_READ], oid=principal)
+    listed = call("GET", pipelines, reader)
+    assert listed.status_code == 200 and listed.json()["value"] == []
+    for method, suffix in (("PUT", "/daily"), ("DELETE", "/daily"), ("POST", "/daily/pause")):
+        error = arm_error(call(method, pipelines + suffix, reader, json={}), 403)
+        assert "lacks the Export.Write app role" in error["message"]
+    writer = tokens.token(roles=[grants.EXPORT_WRITE], oid=principal)
+    assert "lacks the Export.Read app role" in arm_error(call("GET", pipelines, writer), 403)["message"]
+    # Past the authorization, the pipeline API itself answers: a PUT without its fields is a 400 naming them.
+    assert call("PUT", pipelines + "/daily", writer, json={}).status_code == 400
 
 
 def test_a_token_or_key_for_app_a_reads_nothing_of_app_b(host, tokens, names):

@@ -1,6 +1,6 @@
-"""Scheduled exports: one job per period whatever fires twice, catch-up after an outage, the settle delay;
-and the whole chain through the local host: a scheduled export lands, its manifest is forwarded once, and a
-webhook receives a signed POST, retried after a 500."""
+"""Scheduled exports, the operator's pipelines: one run per period whatever fires twice, catch-up after an outage,
+the settle delay; and the whole chain through the local host: a scheduled run lands, its manifest is forwarded
+once, and a webhook receives a signed POST, retried after a 500."""
 
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
 from conftest import REPO_ROOT
 from helpers import queue_exists, wait_for
+from pipelining import run_pipelines
 
-import StartExport
+import RunPipelines
 from devhost.host import LocalHost
 from sampledata import Plan, load, records
 from shared.ingest import collect
+from shared.pipelines import driver
 from shared.platform import apps, config
 from shared.tasks import joblist, jobs, schedules
 
@@ -46,44 +48,44 @@ def schedule_app(settings_override, names):
 
 
 def scheduled(app_id):
-    page = joblist.list_jobs(app_id, top=100)
-    return sorted((job.scope.start_date.isoformat(), job.id) for job in page.jobs)
+    """(first day, hour) of each export task of the app's runs, in the order they were made."""
+    found = sorted(joblist.list_jobs(app_id, top=100).jobs, key=lambda job: job.run.sequence)
+    return [(job.scope.start_date.isoformat(), job.scope.hour) for job in found]
 
 
-def test_one_job_per_period_across_two_firings_and_a_two_day_outage(schedule_app):
+def test_a_schedule_is_a_pipeline_that_catches_up_once_whatever_fires_and_after_an_outage(schedule_app):
     app_id = schedule_app()
     first = dt.datetime(2026, 3, 10, 2, 0, tzinfo=UTC)
-    created = schedules.create_due_jobs(first)
-    assert [d for d, _ in scheduled(app_id)] == ["2026-03-07", "2026-03-08", "2026-03-09"]
-    assert len(created) == 3
-    assert schedules.create_due_jobs(first) == []  # the timer fires again: nothing new
-    threads = [threading.Thread(target=schedules.create_due_jobs, args=(first + dt.timedelta(days=2),))
-               for _ in range(3)]  # after a two-day outage, three instances fire at once
-    for thread in threads:
+    threads = [threading.Thread(target=driver.tick, args=(first,), kwargs={"app_id": app_id}) for _ in range(3)]
+    for thread in threads:  # three instances fire at once
         thread.start()
     for thread in threads:
         thread.join()
-    days = [d for d, _ in scheduled(app_id)]
-    assert days == ["2026-03-07", "2026-03-08", "2026-03-09", "2026-03-10", "2026-03-11"]
-    job = joblist.list_jobs(app_id, top=100).jobs[0]
-    assert job.schedule == "daily-events@2026-03-07T00:00:00+00:00" and job.export_format == "CsvBlob"
-    assert job.description == "scheduled: daily-events"
+    run_pipelines(app_id, first)
+    assert [day for day, _ in scheduled(app_id)] == ["2026-03-07", "2026-03-08", "2026-03-09"]
+    run_pipelines(app_id, first)  # the timer fires again: nothing new
+    assert len(scheduled(app_id)) == 3
+    run_pipelines(app_id, first + dt.timedelta(days=2))  # after a two-day outage
+    assert [day for day, _ in scheduled(app_id)] == ["2026-03-07", "2026-03-08", "2026-03-09", "2026-03-10",
+                                                     "2026-03-11"]
+    job = min(joblist.list_jobs(app_id, top=100).jobs, key=lambda job: job.run.sequence)
+    assert job.export_format == "CsvBlob" and job.state == jobs.SUCCEEDED
+    assert job.description == "pipeline daily-events: first delivery of 2026-03-07"
+    assert job.run is not None and job.run.pipeline == "daily-events" and job.run.periods == ("2026-03-07",)
 
 
 def test_a_period_waits_for_its_settle_delay(schedule_app):
     app_id = schedule_app(settleMinutes=120)
-    schedules.create_due_jobs(dt.datetime(2026, 3, 10, 1, 59, tzinfo=UTC))
-    assert [d for d, _ in scheduled(app_id)][-1] == "2026-03-08"
-    schedules.create_due_jobs(dt.datetime(2026, 3, 10, 2, 0, tzinfo=UTC))
-    assert [d for d, _ in scheduled(app_id)][-1] == "2026-03-09"
+    run_pipelines(app_id, dt.datetime(2026, 3, 10, 1, 59, tzinfo=UTC))
+    assert scheduled(app_id)[-1][0] == "2026-03-08"
+    run_pipelines(app_id, dt.datetime(2026, 3, 10, 2, 0, tzinfo=UTC))
+    assert scheduled(app_id)[-1][0] == "2026-03-09"
 
 
 def test_hourly_schedules_export_one_hour(schedule_app):
     app_id = schedule_app(cadence="hourly", settleMinutes=10)
-    schedules.create_due_jobs(dt.datetime(2026, 3, 10, 5, 15, tzinfo=UTC))
-    found = joblist.list_jobs(app_id, top=10).jobs
-    assert [(j.scope.start_date.isoformat(), j.scope.hour) for j in found] == [("2026-03-10", 2), ("2026-03-10", 3),
-                                                                  ("2026-03-10", 4)]
+    run_pipelines(app_id, dt.datetime(2026, 3, 10, 5, 15, tzinfo=UTC))
+    assert scheduled(app_id) == [("2026-03-10", 2), ("2026-03-10", 3), ("2026-03-10", 4)]
 
 
 @pytest.mark.parametrize("doc, message", [
@@ -137,7 +139,7 @@ def test_a_scheduled_export_lands_and_is_forwarded_once_to_queue_and_webhook(app
     settings_override(**{config.FORWARD_ROUTES: json.dumps({"Event": [queue]}),
                          config.FORWARD_WEBHOOK_URL: receiver.url, config.FORWARD_WEBHOOK_SECRET: "s3cret",
                          config.SCHEDULE_MAX_CATCHUP: "1"})
-    (due,) = schedules.load_schedules()[0].due_periods(dt.datetime.now(UTC), 1)
+    due = dt.datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=1)
     plan = Plan(devices=5, days=1, last_day=due.date())
     load(app_id, plan)
     # One event certain to be in the period, whatever the generated data of that date holds.
@@ -146,8 +148,8 @@ def test_a_scheduled_export_lands_and_is_forwarded_once_to_queue_and_webhook(app
     want = len(expected.historical(list(records(plan)), "event", due.date(), due.date())) + 1
     host = LocalHost(REPO_ROOT, port=0, functions=["PollExport", "ExportWorker", "OnBlobCreated"]).start()
     try:
-        StartExport.main(TimerRequest(past_due=False))
-        StartExport.main(TimerRequest(past_due=True))
+        RunPipelines.main(TimerRequest(past_due=False))
+        RunPipelines.main(TimerRequest(past_due=True))
         client = QueueClient.from_connection_string(app_env.connection_string, queue)
         def peek():
             return list(client.peek_messages(max_messages=32)) if queue_exists(client) else []
@@ -161,9 +163,12 @@ def test_a_scheduled_export_lands_and_is_forwarded_once_to_queue_and_webhook(app
         host.stop()
         receiver.close()
     (job,) = joblist.list_jobs(app_id, top=10).jobs
-    assert job.state == jobs.SUCCEEDED
+    assert job.state == jobs.SUCCEEDED and job.run is not None
     bodies = [json.loads(base64.b64decode(m.content)) for m in messages]
-    assert [(b["jobId"], b["name"]) for b in bodies] == [(job.id, f"Event/{job.id}/part-00000.csv.gz")]
+    assert [(b["jobId"], b["name"]) for b in bodies] == [
+        (job.id, f"daily-events/{due:%Y-%m-%d}/{job.run.run}-part-00000.csv.gz")]
+    assert bodies[0]["pipeline"] == {"name": "daily-events", "run": job.run.run, "sequence": 1,
+                                     "periods": [f"{due:%Y-%m-%d}"], "late": False}
     assert bodies[0]["records"] == job.record_count == want
     assert len(receiver.requests) == 2, "one 500, then the retried POST"
     for headers, body in receiver.requests:
@@ -210,12 +215,13 @@ def test_a_schedule_of_an_unregistered_app_is_reported_once_by_name_and_creates_
     collection = f"u{names.token}"
     doc = {"name": f"orphan-{names.token}", "app": f"{collection}/ghost", "route": "events", "cadence": "daily"}
     settings_override(**{config.SCHEDULES: json.dumps([doc])})
-    with caplog.at_level("ERROR", logger="shared.tasks.schedules"):
-        assert schedules.create_due_jobs(dt.datetime.now(UTC)) == []
-        assert schedules.create_due_jobs(dt.datetime.now(UTC)) == []
+    with caplog.at_level("ERROR", logger="shared.pipelines.driver"):
+        driver.tick(dt.datetime.now(UTC), app_id=f"{collection}~ghost")
+        driver.tick(dt.datetime.now(UTC), app_id=f"{collection}~ghost")
     reports = [record.getMessage() for record in caplog.records if doc["name"] in record.getMessage()]
     assert reports == [f"Schedule {doc['name']} names app {collection}/ghost, which is not registered: it creates no "
                        f"exports until the app is registered (make app COLLECTION={collection} APP=ghost)"]
     assert joblist.list_jobs(f"{collection}~ghost", top=10).jobs == []
     apps.register_app(collection, "ghost")
-    assert len(schedules.create_due_jobs(dt.datetime.now(UTC))) == 7  # EXPORT_SCHEDULE_MAX_CATCHUP periods
+    run_pipelines(f"{collection}~ghost", dt.datetime.now(UTC))
+    assert len(scheduled(f"{collection}~ghost")) == 7  # EXPORT_SCHEDULE_MAX_CATCHUP periods

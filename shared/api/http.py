@@ -6,18 +6,32 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import azure.functions as func
 from azure.core.exceptions import AzureError
 
-from shared.api.errors import BadRequest, InternalError, Unavailable, headers_of, status_of
-from shared.platform import apps, grants, identity
+from shared.api.errors import (
+    BadRequest,
+    InternalError,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    Unavailable,
+    UnsupportedMediaType,
+    headers_of,
+    status_of,
+)
+from shared.platform import apps, grants, identity, json_input
 from shared.platform.config import AUTH_EXPORT_KEYS, AUTH_ISSUER, get_settings
 from shared.platform.errors import AppNotFound, NotAuthenticated, NotAuthorized, ServiceError, TransientError
 
 API_VERSION = "2014-12-01"
+# A request body is a flat object but for exportOptions; this leaves room and refuses pathological nesting.
+MAX_BODY_NESTING = 8
+_WHOLE_NUMBER = re.compile(r"^[0-9]{1,9}\Z")
 
 Handler = Callable[[func.HttpRequest], func.HttpResponse]
 # How long a client waits before trying again when the app's storage is down or throttling.
@@ -78,6 +92,26 @@ def authorize(req: func.HttpRequest, *, role: str) -> apps.AppRef:
     return ref
 
 
+def reads_or_writes(method: str) -> str:
+    """The app role a method of an export resource needs: GET reads (Export.Read); the others change (Export.Write)."""
+    return grants.EXPORT_READ if method == "GET" else grants.EXPORT_WRITE
+
+
+AppHandler = Callable[[func.HttpRequest, apps.AppRef], func.HttpResponse]
+
+
+def dispatch(req: func.HttpRequest, route: Callable[[list[str], str], AppHandler], *,
+             role_of: Callable[[str], str] = reads_or_writes) -> func.HttpResponse:
+    """Serves a request for one app's resource (the rest of its path in route param ``rest``): routing first, so a
+    path or method that does not exist is a 404 or 405 whatever the credential and api-version (it says nothing
+    about the app); then the caller, authorized for ``role_of(method)``; then the api-version; then the handler."""
+    method = req.method.upper()
+    handler = route([part for part in (req.route_params.get("rest") or "").split("/") if part], method)
+    app = authorize(req, role=role_of(method))
+    check_api_version(req.params)
+    return handler(req, app)
+
+
 def caller(req: func.HttpRequest) -> identity.Principal:
     """The principal of the request's Entra ID access token; an app's key is refused with 403, as it opens that one
     app's exports and manages nothing."""
@@ -120,3 +154,50 @@ def arm_endpoint(unavailable: str) -> Callable:
                 return error_response(InternalError("the service failed to answer; try again"))
         return handle
     return wrap
+
+
+def allow_method(method: str, allowed: str, where: str, purpose: str) -> None:
+    if method != allowed:
+        raise MethodNotAllowed(f"{method} is not allowed on {where}; use {allowed} to {purpose}",
+                               headers={"Allow": allowed})
+
+
+def base_url(req: func.HttpRequest) -> str:
+    parts = urlsplit(req.url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def whole_number(params: Mapping[str, str], name: str, default: int, maximum: int | None) -> int:
+    text = params.get(name)
+    if text is None or text == "":
+        return default
+    if not _WHOLE_NUMBER.match(text):
+        raise BadRequest(f"{name} must be a whole number of 0 or more in ASCII digits, not {text[:40]!r}",
+                         code="InvalidParameter")
+    number = int(text)
+    if maximum is not None and number > maximum:
+        raise BadRequest(f"{name} is {number}; at most {maximum}", code="InvalidParameter")
+    return number
+
+
+def read_json_body(req: func.HttpRequest, limit: int) -> Any:
+    """The request's JSON body, within ``limit`` bytes and MAX_BODY_NESTING levels; a BadRequest (or 413, 415)
+    saying what is wrong otherwise."""
+    raw = req.get_body() or b""
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"the request body is {len(raw)} bytes; at most {limit} bytes are accepted")
+    content_type = req.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
+    if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+        raise UnsupportedMediaType(f"the request body must be JSON (Content-Type: application/json), not "
+                                   f"{content_type}")
+    if not raw.strip():
+        raise BadRequest("the request body is empty; send the resource's parameters as a JSON object",
+                         code="InvalidRequestContent")
+    try:
+        body = json_input.parse(raw)
+        json_input.check_writable(body, max_depth=MAX_BODY_NESTING)
+    except json_input.JsonInputError as error:
+        raise BadRequest(str(error), code="InvalidRequestContent") from None
+    except json_input.Unwritable as problem:
+        raise BadRequest(f"{problem.path or 'the request body'} {problem.reason}", code="InvalidParameter") from None
+    return body

@@ -23,6 +23,9 @@ from shared.export.export_request import (
     MAX_NAMES,
 )
 from shared.export.registry import FEEDBACK_BY_CAMPAIGN, FEEDBACK_BY_DATE, HISTORICAL, ROUTES
+from shared.pipelines.model import ACTIVE, FAILING, PAUSED
+from shared.pipelines.periods import CADENCES, DAILY
+from shared.pipelines.request import MAX_SETTLE_MINUTES, PIPELINE_ROUTES
 from shared.platform.apps import APP_SETTINGS
 from shared.platform.grants import APP_ROLES
 from shared.tasks.jobs import STATES
@@ -117,6 +120,82 @@ def _operation(operation_id: str, summary: str, parameters: list, responses: dic
 
 
 _TASK_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+_PIPELINE_NAME = {"name": "name", "in": "path", "required": True,
+                  "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,39}$"}}
+_PIPELINE_ERRORS = ("400", "401", "403", "404", "405", "503")
+
+
+def _pipeline_result(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/PipelineResult"}}}}
+
+
+def _pipeline_body() -> dict:
+    """The PUT body: the fields of any pipeline route (which ones a route takes is the service's to say)."""
+    properties = {name: schema for name, schema in _FIELD_SCHEMAS.items() if name in (
+        "containerUrl", "description", "exportFormat", "exportOptions")}
+    columns = sorted({column for route in PIPELINE_ROUTES for column in registry.export_type(
+        ROUTES[route].export_type).columns})
+    properties.update({
+        "route": {"type": "string", "enum": list(PIPELINE_ROUTES)},
+        "cadence": {"type": "string", "enum": list(CADENCES), "default": DAILY},
+        "settleMinutes": {"type": "integer", "minimum": 0, "maximum": MAX_SETTLE_MINUTES, "default": 60,
+                          "description": "Minutes after a period ends before its first run"},
+        "lateDeliveryMinutes": {"type": "integer", "minimum": 1, "maximum": MAX_SETTLE_MINUTES,
+                                "description": "Longest wait of a late record; one cadence when left out"},
+        "startFrom": {"type": "string", "format": "date", "description": "First UTC day: past periods are "
+                      "backfilled, oldest first (historical routes)"},
+        "layout": {"type": "string", "enum": list(registry.LAYOUTS), "default": registry.LAYOUTS[0]},
+        "fields": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": columns}},
+        "names": {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
+                  "properties": {key: {"type": "array", "minItems": 1, "maxItems": MAX_NAMES, "items": {
+                      "type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}} for key in ("include",
+                                                                                                  "exclude")}}})
+    return {"type": "object", "additionalProperties": False, "required": ["route", "containerUrl"],
+            "properties": properties}
+
+
+def _pipeline_paths() -> dict:
+    base = f"{APP_PATH}/exportPipelines"
+    return {
+        base: {"get": _operation("ExportPipelines_List", "List the app's pipelines", [], {"200": {
+            "description": "The app's pipelines", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["value"], "properties": {"value": {
+                    "type": "array", "items": {"$ref": "#/components/schemas/PipelineResult"}}}}}}}},
+            errors=_PIPELINE_ERRORS, **_EXTENSION)},
+        f"{base}/{{name}}": {
+            "put": _operation("ExportPipelines_CreateOrReplace", "Create a pipeline, or change its destination, "
+                              "delays and description", [_PIPELINE_NAME],
+                              {"200": _pipeline_result("Replaced"), "201": _pipeline_result("Created"),
+                               "409": _error("A field its delivered files depend on cannot change")},
+                              requestBody={"required": True, "content": {"application/json": {
+                                  "schema": _pipeline_body()}}}, **_EXTENSION),
+            "get": _operation("ExportPipelines_Get", "Get a pipeline", [_PIPELINE_NAME],
+                              {"200": _pipeline_result("The pipeline")}, errors=_PIPELINE_ERRORS, **_EXTENSION),
+            "delete": _operation("ExportPipelines_Delete", "Delete a pipeline; its run in flight is cancelled",
+                                 [_PIPELINE_NAME], {"200": _pipeline_result("The deleted pipeline"),
+                                                    "409": _error("Declared by the operator")},
+                                 errors=_PIPELINE_ERRORS, **_EXTENSION)},
+        **{f"{base}/{{name}}/{action}": {"post": _operation(
+            f"ExportPipelines_{action.title()}", summary, [_PIPELINE_NAME],
+            {"200": _pipeline_result("The pipeline"), "409": _error("Declared by the operator")},
+            errors=_PIPELINE_ERRORS, **_EXTENSION)} for action, summary in (
+            ("pause", "Pause: no new run starts; the run in flight finishes"),
+            ("resume", "Resume: the periods that came due are delivered, oldest first"))},
+        f"{base}/{{name}}/runs": {"get": _operation(
+            "ExportPipelines_ListRuns", "The pipeline's runs, newest first", [_PIPELINE_NAME, {
+                "name": "$top", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE,
+                                                          "default": DEFAULT_PAGE_SIZE}},
+                {"name": "$skiptoken", "in": "query", "description": "Given in nextLink; opaque",
+                 "schema": {"type": "string"}}],
+            {"200": {"description": "A page of runs", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["value"], "properties": {
+                    "value": {"type": "array", "items": {"$ref": "#/components/schemas/PipelineRun"}},
+                    "nextLink": {"type": "string", "format": "uri"}}}}}}},
+            errors=_PIPELINE_ERRORS, **_EXTENSION)},
+    }
 
 
 COLLECTION_PATH = ("/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/"
@@ -264,6 +343,7 @@ def document() -> dict:
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExportTaskResult"}}}}},
             requestBody={"required": True, "content": {"application/json": {"schema": _request_schema(route)}}},
             **extension)}
+    paths.update(_pipeline_paths())
     paths.update(_admin_paths())
     schema_answer = {"description": "The published schema(s): columns in file order, JSON Schema of a JSON Lines or "
                                     "CSV row, Arrow schema of a Parquet file",
@@ -309,6 +389,26 @@ def document() -> dict:
                 "ExportTaskListResult": {"type": "object", "required": ["value"], "properties": {
                     "value": {"type": "array", "items": {"$ref": "#/components/schemas/ExportTaskResult"}},
                     "nextLink": {"type": "string", "format": "uri"}}},
+                "PipelineResult": {"type": "object", "required": ["name", "route", "state", "cadence"],
+                                   "properties": {
+                    "name": {"type": "string"}, "route": {"type": "string", "enum": list(PIPELINE_ROUTES)},
+                    "exportType": {"type": "string", "enum": list(EXPORT_TYPES)},
+                    "exportFormat": {"type": "string", "enum": list(EXPORT_FORMATS)},
+                    "cadence": {"type": "string", "enum": list(CADENCES)},
+                    "state": {"type": "string", "enum": [ACTIVE, PAUSED, FAILING, "Deleted"]},
+                    "stateDetails": {"type": "string", "description": "Why it is Failing"},
+                    "containerUrl": {"type": "string", "description": "Without its SAS token"},
+                    "sasExpires": {"type": "string", "format": "date-time"},
+                    "lastDeliveredPeriod": {"type": "string"}, "nextPeriod": {"type": "string"},
+                    "alerts": {"type": "array", "items": {"type": "object"}}}},
+                "PipelineRun": {"type": "object", "required": ["run", "sequence", "periods", "delivery", "state"],
+                                "properties": {
+                    "run": {"type": "string"}, "sequence": {"type": "integer"},
+                    "periods": {"type": "array", "items": {"type": "string"}},
+                    "delivery": {"type": "string", "enum": ["first", "late"]}, "taskId": {"type": "string"},
+                    "state": {"type": "string", "enum": list(STATES)}, "recordCount": {"type": "integer"},
+                    "fileCount": {"type": "integer"}, "lagSeconds": {"type": "number"},
+                    "readAt": {"type": "string", "format": "date-time"}}},
                 "CollectResult": {"type": "object", "required": ["accepted", "rejected"], "properties": {
                     "accepted": {"type": "integer", "minimum": 0},
                     "rejected": {"type": "array", "items": {"type": "object", "required": ["index", "field", "reason"],

@@ -58,6 +58,11 @@ def manifest(job: ExportSpec, files: list[dict], schema_url: str) -> dict:
                                       "end": iso(job.campaign_window_end)}
     if job.schedule:
         document["schedule"] = job.schedule
+    if job.run is not None:
+        document["pipeline"] = {"name": job.run.pipeline, "run": job.run.run, "sequence": job.run.sequence,
+                                "periods": list(job.run.periods), "late": job.run.late}
+        if job.run.replaces:
+            document["pipeline"]["replaces"] = list(job.run.replaces)
     if job.layout != "flat":
         document["layout"] = job.layout
     if job.projection is not None:
@@ -102,7 +107,7 @@ def commit(job: ExportSpec, done: Sequence[DonePart]) -> list[dict]:
                 content_settings=ContentSettings(content_type="application/json"))
         except ResourceExistsError:
             pass
-        if job.layout == HIVE:
+        if job.layout == HIVE or job.run is not None:
             container.get_blob_client(registry.success_name(job)).upload_blob(b"", overwrite=True, metadata=metadata)
     except AzureError as error:
         failure = target.failure(error)

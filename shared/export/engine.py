@@ -30,7 +30,10 @@ def plan_items(job: ExportSpec) -> list[WorkItem]:
 
 
 def load_or_create_plan(job: ExportSpec) -> list[WorkItem]:
-    """The job's plan: made now, unless another planner saved one first."""
+    """The job's plan: made now, unless another planner saved one first. A pipeline run's plan was saved with the
+    run (its bytes pinned, shared.pipelines.planner): it is only read."""
+    if job.run is not None:
+        return planning.read_plan(job.app_id, job.job_id)
     return planning.save_or_adopt(job, plan_items(job))
 
 

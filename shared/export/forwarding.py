@@ -62,7 +62,7 @@ def routes_for(export_type: str) -> tuple[str, ...]:
 def messages(manifest: dict) -> list[dict]:
     base = {"jobId": manifest["jobId"], "app": manifest["app"], "exportType": manifest["exportType"],
             "exportFormat": manifest["exportFormat"]}
-    for key in ("range", "campaignWindow", "campaignIds", "campaignType", "schedule"):
+    for key in ("range", "campaignWindow", "campaignIds", "campaignType", "schedule", "pipeline"):
         if key in manifest:
             base[key] = manifest[key]
     return [dict(base, name=entry["name"], url=entry["url"], bytes=entry["bytes"], records=entry["records"],
@@ -124,6 +124,19 @@ def _post_webhook(body: str) -> None:
     log.error("Webhook did not take a message (%s); it goes to %s-poison", reason, settings.forward_default_queue)
     storage.destination_queue(f"{settings.forward_default_queue}-poison").send_message(json.dumps(
         {"reason": f"webhook: {reason}", "message": json.loads(body)}))
+
+
+def send_event(event: dict) -> None:
+    """Sends an event of the service (a pipeline's alert) through the forwarding channels: the default queue and
+    the webhook, when one is configured. Each event has an ``id``: a consumer that sees one twice drops it."""
+    body = json.dumps(event)
+    settings = get_settings()
+    if settings.destination_connection:
+        _send(settings.forward_default_queue, body)
+    if settings.webhook_url:
+        _post_webhook(body)
+    if not settings.destination_connection and not settings.webhook_url:
+        log.warning("No forwarding channel is configured for this event: %s", body)
 
 
 def forward(blob_name: str, data: bytes) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from azure.core.exceptions import ResourceExistsError
@@ -63,8 +63,13 @@ def _days(job: ExportSpec) -> list[dt.date]:
 def snapshot_log(job: ExportSpec, file_name: FileNames) -> list[WorkItem]:
     """One file, from the app's newest folded snapshot state and the part of its log that came since, as they
     are now (shared.export.snapshotfold folds them)."""
-    generation = snapshots.current_generation(job.app_id)
-    _, tail = snapshot_tail(job.app_id, generation)
+    return snapshot_log_items(job.app_id, file_name)
+
+
+def snapshot_log_items(app_id: str, file_name: FileNames) -> list[WorkItem]:
+    """``snapshot_log`` of an app."""
+    generation = snapshots.current_generation(app_id)
+    _, tail = snapshot_tail(app_id, generation)
     if generation is None:
         return [WorkItem(0, file_name(0, None), tuple(tail))]
     state = tuple((generation.file(kind, bucket), size) for kind, bucket, size in state_files(generation))
@@ -97,7 +102,7 @@ def raw_partitions(job: ExportSpec, file_name: FileNames) -> list[WorkItem]:
     def blobs(day: dt.date) -> list[RawSource]:
         return [(blob.name, blob.size) for blob in rawstore.list_day(job.app_id, record_type, day, hour=job.hour)]
 
-    groups: list[tuple[dt.date | None, list[RawSource]]]
+    groups: list[tuple[dt.date | None, list[Source]]]
     if job.layout == HIVE:
         groups = [(day, group) for day in _days(job) for group in split_evenly(blobs(day)) if group]
     else:
@@ -108,11 +113,16 @@ def raw_partitions(job: ExportSpec, file_name: FileNames) -> list[WorkItem]:
 
 def session_days(job: ExportSpec, file_name: FileNames) -> list[WorkItem]:
     """A file per day that has activities: its sessions, read with the activities of the days beside it."""
+    return session_items(job.app_id, _days(job), file_name) or [WorkItem(0, file_name(0, job.start_date))]
+
+
+def session_items(app_id: str, days: list[dt.date], file_name: FileNames) -> list[WorkItem]:
+    """The sessions of each of ``days`` that has activities, as they are now: one item each."""
     listed: dict[dt.date, tuple[RawSource, ...]] = {}
 
     def activities(day: dt.date) -> tuple[RawSource, ...]:
         if day not in listed:
-            listed[day] = tuple((b.name, b.size) for b in rawstore.list_day(job.app_id, "activity", day))
+            listed[day] = tuple((b.name, b.size) for b in rawstore.list_day(app_id, "activity", day))
         return listed[day]
 
     def beside(day: dt.date, days: int) -> tuple[RawSource, ...]:
@@ -121,24 +131,29 @@ def session_days(job: ExportSpec, file_name: FileNames) -> list[WorkItem]:
         except OverflowError:  # the first or last day a date can name has nothing beside it
             return ()
 
-    days = [day for day in _days(job) if activities(day)]
+    found = [day for day in days if activities(day)]
     return [WorkItem(i, file_name(i, day), activities(day), before=beside(day, -1), after=beside(day, 1))
-            for i, day in enumerate(days)] or [WorkItem(0, file_name(0, job.start_date))]
+            for i, day in enumerate(found)]
 
 
-def split_evenly(blobs: list[RawSource]) -> list[list[RawSource]]:
-    """(name, size) blobs in order, cut into as few groups as keep each under EXPORT_PART_MAX_BYTES (a
-    larger blob is a group of its own), of about equal size: parts that run side by side end together."""
+def source_bytes(source: Source) -> int:
+    return source[1] if len(source) == 2 else source[2] - source[1]
+
+
+def split_evenly(blobs: Sequence[Source]) -> list[list[Source]]:
+    """Blobs (or ranges of blobs) in order, cut into as few groups as keep each under EXPORT_PART_MAX_BYTES (a
+    larger one is a group of its own), of about equal size: parts that run side by side end together."""
     cap = get_settings().part_max_bytes
-    total = sum(size for _, size in blobs)
+    total = sum(source_bytes(source) for source in blobs)
     target = total / max(1, -(-total // cap))
-    groups: list[list[RawSource]] = [[]]
+    groups: list[list[Source]] = [[]]
     size = 0
-    for name, blob_size in blobs:
+    for source in blobs:
+        blob_size = source_bytes(source)
         if groups[-1] and (size + blob_size > cap or (size >= target and blob_size > 0)):
             groups.append([])
             size = 0
-        groups[-1].append((name, blob_size))
+        groups[-1].append(source)
         size += blob_size
     return groups
 
@@ -150,11 +165,16 @@ def _plan_blob(app_id: str, job_id: str):
 def save_or_adopt(job: ExportSpec, items: list[WorkItem]) -> list[WorkItem]:
     """The job's plan: ``items`` when this call saves it first, else the plan saved before."""
     try:
-        _plan_blob(job.app_id, job.job_id).upload_blob(json.dumps({"items": [item.to_json() for item in items]}),
-                                                   overwrite=False)
+        save_plan(job.app_id, job.job_id, items)
         return items
     except ResourceExistsError:
         return read_plan(job.app_id, job.job_id)
+
+
+def save_plan(app_id: str, job_id: str, items: list[WorkItem]) -> None:
+    """Saves a job's plan before the job exists (a pipeline's run); ResourceExistsError when one is saved."""
+    _plan_blob(app_id, job_id).upload_blob(json.dumps({"items": [item.to_json() for item in items]}),
+                                           overwrite=False)
 
 
 def read_plan(app_id: str, job_id: str) -> list[WorkItem]:

@@ -18,7 +18,7 @@ from shared.export.exportformats import RowFile
 from shared.export.planning import WorkItem
 from shared.export.rows import RowSpec, parse_lines
 from shared.export.schemas import BOOLEAN, INTEGER, JSON, NUMBER, TIME, Column
-from shared.export.spec import FLAT, HIVE, ExportSpec
+from shared.export.spec import FLAT, HIVE, ExportScope, ExportSpec, RunTag
 
 # The kinds of export route: what a request gives to say what to export.
 HISTORICAL, SNAPSHOT, FEEDBACK_BY_DATE, FEEDBACK_BY_CAMPAIGN = "historical", "snapshot", "byDate", "byCampaign"
@@ -244,13 +244,24 @@ def file_name(job: ExportSpec, index: int, day: dt.date | None = None) -> str:
     return f"{job.export_type}/{job.job_id}/{folder}part-{index:05d}.{EXPORT_FORMATS[job.export_format].extension}"
 
 
+def pipeline_file_name(run: RunTag, scope: ExportScope, period: str, index: int) -> str:
+    """A pipeline run's file of one event-time period: under the pipeline's folder, in the period's folder
+    (date=YYYY-MM-DD in the hive layout, for hourly periods too), named by the run so that runs never collide."""
+    folder = f"date={period[:10]}" if scope.layout == HIVE else period
+    return f"{run.pipeline}/{folder}/{run.run}-part-{index:05d}.{EXPORT_FORMATS[scope.export_format].extension}"
+
+
+def _job_folder(job: ExportSpec) -> str:
+    return job.run.folder if job.run is not None else f"{job.export_type}/{job.job_id}"
+
+
 def schema_name(job: ExportSpec) -> str:
-    return f"{job.export_type}/{job.job_id}/schema.json"
+    return f"{_job_folder(job)}/schema.json"
 
 
 def success_name(job: ExportSpec) -> str:
-    """The hive layout's marker, written after the manifest, that Spark and Hadoop tools wait for."""
-    return f"{job.export_type}/{job.job_id}/_SUCCESS"
+    """The marker written after the manifest, that Spark and Hadoop tools wait for (hive layout, pipeline runs)."""
+    return f"{_job_folder(job)}/_SUCCESS"
 
 
 def published_schema(job: ExportSpec) -> dict[str, Any]:
@@ -280,4 +291,4 @@ def row_spec(job: ExportSpec) -> RowSpec:
 
 
 def manifest_name(job: ExportSpec) -> str:
-    return f"{job.export_type}/{job.job_id}/manifest.json"
+    return f"{_job_folder(job)}/manifest.json"

@@ -43,6 +43,33 @@ class ExportScope:
 SCOPE_FIELDS = tuple(field.name for field in dataclasses.fields(ExportScope))
 
 
+@dataclass(frozen=True)
+class RunTag:
+    """The pipeline run a job is (shared.pipelines): its files, manifest and _SUCCESS go under the pipeline's
+    folder, and its manifest names the run, the event-time periods it delivers and whether it is a late one."""
+
+    pipeline: str  # the pipeline's name, which is its folder
+    run: str  # "run-{sequence:06d}-{pipeline uid}", unique across a pipeline deleted and made again
+    sequence: int
+    periods: tuple[str, ...]  # labels: YYYY-MM-DD (daily) or YYYY-MM-DDTHH (hourly)
+    late: bool
+    replaces: tuple[str, ...] = ()  # runs whose files of these periods this one replaces (sessions)
+
+    def to_json(self) -> dict:
+        return {"pipeline": self.pipeline, "run": self.run, "sequence": self.sequence,
+                "periods": list(self.periods), "late": self.late, "replaces": list(self.replaces)}
+
+    @classmethod
+    def from_json(cls, doc: Mapping) -> RunTag:
+        return cls(pipeline=doc["pipeline"], run=doc["run"], sequence=doc["sequence"],
+                   periods=tuple(doc["periods"]), late=doc["late"], replaces=tuple(doc.get("replaces", ())))
+
+    @property
+    def folder(self) -> str:
+        """Where the run's manifest, schema and _SUCCESS go: a folder readers of the data files skip (`_`)."""
+        return f"{self.pipeline}/_{self.run}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportSpec(ExportScope):
     """One export: its scope, of which app and job, where it goes (the destination, its SAS sealed), and what
@@ -54,6 +81,7 @@ class ExportSpec(ExportScope):
     date_created: dt.datetime
     read_at: dt.datetime | None = None  # when the job started reading the data (the manifest's readAt)
     schedule: str | None = None  # the schedule that made the job, if one did
+    run: RunTag | None = None  # the pipeline run the job is, if it is one
 
     @classmethod
     def of(cls, scope: ExportScope, **job: object) -> ExportSpec:

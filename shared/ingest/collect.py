@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared.ingest import rawstore, snapshots
+from shared.ingest import latearrivals, rawstore, snapshots
 from shared.ingest.records import HISTORICAL_TYPES, RecordError, Row, normalize, quick_row, stored_row
 
 
@@ -61,9 +61,11 @@ def write(app_id: str, batch: CheckedBatch, *, partitions: list[str] | None = No
     """Stores the batch (only the raw ``partitions`` named, when given); returns once it is all durable.
 
     Every record was checked before anything is written, so no record can fail a write half-way through a
-    batch."""
-    rawstore.writer().append_rows({prefix: lines for prefix, lines in batch.rows.items()
-                                   if partitions is None or prefix in partitions}, deadline=deadline)
+    batch. Hours that have ended are noted as late arrivals first, so no late record is acknowledged that a
+    pipeline's late run could miss (shared.ingest.latearrivals)."""
+    rows = {prefix: lines for prefix, lines in batch.rows.items() if partitions is None or prefix in partitions}
+    latearrivals.note(rows)
+    rawstore.writer().append_rows(rows, deadline=deadline)
 
 
 def ingest(app_id: str, raw_records: list, *, admit: Callable[[CheckedBatch], None] | None = None) -> dict:

@@ -294,13 +294,14 @@ def writer() -> RawWriter:
 class RawBlob:
     name: str
     size: int
+    modified: dt.datetime | None = None  # when its last append landed (the newest record's acknowledgement)
 
 
 def list_day(app_id: str, record_type: str, day: dt.date, *, hour: int | None = None) -> list[RawBlob]:
     """The raw blobs of one UTC day (or of one hour of it), in name order (hour, then writer)."""
     prefix = day_prefix(app_id, record_type, day) + (f"{hour:02d}/" if hour is not None else "")
     blobs = storage.container(RAW_CONTAINER).list_blobs(name_starts_with=prefix)
-    return sorted((RawBlob(blob.name, blob.size) for blob in blobs), key=lambda b: b.name)
+    return sorted((RawBlob(blob.name, blob.size, blob.last_modified) for blob in blobs), key=lambda b: b.name)
 
 
 def list_all(app_id: str, record_type: str) -> list[RawBlob]:

@@ -354,9 +354,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(FORWARD_WEBHOOK_SECRET, "webhook_secret", lambda env: _webhook_secret(env), "",
             "the HMAC-SHA256 key that signs those POSTs (required with the URL)"),
     Setting(SCHEDULES, "schedules_json", lambda env: _text(env, SCHEDULES), "`[]`",
-            "JSON array of scheduled exports (see [exports.md](exports.md#scheduled-exports-and-forwarding))"),
+            "JSON array of scheduled exports, the operator's pipelines (see "
+            "[exports.md](exports.md#scheduled-exports-and-forwarding))"),
     _number(SCHEDULE_MAX_CATCHUP, "schedule_max_catchup", 7,
-            "at most this many missed periods per schedule are created after an outage"),
+            "a schedule's pipeline starts this many periods before the timer first sees it (it then delivers "
+            "every period, those missed while the app was down included)"),
     _number(COLLECT_RATE_LIMIT, "collect_rate_limit", 0,
             "records a second one app may send through Collect to one instance (429 with `Retry-After` past it; "
             "bursts of two seconds' worth pass); `0` sets no limit", minimum=0),

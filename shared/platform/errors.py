@@ -89,6 +89,19 @@ class TaskEnded(ServiceError):
     code = "Conflict"
 
 
+class PipelineNotFound(ServiceError):
+    """The app has no pipeline of that name."""
+
+    code = "PipelineNotFound"
+
+
+class PipelineConflict(ServiceError):
+    """A change the pipeline does not allow: a field its delivered files depend on, or a pipeline the operator
+    declared."""
+
+    code = "PropertyChangeNotAllowed"
+
+
 class BatchInProgress(ServiceError):
     """A batch with this Idempotency-Key is being stored by another request; its answer comes later."""
 

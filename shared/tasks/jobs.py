@@ -23,7 +23,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import UpdateMode
 
 from shared.export.destination import SealedDestination
-from shared.export.spec import SCOPE_FIELDS, ExportScope, ExportSpec
+from shared.export.spec import SCOPE_FIELDS, ExportScope, ExportSpec, RunTag
 from shared.platform import storage, tablefilter
 from shared.platform.errors import TaskNotFound
 from shared.platform.times import iso, iso_text, utcnow
@@ -102,6 +102,7 @@ class ExportJob:
     bytes: int | None = None
     files: list[dict] = field(default_factory=list)
     schedule: str | None = None
+    run: RunTag | None = None  # the pipeline run this job is (shared.pipelines), if it is one
     committing: bool = False  # set by the monitor before it commits: from then on the job can only succeed or fail
     trace_parent: str | None = None  # W3C traceparent of the job's trace: every message of the job carries it
     etag: str | None = field(default=None, compare=False)
@@ -130,7 +131,8 @@ class ExportJob:
     def spec(self) -> ExportSpec:
         """The export as the pipeline takes it (shared.export.spec)."""
         return ExportSpec.of(self.scope, app_id=self.app_id, job_id=self.id, destination=self.destination,
-                             date_created=self.date_created, read_at=self.date_started, schedule=self.schedule)
+                             date_created=self.date_created, read_at=self.date_started, schedule=self.schedule,
+                             run=self.run)
 
     @property
     def export_type(self) -> str:
@@ -174,6 +176,9 @@ class ExportJob:
             result["fields"] = list(scope.projection)
         if scope.name_filter is not None:
             result["names"] = {key: list(names) for key, names in scope.name_filter.items()}
+        if self.run is not None:
+            result["pipeline"] = {"name": self.run.pipeline, "run": self.run.run, "periods": list(self.run.periods),
+                                  "late": self.run.late}
         result["progress"] = {"partsDone": self.parts_done}
         if self.parts_total is not None:
             result["progress"]["partsTotal"] = self.parts_total
@@ -207,6 +212,8 @@ def _to_entity(job: ExportJob) -> dict:
             value = value.isoformat()
         elif name in _JSON:
             value = json.dumps(value, separators=(",", ":"))
+        elif name == "run":
+            value = json.dumps(value.to_json(), separators=(",", ":"))
         entity[name] = value
     return entity
 
@@ -241,6 +248,8 @@ def from_entity(entity) -> ExportJob:
             value = json.loads(value)
             if name in SCOPE_FIELDS:
                 value = _frozen(value)
+        elif name == "run":
+            value = RunTag.from_json(json.loads(value))
         (scope if name in SCOPE_FIELDS else values)[name] = value
     job = ExportJob(scope=ExportScope(**scope), **values)
     job.etag = entity.metadata.get("etag")

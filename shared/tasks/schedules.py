@@ -1,10 +1,9 @@
-"""Scheduled exports: jobs the app creates by itself, from the EXPORT_SCHEDULES setting.
+"""Scheduled exports: the operator's pipelines, declared in the EXPORT_SCHEDULES setting.
 
 Each schedule exports one data type of one app, every day or every hour, into a container of the
-destination storage (`DestinationStorage`). A period is exported once it has ended and a settle delay has
-passed (mobile data arrives late). The job id derives from the schedule and the period, so a second timer
-firing or a second instance creates nothing, and periods missed while the app was down are caught up,
-at most EXPORT_SCHEDULE_MAX_CATCHUP of them per schedule.
+destination storage (`DestinationStorage`). It is a pipeline (shared.pipelines) that the app cannot change: made
+when the timer first sees the schedule, starting EXPORT_SCHEDULE_MAX_CATCHUP periods back, and run by the same
+code as the pipelines the app makes through the API (late records included).
 
     [{"name": "daily-events", "app": "demo/game", "route": "events", "exportFormat": "CsvBlob",
       "cadence": "daily", "settleMinutes": 120, "container": "scheduled-exports"}]
@@ -18,15 +17,13 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
 
-from shared.export import destination
-from shared.export.export_request import EXPORT_FORMATS, ExportRequest
+from shared.export.export_request import EXPORT_FORMATS
 from shared.export.registry import DEFAULT_FORMAT, EXPORT_TYPES, HISTORICAL, ROUTES, SNAPSHOT
 from shared.platform import apps
-from shared.platform.config import DESTINATION_STORAGE, SCHEDULES, ConfigError, get_settings
+from shared.platform.config import SCHEDULES, ConfigError, get_settings
 from shared.platform.errors import ServiceError
-from shared.tasks import jobs, service
+from shared.tasks import jobs
 
 CADENCES = {"daily": dt.timedelta(days=1), "hourly": dt.timedelta(hours=1)}
 # Feedback exports need a campaign or a window, so no schedule can give them.
@@ -118,56 +115,3 @@ def load_schedules() -> list[Schedule]:
     if len(set(names)) != len(names):
         raise ConfigError(f"{SCHEDULES}: schedule names must be unique")
     return schedules
-
-
-def _container_url(container: str, hours: int) -> str:
-    connection = get_settings().destination_connection
-    if not connection:
-        raise ConfigError(f"{DESTINATION_STORAGE} is not set: scheduled exports need the destination storage")
-    try:
-        return destination.container_sas_url(connection, container, permission="cw",
-                                             valid_for=dt.timedelta(hours=hours + 1))
-    except ValueError as error:
-        raise ConfigError(f"{DESTINATION_STORAGE}: {error}") from None
-
-
-# Schedules already reported as naming an unregistered app: each is reported once per process.
-_reported_unregistered: set = set()
-
-
-def create_due_jobs(now: dt.datetime) -> list[str]:
-    """Creates the scheduled jobs that are due and do not exist yet; returns their ids."""
-    settings = get_settings()
-    created = []
-    for schedule in load_schedules():
-        if not apps.is_registered(schedule.app):
-            if schedule.name not in _reported_unregistered:
-                _reported_unregistered.add(schedule.name)
-                log.error("Schedule %s names app %s/%s, which is not registered: it creates no exports until the "
-                          "app is registered (make app COLLECTION=%s APP=%s)", schedule.name, schedule.app.collection,
-                          schedule.app.name, schedule.app.collection, schedule.app.name)
-            continue
-        for period in schedule.due_periods(now, settings.schedule_max_catchup):
-            job_id = schedule.job_id(period)
-            if jobs.find_job(schedule.app.id, job_id) is not None:
-                continue
-            request = _request(schedule, period, _container_url(schedule.container, settings.job_deadline_hours))
-            try:
-                service.submit_export(schedule.app, request, schedule=f"{schedule.name}@{period.isoformat()}",
-                                      job_id=job_id)
-            except jobs.JobChanged:
-                continue  # another instance created this period's job first
-            log.info("Schedule %s: created export %s for the period starting %s", schedule.name, job_id, period)
-            created.append(job_id)
-    return created
-
-
-def _request(schedule: Schedule, period: dt.datetime, container_url: str) -> ExportRequest:
-    route = ROUTES[schedule.route]
-    values: dict[str, Any] = {"route": route, "container_url": container_url, "export_format": schedule.export_format,
-              "description": f"scheduled: {schedule.name}"}
-    if route.kind == HISTORICAL:
-        values.update(start_date=period.date(), end_date=period.date())
-        if schedule.cadence == "hourly":
-            values["hour"] = period.hour
-    return ExportRequest.of(**values)

@@ -10,6 +10,7 @@ import logging
 
 from shared.export import destination
 from shared.export.export_request import ExportRequest
+from shared.export.spec import RunTag
 from shared.platform import apps, telemetry
 from shared.platform.config import get_settings
 from shared.tasks import joblist, jobs, orchestration
@@ -18,10 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def submit_export(app: apps.AppRef, request: ExportRequest, *, schedule: str | None = None,
-                  job_id: str | None = None) -> jobs.ExportJob:
+                  job_id: str | None = None, run: RunTag | None = None) -> jobs.ExportJob:
     """Checks the destination (live, unless disabled), stores the job Queued and puts it on its way; the job's
     trace starts here. Raises UnusableDestination for a destination that cannot be used, JobChanged when ``job_id``
-    exists already."""
+    exists already. A pipeline's run (``run``) is checked when the pipeline is, not again for each run."""
     target = destination.parse_destination(request.container_url)
     sealed = target.seal()
     now = jobs.utcnow()
@@ -32,8 +33,9 @@ def submit_export(app: apps.AppRef, request: ExportRequest, *, schedule: str | N
         job = jobs.ExportJob(
             app_id=app.id, id=job_id, route=request.route.route, scope=request.scope, container_url=sealed.url,
             sealed_sas=sealed.sealed_sas, sas_expires=sealed.expires, date_created=now,
-            description=request.description, schedule=schedule, trace_parent=telemetry.current_traceparent())
-        if get_settings().probe_destination:
+            description=request.description, schedule=schedule, run=run,
+            trace_parent=telemetry.current_traceparent())
+        if get_settings().probe_destination and run is None:
             destination.probe(target, f"{job.export_type}/{job.id}/.write-check")
         jobs.create_job(job)
         orchestration.request_start(job)
