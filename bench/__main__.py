@@ -8,7 +8,8 @@ timed) to gzip CSV and to Parquet; the latency of a 10k-record export; the peak 
 process with its conversion processes during CSV exports at two sizes and the Parquet export; a Device export
 of DEVICES (200,000) devices from their compacted snapshot state plus a tail of later reports, and the
 compaction itself; and then ingestion, Collect against plain appends to the same storage, and Collect with
-30% snapshot records against without (bench/ingest.py, also runnable alone).
+30% snapshot records against without (bench/ingest.py, also runnable alone); and a pipeline's late run after a
+large period (bench/pipeline.py).
 
 Memory is the peak of the processes' summed PSS (each shared page counted once, split between the processes
 that map it, as a container's memory limit counts it); the summed RSS, which counts the libraries every
@@ -31,7 +32,7 @@ import time
 
 import requests
 
-from bench import ingest
+from bench import ingest, pipeline
 from bench.hostprocess import MIB, HostProcess
 from devhost.azurite import REPO_ROOT, Azurite
 from shared.export import snapshotstate
@@ -294,6 +295,8 @@ def main(argv=None) -> int:
             results["devices"].update(host.stop_sampling(sampler))
         finally:
             host.stop()
+        log("pipelines: a late wave after a large period ...")
+        results["pipeline"] = pipeline.run(env, container_url, azurite.pid, sizes["half"])
         ingestion = ingest.run(env, clients=arguments.clients, seconds=arguments.ingest_seconds, batch_size=50)
 
     print(f"{'measure':<22}{'records':>12}{'seconds':>10}{'records/s':>14}{'MB/s (raw in)':>15}{'peak MiB':>10}"
@@ -349,6 +352,11 @@ def main(argv=None) -> int:
           f"peak_mib={ratios['devices_peak_mib']:.0f}")
     print(f"snapshot compaction_s={ratios['compaction_s']:.2f} records={results['compaction']['records']}")
     print(f"ratio snapshot/csv={ratios['snapshot_over_csv']:.2f}")
+    late = results["pipeline"]
+    print(f"pipeline late_delivery_s={late['late_delivery_s']:.1f} last_batch_s={late['late_delivery_last_s']:.1f} "
+          f"late_delivery_minutes=1")
+    print(f"pipeline late_read_ratio={late['late_read_ratio']:.2f} read_bytes={late['late_read_bytes']} "
+          f"late_bytes={late['late_record_bytes']} period_records={late['period_records']}")
     for label, duckdb_key in (("parquet", "duckdb_parquet"), ("csv", "duckdb")):
         # CPU seconds, for what the wall-clock ratios cannot show on a machine whose cores the storage emulator
         # shares: how much work the export itself did, against the peers' work on the same rows.

@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import azure.functions as func
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
@@ -98,3 +100,30 @@ def offline_settings(**values: object) -> Iterator[None]:
             else:
                 os.environ[name] = value
         config.reset_settings()
+
+
+class Receiver:
+    """A webhook on loopback that answers 500 to its first POST (unless ``fail_first`` is false), then 200."""
+
+    def __init__(self, *, fail_first: bool = True):
+        self.requests = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append((dict(self.headers), body))
+                self.send_response(500 if fail_first and len(receiver.requests) == 1 else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -100,7 +100,8 @@ def test_openapi_document_is_served_valid_and_true(host, names):
     # every documented operation exists: without a key each answers 401 (a public one 200), never 404 or 405
     for path, item in document["paths"].items():
         concrete = path.format(subscriptionId="s", resourceGroupName="r", appCollection="c", appName="a", id="x",
-                               exportType="Event", name="p", principalObjectId="00000000-0000-0000-0000-000000000001")
+                               exportType="Event", name="daily",
+                               principalObjectId="00000000-0000-0000-0000-0000000000a1")
         for method in item:
             response = requests.request(method.upper(), host.base_url + concrete,
                                         params={"api-version": API_VERSION}, json={}, timeout=10)

@@ -1,5 +1,6 @@
 """The one-minute soak (`make chaos` runs the long one): two hosts on one Azurite behind throttling proxies,
-hosts killed with SIGKILL, Azurite restarted once; every job ends with exactly the acknowledged records."""
+hosts killed with SIGKILL, Azurite restarted once; every job ends with exactly the acknowledged records, and every
+pipeline delivers each acknowledged record of its days once, late ones included."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ def test_a_minute_of_chaos_loses_nothing_and_doubles_nothing(app_env, capsys):
     status = chaos.main(["--seconds", "60", "--apps", "2", "--seed", "7"])
     assert dict(os.environ) == before  # the soak's settings do not outlive it
     printed = capsys.readouterr().out
-    summary = re.search(r"^chaos: kills=(\d+) jobs=(\d+) lost=(\d+) doubled=(\d+)$", printed, re.MULTILINE)
+    summary = re.search(r"^chaos: kills=(\d+) jobs=(\d+) pipelines=(\d+) lost=(\d+) doubled=(\d+)$", printed,
+                        re.MULTILINE)
     assert summary, printed
-    kills, jobs, lost, doubled = map(int, summary.groups())
+    kills, jobs, pipelines, lost, doubled = map(int, summary.groups())
     assert (lost, doubled) == (0, 0), printed
     assert kills >= 5 and jobs >= 32, printed  # every type and format of one app, and two of the other
+    assert pipelines == 2, printed  # both checked whole: every acknowledged record of both days once
     assert status == 0, printed

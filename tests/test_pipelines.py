@@ -55,12 +55,12 @@ def test_late_records_in_waves_are_delivered_once_under_their_period(lake, expor
     assert lake.delivered("daily") == sent
     manifests = lake.manifests("daily")
     assert sorted((m["pipeline"]["periods"], m["pipeline"]["late"]) for m in manifests) == sorted(
-        [([f"{d:%Y-%m-%d}"], False) for d in days]
+        [([f"{d:%Y-%m-%d}" for d in days], False)]  # one run catches the three days up
         + [([f"{days[0]:%Y-%m-%d}", f"{days[2]:%Y-%m-%d}"], True),
            ([f"{days[0]:%Y-%m-%d}", f"{days[1]:%Y-%m-%d}", f"{days[2]:%Y-%m-%d}"], True)])
     status, runs = lake.api("GET", "daily/runs")
     assert status == 200
-    assert [run["delivery"] for run in runs["value"]] == ["late", "late", "first", "first", "first"]
+    assert [run["delivery"] for run in runs["value"]] == ["late", "late", "first"]
     assert all(run["state"] == "Succeeded" and 0 <= run["lagSeconds"] < 120 for run in runs["value"])
     assert sum(run["recordCount"] for run in runs["value"]) == sum(sent.values())
 
@@ -156,7 +156,7 @@ def test_pause_stops_new_runs_and_resume_catches_up(lake):
     assert lake.api("POST", "p/resume")[1]["state"] == "Active"
     lake.run_pipelines(now)
     runs = lake.api("GET", "p/runs")[1]["value"]
-    assert [run["periods"] for run in runs] == [[f"{start + dt.timedelta(days=1):%Y-%m-%d}"], [f"{start:%Y-%m-%d}"]]
+    assert [run["periods"] for run in runs] == [[f"{start:%Y-%m-%d}", f"{start + dt.timedelta(days=1):%Y-%m-%d}"]]
     shown = lake.api("GET", "p")[1]
     assert shown["lastDeliveredPeriod"] == f"{start + dt.timedelta(days=1):%Y-%m-%d}"
     assert shown["nextPeriod"] == f"{now:%Y-%m-%d}"
@@ -166,7 +166,8 @@ def test_runs_are_listed_newest_first_a_page_at_a_time_and_are_export_tasks(lake
     now = dt.datetime.now(UTC)
     start = _day(now) - dt.timedelta(days=3)
     assert lake.api("PUT", "p", _put_body(lake, startFrom=f"{start:%Y-%m-%d}"))[0] == 201
-    lake.run_pipelines(now)
+    for days in range(3):  # the backfill in one run, then a run a day
+        lake.run_pipelines(now + dt.timedelta(days=days))
     status, page = lake.api("GET", "p/runs", params={"api-version": "2014-12-01", "$top": "2"})
     assert status == 200 and [run["sequence"] for run in page["value"]] == [3, 2]
     token = parse_qs(urlsplit(page["nextLink"]).query)["$skiptoken"][0]
@@ -243,9 +244,17 @@ def test_a_failed_run_is_reported_once_retried_and_its_recovery_reported(lake, a
 
 def test_a_sas_about_to_expire_makes_the_pipeline_failing_before_a_run_fails(lake, app_env, settings_override,
                                                                            names):
+    import hashlib
+    import hmac
+    import json
+
+    from helpers import Receiver
+
     from shared.platform import config
     alerts_queue = names.queue("alerts")
-    settings_override(**{config.FORWARD_DEFAULT_QUEUE: alerts_queue})
+    webhook = Receiver(fail_first=False)
+    settings_override(**{config.FORWARD_DEFAULT_QUEUE: alerts_queue, config.FORWARD_WEBHOOK_URL: webhook.url,
+                         config.FORWARD_WEBHOOK_SECRET: "s3cret"})
     soon = dt.datetime.now(UTC) + dt.timedelta(hours=3)
     status, shown = lake.api("PUT", "p", _put_body(lake, settleMinutes=60, containerUrl=lake.container_url(
         expiry=soon)))
@@ -258,8 +267,13 @@ def test_a_sas_about_to_expire_makes_the_pipeline_failing_before_a_run_fails(lak
     status, shown = lake.api("PUT", "p", _put_body(lake, settleMinutes=60))
     assert status == 200 and shown["state"] == "Active" and "stateDetails" not in shown
     lake.run_pipelines(now + dt.timedelta(seconds=40))
-    assert [(e["alert"], e["status"]) for e in _alerts(app_env, alerts_queue)] == [("sasExpiring", "raised"),
-                                                                                   ("sasExpiring", "resolved")]
+    events = _alerts(app_env, alerts_queue)
+    assert [(e["alert"], e["status"]) for e in events] == [("sasExpiring", "raised"), ("sasExpiring", "resolved")]
+    webhook.close()
+    assert [json.loads(body) for _, body in webhook.requests] == events  # the signed webhook gets the same, once
+    for headers, body in webhook.requests:
+        assert headers["X-Engagement-Export-Signature"] == "sha256=" + hmac.new(b"s3cret", body,
+                                                                                 hashlib.sha256).hexdigest()
 
 
 def test_a_pipeline_behind_its_periods_is_reported_once_and_its_catching_up_too(lake, app_env, settings_override,
@@ -268,17 +282,19 @@ def test_a_pipeline_behind_its_periods_is_reported_once_and_its_catching_up_too(
     alerts_queue = names.queue("alerts")
     settings_override(**{config.FORWARD_DEFAULT_QUEUE: alerts_queue})
     now = dt.datetime.now(UTC)
-    first = _day(now) - dt.timedelta(days=2)  # due a day ago at least
-    assert lake.api("PUT", "p", _put_body(lake, startFrom=f"{first:%Y-%m-%d}"))[0] == 201
+    first = _day(now) - dt.timedelta(days=2)
+    status, created = lake.api("PUT", "p", _put_body(lake, startFrom=f"{first:%Y-%m-%d}"))
+    assert status == 201
     lake.service.delete_container(lake.container)
-    lake.run_pipelines(now)
-    lake.run_pipelines(now + dt.timedelta(seconds=10))
+    lake.run_pipelines(now)  # a backfill is not behind: its periods could not be delivered before it was made
+    assert _alerts(app_env, alerts_queue, "behind") == []
+    lake.run_pipelines(now + dt.timedelta(minutes=61))
+    lake.run_pipelines(now + dt.timedelta(minutes=62))
     (behind,) = _alerts(app_env, alerts_queue, "behind")
     assert behind["status"] == "raised" and behind["period"] == f"{first:%Y-%m-%d}"
-    assert behind["reason"] == (f"period {first:%Y-%m-%d} was due at {first + dt.timedelta(days=1):%Y-%m-%d}"
-                                f"T00:00:00.000Z and is not delivered yet")
+    assert behind["reason"] == f"period {first:%Y-%m-%d} was due at {created['dateCreated']} and is not delivered yet"
     lake.service.create_container(lake.container)
-    lake.run_pipelines(now + dt.timedelta(minutes=2))
+    lake.run_pipelines(now + dt.timedelta(minutes=90))
     assert [e["status"] for e in _alerts(app_env, alerts_queue, "behind")] == ["raised", "resolved"]
     assert lake.api("GET", "p")[1]["lastDeliveredPeriod"] == f"{now - dt.timedelta(days=1):%Y-%m-%d}"
 
@@ -306,9 +322,9 @@ def test_a_late_activity_delivers_the_sessions_of_its_days_again_whole_replacing
     manifests = lake.manifests("sessions")
     late = [m for m in manifests if m["pipeline"]["late"]]
     (late,) = late
-    firsts = {m["pipeline"]["periods"][0]: m["pipeline"]["run"] for m in manifests if not m["pipeline"]["late"]}
-    assert late["pipeline"]["periods"] == [f"{first:%Y-%m-%d}", f"{second:%Y-%m-%d}"]
-    assert late["pipeline"]["replaces"] == [firsts[f"{first:%Y-%m-%d}"], firsts[f"{second:%Y-%m-%d}"]]
+    (earlier,) = [m for m in manifests if not m["pipeline"]["late"]]
+    assert earlier["pipeline"]["periods"] == late["pipeline"]["periods"] == [f"{first:%Y-%m-%d}", f"{second:%Y-%m-%d}"]
+    assert late["pipeline"]["replaces"] == [earlier["pipeline"]["run"]]
     # The reader's rule: for each day, the files of the newest run that delivered it.
     newest: dict[str, int] = {}
     for manifest in manifests:

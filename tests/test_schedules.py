@@ -17,7 +17,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
 from conftest import REPO_ROOT
-from helpers import queue_exists, wait_for
+from helpers import Receiver, queue_exists, wait_for
 from pipelining import run_pipelines
 
 import RunPipelines
@@ -48,9 +48,9 @@ def schedule_app(settings_override, names):
 
 
 def scheduled(app_id):
-    """(first day, hour) of each export task of the app's runs, in the order they were made."""
+    """The periods the app's runs delivered, in the order of the runs (a run catching up delivers several)."""
     found = sorted(joblist.list_jobs(app_id, top=100).jobs, key=lambda job: job.run.sequence)
-    return [(job.scope.start_date.isoformat(), job.scope.hour) for job in found]
+    return [period for job in found for period in job.run.periods]
 
 
 def test_a_schedule_is_a_pipeline_that_catches_up_once_whatever_fires_and_after_an_outage(schedule_app):
@@ -62,30 +62,30 @@ def test_a_schedule_is_a_pipeline_that_catches_up_once_whatever_fires_and_after_
     for thread in threads:
         thread.join()
     run_pipelines(app_id, first)
-    assert [day for day, _ in scheduled(app_id)] == ["2026-03-07", "2026-03-08", "2026-03-09"]
+    assert scheduled(app_id) == ["2026-03-07", "2026-03-08", "2026-03-09"]
     run_pipelines(app_id, first)  # the timer fires again: nothing new
     assert len(scheduled(app_id)) == 3
     run_pipelines(app_id, first + dt.timedelta(days=2))  # after a two-day outage
-    assert [day for day, _ in scheduled(app_id)] == ["2026-03-07", "2026-03-08", "2026-03-09", "2026-03-10",
-                                                     "2026-03-11"]
+    assert scheduled(app_id) == ["2026-03-07", "2026-03-08", "2026-03-09", "2026-03-10", "2026-03-11"]
     job = min(joblist.list_jobs(app_id, top=100).jobs, key=lambda job: job.run.sequence)
     assert job.export_format == "CsvBlob" and job.state == jobs.SUCCEEDED
-    assert job.description == "pipeline daily-events: first delivery of 2026-03-07"
-    assert job.run is not None and job.run.pipeline == "daily-events" and job.run.periods == ("2026-03-07",)
+    assert job.description == "pipeline daily-events: first delivery of 2026-03-07, 2026-03-08, 2026-03-09"
+    assert job.run is not None and job.run.pipeline == "daily-events"
+    assert job.run.periods == ("2026-03-07", "2026-03-08", "2026-03-09")
 
 
 def test_a_period_waits_for_its_settle_delay(schedule_app):
     app_id = schedule_app(settleMinutes=120)
     run_pipelines(app_id, dt.datetime(2026, 3, 10, 1, 59, tzinfo=UTC))
-    assert scheduled(app_id)[-1][0] == "2026-03-08"
+    assert scheduled(app_id)[-1] == "2026-03-08"
     run_pipelines(app_id, dt.datetime(2026, 3, 10, 2, 0, tzinfo=UTC))
-    assert scheduled(app_id)[-1][0] == "2026-03-09"
+    assert scheduled(app_id)[-1] == "2026-03-09"
 
 
 def test_hourly_schedules_export_one_hour(schedule_app):
     app_id = schedule_app(cadence="hourly", settleMinutes=10)
     run_pipelines(app_id, dt.datetime(2026, 3, 10, 5, 15, tzinfo=UTC))
-    assert scheduled(app_id) == [("2026-03-10", 2), ("2026-03-10", 3), ("2026-03-10", 4)]
+    assert scheduled(app_id) == ["2026-03-10T02", "2026-03-10T03", "2026-03-10T04"]
 
 
 @pytest.mark.parametrize("doc, message", [
@@ -102,33 +102,6 @@ def test_a_bad_schedule_fails_with_the_setting_and_field(schedule_app, doc, mess
     with pytest.raises(config.ConfigError, match=message) as raised:
         schedules.load_schedules()
     assert "EXPORT_SCHEDULES" in str(raised.value)
-
-
-class Receiver:
-    """A webhook on loopback that answers 500 to its first POST, then 200."""
-
-    def __init__(self):
-        self.requests = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append((dict(self.headers), body))
-                self.send_response(500 if len(receiver.requests) == 1 else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def test_a_scheduled_export_lands_and_is_forwarded_once_to_queue_and_webhook(app_env, schedule_app, names,

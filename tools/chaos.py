@@ -5,10 +5,12 @@ until acknowledged) while exports of every type and format run. Every few second
 with SIGKILL and started again, and Azurite is restarted once.
 
 The first part of the run ingests one day (historical and snapshot records); the rest ingests the next day
-while the exports of the first day run. At the end every job must be Succeeded with exactly the
-acknowledged records of its range, each once, or Failed with an errorDetails; no job may hold files its
-manifest does not list; every poison message must belong to a Failed job. It prints the figures and ends
-with `chaos: kills=K jobs=J lost=L doubled=D`; it exits 1 on any loss, double or unexplained message.
+while the exports of the first day run. Pipelines, made at the start for both days, deliver them while records
+keep arriving: every record after a day's first run is a late one. At the end every job must be Succeeded with
+exactly the acknowledged records of its range, each once, or Failed with an errorDetails; every pipeline's files
+must hold every acknowledged record of its type once, under its day; no job may hold files its manifest does
+not list; every poison message must belong to a Failed job. It prints the figures and ends with
+`chaos: kills=K jobs=J pipelines=P lost=L doubled=D`; it exits 1 on any loss, double or unexplained message.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ HISTORICAL_ROUTES = {"activities": "Activity", "events": "Event", "jobs": "Job",
                      "crashes": "Crash", "sessions": "Session"}
 SNAPSHOT_ROUTES = {"tags": "Tag", "devices": "Device", "tokens": "Token", "feedbackByCampaign": "Push"}
 POISON_QUEUES = ("export-work-poison", "export-poll-poison")
+# app -> (pipeline name and route, its export type, format, layout): the pipelines the soak makes
+PIPELINES = {"app0": ("events", "Event", "JsonBlob", "flat"), "app1": ("errors", "Error", "ParquetBlob", "hive")}
 CAMPAIGN = 1
 
 
@@ -82,14 +86,20 @@ class Ledger:
 
     def __init__(self) -> None:
         self.acked: dict[tuple[str, str], Counter] = defaultdict(Counter)
+        # (app, export type) -> (day, identity): every acknowledged record of both days, for the pipelines
+        self.by_day: dict[tuple[str, str], Counter] = defaultdict(Counter)
         self.records = 0
         self.requests: Counter = Counter()
         self.lock = threading.Lock()
 
-    def note(self, app: str, identities: list[tuple[str, object]]) -> None:
+    def note(self, app: str, identities: list[tuple[str, object]], day: dt.date, *, exported: bool) -> None:
+        """Notes a batch's records as acknowledged: for the exports of the first day (``exported``) and for the
+        pipelines, which deliver both days."""
         with self.lock:
             for export_type, identity in identities:
-                self.acked[(app, export_type)][identity] += 1
+                if exported:
+                    self.acked[(app, export_type)][identity] += 1
+                self.by_day[(app, export_type)][(day.isoformat(), identity)] += 1
             self.records += sum(1 for kind, _ in identities if kind not in ("Session",))
 
 
@@ -266,14 +276,13 @@ class Soak:
                         raise RuntimeError(f"Collect refused chaos records: {answer['rejected'][:2]}")
                     break
                 time.sleep(min(2.0, float(response.headers.get("Retry-After", "0.5") or 0.5)) * rng.random())
+            # The second day is not exported by tasks: it keeps ingestion running beside them, and the
+            # pipelines deliver it.
+            self.ledger.note(app, identities, self.day_one if first_day else self.day_two, exported=first_day)
             if first_day:
-                self.ledger.note(app, identities)
                 with self.first_day_settled:
                     self.first_day_pending -= 1
                     self.first_day_settled.notify_all()
-            else:  # the second day is not exported: it only keeps ingestion running beside the exports
-                with self.ledger.lock:
-                    self.ledger.records += len(records)
 
     def create_exports(self) -> None:
         from shared.export import destination
@@ -291,21 +300,57 @@ class Soak:
                 body.update(startDate=self.day_one.isoformat(), endDate=self.day_one.isoformat())
             elif route == "feedbackByCampaign":
                 body.update(campaignIds=[CAMPAIGN], campaignType="Announcement")
-            for _ in range(60):
-                try:
-                    response = requests.post(f"{self.live_url()}{self._path(app)}/exportTasks/{route}",
-                                             params={"api-version": API_VERSION}, json=body, timeout=30,
-                                             headers={"Authorization": f"Bearer {self._export_key(app)}"})
-                except requests.RequestException:
-                    time.sleep(0.3)
-                    continue
-                if response.status_code == 202:
-                    break
-                if response.status_code < 500:
-                    raise RuntimeError(f"the {route} export was refused: {response.text[:300]}")
+            self._until_taken("POST", app, f"exportTasks/{route}", body, f"the {route} export")
+
+    def _until_taken(self, method: str, app: str, resource: str, body: dict[str, Any], what: str) -> None:
+        """Sends the request to a live host until it is taken (2xx), through lost answers and 5xx."""
+        for _ in range(60):
+            try:
+                response = requests.request(method, f"{self.live_url()}{self._path(app)}/{resource}",
+                                            params={"api-version": API_VERSION}, json=body, timeout=30,
+                                            headers={"Authorization": f"Bearer {self._export_key(app)}"})
+            except requests.RequestException:
                 time.sleep(0.3)
-            else:
-                raise RuntimeError(f"the {route} export could not be created")
+                continue
+            if response.status_code < 300:
+                return
+            if response.status_code < 500:
+                raise RuntimeError(f"{what} was refused: {response.text[:300]}")
+            time.sleep(0.3)
+        raise RuntimeError(f"{what} could not be created")
+
+    def create_pipelines(self) -> None:
+        """A daily pipeline of both days for some apps, made before their records come: each record acknowledged
+        after its day's first run is delivered by a late run."""
+        from shared.export import destination
+        url = destination.container_sas_url(self.azurite.connection_string, "chaos-pipes", permission="rcwl",
+                                            valid_for=dt.timedelta(days=3))
+        for app, (name, _, export_format, layout) in PIPELINES.items():
+            if app not in self.keys:
+                continue
+            body: dict[str, Any] = {"route": name, "exportFormat": export_format, "layout": layout,
+                                    "cadence": "daily", "settleMinutes": 0, "lateDeliveryMinutes": 1,
+                                    "startFrom": self.day_one.isoformat(), "containerUrl": url}
+            self._until_taken("PUT", app, f"exportPipelines/{name}", body, f"the {name} pipeline")
+
+    def wait_for_pipelines(self, since: dt.datetime, timeout: float) -> dict[str, dict]:
+        """Each pipeline once it has looked for late records after ``since`` (the last acknowledgement) and has
+        no run in flight."""
+        deadline = time.monotonic() + timeout
+        shown: dict[str, dict] = {}
+        for app, (name, *_) in PIPELINES.items():
+            if app not in self.keys:
+                continue
+            while True:
+                pipeline = self._get(f"{self.live_url()}{self._path(app)}/exportPipelines/{name}?api-version="
+                                     f"{API_VERSION}", app)
+                checked = pipeline.get("lateCheckedAt")
+                if (checked and checked > _iso(since) and "runInFlight" not in pipeline) or \
+                        time.monotonic() > deadline:
+                    shown[app] = pipeline
+                    break
+                time.sleep(1.0)
+        return shown
 
     def _export_key(self, app: str) -> str:
         return self.keys[app].export_key  # type: ignore[attr-defined]
@@ -418,6 +463,7 @@ def run(soak: Soak) -> int:
     soak.start()
     log(f"2 hosts on one Azurite behind storm proxies; {soak.apps} apps x {soak.clients} Collect clients; "
         f"{soak.seconds:.0f}s of chaos")
+    soak.create_pipelines()
     until = started + soak.seconds
     clients = [threading.Thread(target=soak.ingest, args=(app, client), daemon=True)
                for app in soak.keys for client in range(soak.clients)]
@@ -441,12 +487,46 @@ def run(soak: Soak) -> int:
     for host in soak.hosts:
         if host.process is None or host.process.poll() is not None:
             host.start()
-    log("chaos over; waiting for every job to end")
+    last_acknowledged = dt.datetime.now(dt.UTC)
+    log("chaos over; waiting for every pipeline's last late run and every job to end")
+    pipelines = soak.wait_for_pipelines(last_acknowledged, timeout=max(240.0, soak.seconds))
     tasks = soak.wait_for_jobs(timeout=max(180.0, soak.seconds))
-    return verify(soak, tasks)
+    return verify(soak, tasks, pipelines)
 
 
-def verify(soak: Soak, tasks: dict[str, dict]) -> int:
+def delivered_identities(container, name: str, export_type: str) -> Counter:
+    """(day, identity) of every row of a pipeline's data files: the folder is the day (flat or date=)."""
+    found: Counter = Counter()
+    for blob in container.list_blobs(name_starts_with=f"{name}/"):
+        folder = blob.name[len(name) + 1:].split("/")[0]
+        if folder.startswith("_"):
+            continue
+        for row in _rows(blob.name, container.download_blob(blob.name).readall()):
+            found[(folder.removeprefix("date="), _identity(export_type, row))] += 1
+    return found
+
+
+def verify_pipelines(soak: Soak, pipelines: dict[str, dict]) -> tuple[int, int, int]:
+    """Lost, doubled and unexpected records of the pipelines' files against every acknowledged record."""
+    from azure.storage.blob import BlobServiceClient
+    container = BlobServiceClient.from_connection_string(soak.azurite.connection_string).get_container_client(
+        "chaos-pipes")
+    lost = doubled = unexpected = 0
+    for app, shown in pipelines.items():
+        name, export_type, *_ = PIPELINES[app]
+        delivered = delivered_identities(container, name, export_type)
+        expected = soak.ledger.by_day[(app, export_type)]
+        pipe_lost = sum((expected - delivered).values())
+        pipe_doubled = sum(count - 1 for count in delivered.values() if count > 1)
+        pipe_unexpected = sum(1 for identity in delivered if identity not in expected)
+        log(f"pipeline {name} of {app} ({shown['state']}, late records checked at {shown.get('lateCheckedAt')}): "
+            f"{sum(delivered.values())} rows delivered of {sum(expected.values())} acknowledged; lost {pipe_lost}, "
+            f"doubled {pipe_doubled}, unexpected {pipe_unexpected}")
+        lost, doubled, unexpected = lost + pipe_lost, doubled + pipe_doubled, unexpected + pipe_unexpected
+    return lost, doubled, unexpected
+
+
+def verify(soak: Soak, tasks: dict[str, dict], pipelines: dict[str, dict]) -> int:
     from azure.storage.blob import BlobServiceClient
     container = BlobServiceClient.from_connection_string(soak.azurite.connection_string).get_container_client(
         "chaos-out")
@@ -467,6 +547,8 @@ def verify(soak: Soak, tasks: dict[str, dict]) -> int:
             log(f"job {task['id']} did not end: {task['state']}")
             unexpected += 1
             continue
+        if "pipeline" in task:
+            continue  # a pipeline's run holds part of its periods: the pipelines are checked whole below
         export_type = str(task["exportType"])
         identities, stray_names = exported_identities(task, container)
         expected = soak.ledger.acked[(task["app"], export_type)]
@@ -481,6 +563,8 @@ def verify(soak: Soak, tasks: dict[str, dict]) -> int:
         lost += job_lost
         doubled += job_doubled
         unexpected += job_unexpected
+    pipe_lost, pipe_doubled, pipe_unexpected = verify_pipelines(soak, pipelines)
+    lost, doubled, unexpected = lost + pipe_lost, doubled + pipe_doubled, unexpected + pipe_unexpected
     unexplained = _unexplained_poison(soak, failed_ids)
     print(f"kills: {soak.kills} (and Azurite restarted once)")
     print("storage requests through the proxies: " + ", ".join(
@@ -489,7 +573,7 @@ def verify(soak: Soak, tasks: dict[str, dict]) -> int:
     print(f"records acked: {soak.ledger.records}; jobs: {dict(states)}; rows exported: {exported}")
     print(f"lost: {lost}; doubled: {doubled}; unexpected rows: {unexpected}; files outside manifests: {strays}; "
           f"unexplained poison messages: {unexplained}")
-    print(f"chaos: kills={soak.kills} jobs={len(tasks)} lost={lost} doubled={doubled}")
+    print(f"chaos: kills={soak.kills} jobs={len(tasks)} pipelines={len(pipelines)} lost={lost} doubled={doubled}")
     return 1 if (lost or doubled or unexpected or strays or unexplained) else 0
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from shared.export.destination import SealedDestination
 
@@ -41,6 +42,15 @@ class ExportScope:
 
 
 SCOPE_FIELDS = tuple(field.name for field in dataclasses.fields(ExportScope))
+
+
+def frozen(value: Any) -> Any:
+    """A stored JSON value as a scope keeps it: arrays as tuples, within objects too."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, dict):
+        return {key: frozen(item) for key, item in value.items()}
+    return value
 
 
 @dataclass(frozen=True)

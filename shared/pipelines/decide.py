@@ -27,6 +27,9 @@ class Step(StrEnum):
 # A failed run is tried again after 1, 2, 4 ... minutes, then every hour; a PUT that changes the destination
 # tries it at once.
 RETRY_BASE_SECONDS = 60
+# The RunPipelines timer's period: a look for late records is due this much before lateDeliveryMinutes have
+# passed since the last one, so that a late record waits at most lateDeliveryMinutes for the look that finds it.
+TIMER_PERIOD = dt.timedelta(seconds=15)
 RETRY_MAX_SECONDS = 3600
 
 
@@ -53,7 +56,7 @@ def next_step(pipeline: Pipeline, now: dt.datetime, task_state: str | None) -> S
     if pipeline.paused:
         return Step.IDLE
     if pipeline.historical and pipeline.periods and (
-            pipeline.late_looked_at is None or now >= pipeline.late_looked_at + pipeline.late_delivery):
+            pipeline.late_looked_at is None or now >= pipeline.late_looked_at + pipeline.late_delivery - TIMER_PERIOD):
         return Step.LOOK_LATE
     if now >= pipeline.next.due(pipeline.settle):
         return Step.FIRST_RUN

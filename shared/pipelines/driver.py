@@ -32,6 +32,8 @@ from shared.tasks import jobs, schedules, service
 log = logging.getLogger(__name__)
 # Steps one pipeline takes in one tick at most (a run ended, the next planned and submitted).
 MAX_STEPS = 6
+# Due periods one first run delivers at most: a backfill of a year of days takes 16 runs, not 366.
+MAX_PERIODS_PER_RUN = 24
 
 
 def tick(now: dt.datetime | None = None, *, app_id: str | None = None) -> dict[str, int]:
@@ -85,10 +87,15 @@ def _save(pipeline: Pipeline, now: dt.datetime) -> Pipeline:
 
 
 def _plan_first(pipeline: Pipeline, now: dt.datetime) -> Pipeline:
-    period = pipeline.next
-    plan = planner.first_run(pipeline, period, pipeline.sequence + 1)
+    """The first run of the due periods, oldest first: a pipeline catching up (a backfill, a resume) delivers
+    up to MAX_PERIODS_PER_RUN of them in one run; a snapshot pipeline one."""
+    periods = [pipeline.next]
+    while (pipeline.historical and len(periods) < MAX_PERIODS_PER_RUN
+           and periods[-1].next().due(pipeline.settle) <= now):
+        periods.append(periods[-1].next())
+    plan = planner.first_run(pipeline, periods, pipeline.sequence + 1)
     changed = pipeline.copy()
-    changed.next_period = period.end
+    changed.next_period = periods[-1].end
     return _commit_plan(changed, plan, now)
 
 
@@ -111,11 +118,13 @@ def _commit_plan(pipeline: Pipeline, plan: planner.RunPlan, now: dt.datetime) ->
         store.write_marks(pipeline, label, key, marks)
     job_id = jobs.new_job_id(jobs.utcnow())  # a task id tells when the task was made
     planning.save_plan(pipeline.app_id, job_id, plan.items)
+    superseded = [(label, pipeline.periods[label]) for label in plan.marks if label in pipeline.periods]
     pipeline.sequence = sequence
     pipeline.periods.update({label: key for label in plan.marks})
     pipeline.in_flight = InFlight(sequence, job_id, 1, tuple(p.label for p in plan.periods), plan.late, now,
                                   plan.raw_bytes, plan.newest_acknowledged, plan.replaces)
     pipeline = _save(pipeline, now)
+    store.delete_marks_of(pipeline, superseded)  # what the earlier runs had read: the new marks hold it too
     log.info("Pipeline %s of app %s: run %s planned (%s delivery of %s)", pipeline.name, pipeline.app_id,
              pipeline.run_name(sequence), "late" if plan.late else "first", ", ".join(p.label for p in plan.periods))
     return _submit(pipeline, now)
@@ -176,10 +185,9 @@ def _submit(pipeline: Pipeline, now: dt.datetime) -> Pipeline:
 def _finish(pipeline: Pipeline, now: dt.datetime) -> Pipeline:
     run = pipeline.in_flight
     assert run is not None
-    job = jobs.get_job(pipeline.app_id, run.job_id)
     record = _record(pipeline, run)
-    record.state, record.read_at, record.completed = job.state.value, job.date_started, job.date_completed
-    record.records, record.files, record.bytes = job.record_count, len(job.files), job.bytes
+    job = jobs.get_job(pipeline.app_id, run.job_id)
+    runs.take_task_state(record, job)
     runs.save_run(record)
     changed = pipeline.copy()
     changed.in_flight, changed.failure = None, None

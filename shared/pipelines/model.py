@@ -12,7 +12,7 @@ from typing import Any
 
 from shared.export import registry
 from shared.export.destination import SealedDestination
-from shared.export.spec import ExportScope
+from shared.export.spec import ExportScope, frozen
 from shared.pipelines.periods import CADENCES, Period, parse_label
 from shared.platform.times import iso
 
@@ -27,14 +27,6 @@ SHAPE_FIELDS = ("export_format", "export_user_id", "projection", "name_filter", 
 
 def _time(text: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
-
-
-def _frozen(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(value)
-    if isinstance(value, dict):
-        return {key: _frozen(item) for key, item in value.items()}
-    return value
 
 
 @dataclass(frozen=True)
@@ -93,6 +85,7 @@ class Pipeline:
     alerts: dict[str, str] = field(default_factory=dict)  # active alert -> its reason
     last_delivered: dict[str, Any] | None = None  # {"period", "run", "at"} of the newest period first delivered
     outbox: list[dict[str, Any]] = field(default_factory=list)  # alert events saved with the change, not yet sent
+    resumed: dt.datetime | None = None  # when it was last resumed
     etag: str | None = field(default=None, compare=False)
 
     @property
@@ -132,7 +125,7 @@ class Pipeline:
 
     def scope(self, periods: list[Period]) -> ExportScope:
         """The scope of a run delivering ``periods``: the pipeline's shape over their range (a snapshot: none)."""
-        values: dict[str, Any] = {name: _frozen(value) for name, value in self.shape.items() if value is not None}
+        values: dict[str, Any] = {name: frozen(value) for name, value in self.shape.items() if value is not None}
         if self.historical and periods:
             values.update(start_date=min(p.day for p in periods), end_date=max(p.day for p in periods))
             if len(periods) == 1 and periods[0].hour is not None:
@@ -153,7 +146,9 @@ class Pipeline:
             found[RUN_FAILED] = (f"run {self.run_name(self.in_flight.sequence)} of "
                                  f"{', '.join(self.in_flight.periods)} failed: {self.failure['reason']}")
         oldest = self.oldest_undelivered()
-        due = oldest.due(self.settle)
+        # A period is late from when it was due, or from when the pipeline could first deliver it (a backfill, a
+        # resume), whichever is later.
+        due = max([oldest.due(self.settle), self.created] + ([self.resumed] if self.resumed else []))
         if not self.paused and now >= due + BEHIND_AFTER:
             found[BEHIND] = f"period {oldest.label} was due at {iso(due)} and is not delivered yet"
         destination = self.destination
@@ -185,7 +180,8 @@ class Pipeline:
             "description": self.description, "paused": self.paused, "nextPeriod": iso(self.next_period),
             "sequence": self.sequence, "periods": self.periods, "lateLookedAt": iso(self.late_looked_at),
             "inFlight": self.in_flight.to_json() if self.in_flight else None, "failure": self.failure,
-            "alerts": self.alerts, "lastDelivered": self.last_delivered, "outbox": self.outbox}
+            "alerts": self.alerts, "lastDelivered": self.last_delivered, "outbox": self.outbox,
+            "resumed": iso(self.resumed)}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any], etag: str | None = None) -> Pipeline:
@@ -204,7 +200,8 @@ class Pipeline:
             periods=dict(doc.get("periods") or {}), late_looked_at=_time(doc.get("lateLookedAt")),
             in_flight=InFlight.from_json(doc["inFlight"]) if doc.get("inFlight") else None,
             failure=doc.get("failure"), alerts=dict(doc.get("alerts") or {}),
-            last_delivered=doc.get("lastDelivered"), outbox=list(doc.get("outbox") or []), etag=etag)
+            last_delivered=doc.get("lastDelivered"), outbox=list(doc.get("outbox") or []),
+            resumed=_time(doc.get("resumed")), etag=etag)
 
     def copy(self) -> Pipeline:
         return replace(self, shape=dict(self.shape), periods=dict(self.periods), alerts=dict(self.alerts),
@@ -245,6 +242,8 @@ class Pipeline:
         if self.last_delivered:
             result["lastDeliveredPeriod"] = self.last_delivered["period"]
             result["lastDeliveredAt"] = self.last_delivered["at"]
+        if self.late_looked_at is not None:
+            result["lateCheckedAt"] = iso(self.late_looked_at)
         if self.in_flight is not None:
             result["runInFlight"] = {"run": self.run_name(self.in_flight.sequence), "taskId": self.in_flight.job_id,
                                      "periods": list(self.in_flight.periods), "late": self.in_flight.late}

@@ -82,20 +82,27 @@ class _Files:
                                        buckets=item.buckets))
 
 
-def first_run(pipeline: Pipeline, period: Period, sequence: int) -> RunPlan:
-    """The first delivery of ``period``: everything the raw store holds of it now."""
-    files = _Files(pipeline, sequence, pipeline.scope([period]))
+def first_run(pipeline: Pipeline, periods: list[Period], sequence: int) -> RunPlan:
+    """The first delivery of ``periods`` (due, consecutive): everything the raw store holds of them now."""
+    files = _Files(pipeline, sequence, pipeline.scope(periods))
     if not pipeline.historical:
+        (period,) = periods  # a snapshot is the snapshot now: one period a run
         files.add_items(period, planning.snapshot_log_items(pipeline.app_id, _unnamed))
         return RunPlan([period], False, files.items)
     if pipeline.export_type == "Session":
-        plan = _sessions(pipeline, [period], files, late=False)
-        assert plan is not None  # a first run always delivers its period, if only as an empty file
+        plan = _sessions(pipeline, periods, files, late=False)
+        assert plan is not None  # a first run delivers each of its periods, if only as no file
         return plan
-    blobs = _listing(pipeline, period.day, period.hour)
-    files.add(period, [group for group in planning.split_evenly([(b.name, b.size) for b in blobs]) if group])
-    marks = {blob.name: blob.size for blob in blobs}
-    return RunPlan([period], False, files.items, {period.label: marks}, sum(marks.values()), _newest(blobs))
+    plan = RunPlan(periods, False, [])
+    listed: list[rawstore.RawBlob] = []
+    for period in periods:
+        blobs = _listing(pipeline, period.day, period.hour)
+        files.add(period, [group for group in planning.split_evenly([(b.name, b.size) for b in blobs]) if group])
+        plan.marks[period.label] = {blob.name: blob.size for blob in blobs}
+        plan.raw_bytes += sum(blob.size for blob in blobs)
+        listed += blobs
+    plan.items, plan.newest_acknowledged = files.items, _newest(listed)
+    return plan
 
 
 def _unnamed(index: int, day: dt.date | None) -> str:
@@ -118,7 +125,9 @@ def _sessions(pipeline: Pipeline, periods: list[Period], files: _Files, *, late:
             marks = store.read_marks(pipeline, period.label)
             if not any(blob.size > marks.get(blob.name, 0) for blob in blobs):
                 continue
-            plan.replaces += (pipeline.run_name(Pipeline.sequence_of(pipeline.periods[period.label])),)
+            replaced = pipeline.run_name(Pipeline.sequence_of(pipeline.periods[period.label]))
+            if replaced not in plan.replaces:
+                plan.replaces += (replaced,)
         listed += blobs
         plan.periods.append(period)
         files.add_items(period, planning.session_items(pipeline.app_id, [period.day], _unnamed))

@@ -89,6 +89,15 @@ class RunRecord:
         return {key: value for key, value in result.items() if value is not None}
 
 
+def take_task_state(record: RunRecord, job: Any) -> None:
+    """The run as its current attempt's export task (shared.tasks.jobs.ExportJob) is now."""
+    record.state, record.read_at = job.state.value, job.date_started
+    if job.finished:
+        record.completed = job.date_completed
+        record.records, record.files, record.bytes = job.record_count, len(job.files), job.bytes
+        record.error = job.error_details
+
+
 def save_run(record: RunRecord) -> None:
     storage.table(RUNS_TABLE).upsert_entity(record.to_entity())
 

@@ -21,7 +21,7 @@ from shared.pipelines.store import PipelineChanged
 from shared.platform import apps
 from shared.platform.config import get_settings
 from shared.platform.errors import PipelineConflict, PipelineNotFound, TaskEnded, TaskNotFound
-from shared.tasks import orchestration
+from shared.tasks import jobs, orchestration
 from shared.tasks.jobs import utcnow
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,8 @@ def pause(app: apps.AppRef, name: str) -> Pipeline:
 def resume(app: apps.AppRef, name: str) -> Pipeline:
     """Runs start again: the periods that came due while paused first, oldest first, and the late records."""
     def go_on(pipeline: Pipeline) -> None:
-        pipeline.paused = False
+        if pipeline.paused:
+            pipeline.paused, pipeline.resumed = False, utcnow()
         driver.retry_now(pipeline)
     return _change(app, name, "resumed", go_on)
 
@@ -155,5 +156,13 @@ def delete(app: apps.AppRef, name: str) -> tuple[Pipeline, str | None]:
 
 def list_runs(app: apps.AppRef, name: str, *, top: int,
               after: int | None = None) -> tuple[list[runs.RunRecord], int | None]:
+    """A page of the pipeline's runs; a run not recorded as ended yet shows its task as it is now (the timer
+    records it on its next step)."""
     pipeline = get_pipeline(app, name)
-    return runs.list_runs(pipeline.uid, top=top, after=after)
+    page, next_after = runs.list_runs(pipeline.uid, top=top, after=after)
+    for record in page:
+        if record.state not in ("Succeeded", "Failed") and record.tasks:
+            job = jobs.find_job(app.id, record.tasks[-1])
+            if job is not None:
+                runs.take_task_state(record, job)
+    return page, next_after

@@ -104,6 +104,16 @@ def read_marks(pipeline: Pipeline, label: str) -> dict[str, int]:
     return json.loads(_blob(_marks(pipeline, label, key)).download_blob().readall())
 
 
+def delete_marks_of(pipeline: Pipeline, keys: list[tuple[str, str]]) -> None:
+    """Removes marks that the pipeline no longer names ((period, key) pairs), best effort: a crash leaves a blob
+    that nothing reads."""
+    for label, key in keys:
+        try:
+            _blob(_marks(pipeline, label, key)).delete_blob()
+        except ResourceNotFoundError:
+            pass
+
+
 def delete_marks(pipeline: Pipeline) -> None:
     """Removes what a deleted pipeline had read (best effort: nothing reads marks of a pipeline that is gone)."""
     container = storage.container(PIPELINES_CONTAINER)

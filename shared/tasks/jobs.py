@@ -23,7 +23,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import UpdateMode
 
 from shared.export.destination import SealedDestination
-from shared.export.spec import SCOPE_FIELDS, ExportScope, ExportSpec, RunTag
+from shared.export.spec import SCOPE_FIELDS, ExportScope, ExportSpec, RunTag, frozen
 from shared.platform import storage, tablefilter
 from shared.platform.errors import TaskNotFound
 from shared.platform.times import iso, iso_text, utcnow
@@ -222,15 +222,6 @@ def _to_entity(job: ExportJob) -> dict:
 _JOB_COLUMNS = tuple(item.name for item in fields(ExportJob) if item.name not in ("app_id", "id", "etag", "scope"))
 
 
-def _frozen(value: Any) -> Any:
-    """A stored JSON value as the scope keeps it: arrays as tuples."""
-    if isinstance(value, list):
-        return tuple(value)
-    if isinstance(value, dict):
-        return {key: _frozen(item) for key, item in value.items()}
-    return value
-
-
 def from_entity(entity) -> ExportJob:
     values: dict[str, Any] = {"app_id": entity["PartitionKey"], "id": entity["RowKey"]}
     scope: dict[str, Any] = {}
@@ -247,7 +238,7 @@ def from_entity(entity) -> ExportJob:
         elif name in _JSON:
             value = json.loads(value)
             if name in SCOPE_FIELDS:
-                value = _frozen(value)
+                value = frozen(value)
         elif name == "run":
             value = RunTag.from_json(json.loads(value))
         (scope if name in SCOPE_FIELDS else values)[name] = value
