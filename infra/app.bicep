@@ -14,6 +14,9 @@ param forwardRoutes string
 param forwardDefaultQueue string
 param schedules string
 param extraAppSettings object
+@description('The application (client) id of the API\'s Entra ID app registration (infra/hooks/preprovision.sh).')
+param apiAppId string
+param exportKeys string
 param maximumInstanceCount int
 param instanceMemoryMB int
 
@@ -25,6 +28,10 @@ var roles = {
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6' // reads the secrets its Key Vault references name
 }
 var deploymentContainerName = 'app-package'
+// The tenant's issuer of version 2 access tokens (the registration asks for them), as tokens name it; and the
+// audiences a token of the API carries: its application id (v2 tokens), or its app ID URI (v1 tokens).
+var authIssuer = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+var authAudience = '${apiAppId},api://${apiAppId}'
 var functionAppName = 'func-engagement-export-${suffix}'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
@@ -188,6 +195,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     EXPORT_FORWARD_DEFAULT_QUEUE: forwardDefaultQueue
     EXPORT_SCHEDULES: schedules
     EXPORT_ALLOW_LOOPBACK_DESTINATIONS: 'false'
+    AUTH_ISSUER: authIssuer
+    AUTH_AUDIENCE: authAudience
+    AUTH_ALLOW_LOOPBACK_ISSUER: 'false'
+    AUTH_EXPORT_KEYS: exportKeys
   })
   dependsOn: [
     storageRoles
@@ -222,3 +233,4 @@ resource vaultRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 output functionAppName string = functionApp.name
 output functionAppUrl string = 'https://${functionApp.properties.defaultHostName}'
 output storageAccountName string = storage.name
+output authIssuer string = authIssuer

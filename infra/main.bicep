@@ -35,6 +35,16 @@ param forwardDefaultQueue string = 'export-files'
 @description('EXPORT_SCHEDULES: JSON array of scheduled exports.')
 param schedules string = '[]'
 
+@description('The application (client) id of the API\'s Entra ID app registration, which infra/hooks/preprovision.sh creates or updates and keeps in the azd environment (AUTH_API_APP_ID). Tokens are for it: AUTH_AUDIENCE.')
+param apiAppId string
+
+@description('AUTH_EXPORT_KEYS: whether an app\'s export key still opens its own app beside Entra ID tokens (\'true\' or \'false\').')
+@allowed([
+  'true'
+  'false'
+])
+param exportKeys string = 'true'
+
 @description('Any other setting of the README\'s configuration table, by name (for example EXPORT_WORKER_CONCURRENCY).')
 param extraAppSettings object = {}
 
@@ -75,6 +85,8 @@ module app 'app.bicep' = {
     forwardRoutes: forwardRoutes
     forwardDefaultQueue: forwardDefaultQueue
     schedules: schedules
+    apiAppId: apiAppId
+    exportKeys: exportKeys
     extraAppSettings: extraAppSettings
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
@@ -89,3 +101,4 @@ output AZURE_STORAGE_ACCOUNT_NAME string = app.outputs.storageAccountName
 output DESTINATION_STORAGE_ACCOUNT string = destinationStorageAccountName
 output DESTINATION_RESOURCE_GROUP string = empty(destinationResourceGroupName) ? group.name : destinationResourceGroupName
 output EXPORT_SCHEDULE_CONTAINER string = scheduleContainer
+output AUTH_ISSUER string = app.outputs.authIssuer

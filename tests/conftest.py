@@ -14,6 +14,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+import oidc_issuer  # noqa: E402
+
 from devhost.azurite import Azurite  # noqa: E402
 from shared.platform import config  # noqa: E402
 
@@ -84,3 +86,19 @@ def settings_override(app_env, monkeypatch):
     yield override
     monkeypatch.undo()
     config.reset_settings()
+
+
+# The token tests' fixtures (tests/test_entra_tokens.py, tests/test_admin_api.py): a local OpenID issuer for the
+# module, and its tokens accepted by the app for one test.
+@pytest.fixture(scope="module")
+def issuer():
+    running = oidc_issuer.LocalIssuer()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def tokens(settings_override, issuer):
+    with oidc_issuer.accepting_tokens(issuer, settings_override) as accepted:
+        yield accepted
+

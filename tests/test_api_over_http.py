@@ -19,8 +19,8 @@ from shared.platform import apps
 @pytest.fixture
 def host(app_env):
     running = LocalHost(REPO_ROOT, port=0,
-                        functions=["ExportTasks", "ExportPipelines", "Collect", "OpenApi", "ExportSchemas", "Health",
-                                   "NotServed"]).start()
+                        functions=["ExportTasks", "ExportPipelines", "Collect", "Apps", "OpenApi", "ExportSchemas",
+                                   "Health", "NotServed"]).start()
     yield running
     running.stop()
 
@@ -96,11 +96,12 @@ def test_openapi_document_is_served_valid_and_true(host, names):
     document = requests.get(f"{host.base_url}/openapi.json", timeout=10).json()
     validate(document)
     posts = {path.rsplit("/", 1)[1] for path, item in document["paths"].items() if "post" in item}
-    assert posts == set(ROUTES) | {"collect", "cancel", "pause", "resume"}
+    assert posts == set(ROUTES) | {"collect", "cancel", "pause", "resume", "rotateKeys"}
     # every documented operation exists: without a key each answers 401 (a public one 200), never 404 or 405
     for path, item in document["paths"].items():
         concrete = path.format(subscriptionId="s", resourceGroupName="r", appCollection="c", appName="a", id="x",
-                               exportType="Event", name="daily")
+                               exportType="Event", name="daily",
+                               principalObjectId="00000000-0000-0000-0000-0000000000a1")
         for method in item:
             response = requests.request(method.upper(), host.base_url + concrete,
                                         params={"api-version": API_VERSION}, json={}, timeout=10)

@@ -40,7 +40,8 @@ schema = schemathesis.openapi.from_dict(_pinned(document()))
 @pytest.fixture(scope="module")
 def service(app_env):
     keys = apps.register_app(COLLECTION, APP)
-    with local_host("ExportTasks", "ExportPipelines", "Collect", "OpenApi", "ExportSchemas", "NotServed") as host:
+    with local_host("ExportTasks", "ExportPipelines", "Collect", "Apps", "OpenApi", "ExportSchemas",
+                    "NotServed") as host:
         yield host, keys
 
 

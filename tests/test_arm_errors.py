@@ -15,7 +15,7 @@ import ExportTasks
 from devhost.azurite import connection_string, free_port
 from shared.platform import config
 
-HTTP_FUNCTIONS = ["ExportTasks", "ExportPipelines", "Collect", "OpenApi", "Health", "NotServed"]
+HTTP_FUNCTIONS = ["ExportTasks", "ExportPipelines", "Collect", "Apps", "OpenApi", "Health", "NotServed"]
 SUB = "/subscriptions/s1"
 PROVIDER = f"{SUB}/resourceGroups/rg/providers/Microsoft.MobileEngagement"
 APP = f"{PROVIDER}/appcollections/c1/apps/a1"
@@ -38,7 +38,9 @@ def arm_error(response):
     ("GET", f"{SUB}/providers/Microsoft.MobileEngagement/appCollections", "appCollections"),
     ("POST", f"{SUB}/providers/Microsoft.MobileEngagement/checkAppCollectionNameAvailability", "appCollections"),
     ("GET", f"{SUB}/providers/Microsoft.MobileEngagement/supportedPlatforms", "supportedPlatforms"),
-    ("GET", f"{PROVIDER}/appcollections/c1/apps", "apps"),
+    ("GET", f"{PROVIDER}/appcollections/c1", "appCollections"),
+    ("PUT", f"{PROVIDER}/appcollections/c1/", "appCollections"),
+    ("GET", f"{SUB}/providers/Microsoft.MobileEngagement/appcollections/c1/apps", "apps"),
     ("GET", f"{APP}/campaigns/announcements", "campaigns"),
     ("PUT", f"{APP}/campaigns/polls/12", "campaigns"),
     ("POST", f"{APP}/campaigns/announcements/12/push", "campaigns"),
@@ -55,7 +57,7 @@ def test_the_retired_apis_other_operations_say_this_service_does_not_serve_them(
     assert response.status_code == 404
     error = arm_error(response)
     assert error["code"] == "OperationNotSupported"
-    assert error["message"] == (f"this service serves the exportTasks and collect operations of "
+    assert error["message"] == (f"this service serves the exportTasks, collect and apps operations of "
                                 f"Microsoft.MobileEngagement (api-version 2014-12-01) only; the {group} operations "
                                 f"of the retired Azure Mobile Engagement are not served here")
 

@@ -21,7 +21,7 @@ def infra_copy(tmp_path):
     shutil.copy(os.path.join(REPO_ROOT, "azure.yaml"), tmp_path / "azure.yaml")
 
     def change(name, old, new):
-        path = tmp_path / "infra" / name
+        path = tmp_path / ("azure.yaml" if name == "azure.yaml" else os.path.join("infra", name))
         text = path.read_text()
         assert old in text, old
         path.write_text(text.replace(old, new, 1))
@@ -56,6 +56,21 @@ def infra_copy(tmp_path):
     ("eventgrid.bicep", "var functionName = 'OnBlobCreated'", "var functionName = 'OnBlob'",
      "Host.Functions.OnBlobCreated"),
     ("eventgrid.bicep", "'Microsoft.Storage.BlobCreated'", "'Microsoft.Storage.BlobDeleted'", "BlobCreated only"),
+    ("app.bicep", "${tenant().tenantId}/v2.0'", "${tenant().tenantId}/'", "AUTH_ISSUER must be the tenant's v2.0"),
+    ("app.bicep", "    AUTH_AUDIENCE: authAudience\n", "", "'AUTH_AUDIENCE' is missing"),
+    ("app.bicep", "var authAudience = '${apiAppId},api://${apiAppId}'", "var authAudience = 'api://export'",
+     "AUTH_AUDIENCE must name the API's application id"),
+    ("app.bicep", "AUTH_ALLOW_LOOPBACK_ISSUER: 'false'", "AUTH_ALLOW_LOOPBACK_ISSUER: 'true'",
+     "AUTH_ALLOW_LOOPBACK_ISSUER must be 'false'"),
+    ("main.parameters.json", "${AUTH_API_APP_ID}", "${API_APP}", "apiAppId must be ${AUTH_API_APP_ID}"),
+    ("api-app-roles.json", '"value": "Data.Erase"', '"value": "Data.Delete"', "app roles must be exactly"),
+    ("api-app-roles.json", '"fd742b02-7e72-4432-ba93-4f80a7a2416d"', '"3c3c109d-57d8-4419-81e5-86fbcb46e624"',
+     "its own fixed id"),
+    ("api-app-roles.json", '"allowedMemberTypes": ["User", "Application"],\n    "isEnabled": true\n  }\n]',
+     '"allowedMemberTypes": ["User"],\n    "isEnabled": true\n  }\n]', "Apps.Admin must be assignable to applications"),
+    ("azure.yaml", "  preprovision:", "  prepackage:", "the preprovision hook that makes the API's app registration"),
+    ("hooks/preprovision.sh", '"requestedAccessTokenVersion": 2', '"requestedAccessTokenVersion": 1',
+     "ask for version 2 tokens"),
 ])
 def test_a_broken_file_is_reported_with_what_is_wrong(infra_copy, name, old, new, found):
     problems = infra_copy(name, old, new)

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import urllib.parse
+import uuid
 
 import pytest
-from helpers import container_sas_url
+import requests
+from helpers import API_VERSION, app_path, container_sas_url, local_host
+from oidc_issuer import SigningKey
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -24,7 +27,7 @@ from devhost.__main__ import FieldsFormatter
 from shared.export import engine
 from shared.export.export_request import parse_request
 from shared.export.registry import ROUTES
-from shared.platform import config, telemetry
+from shared.platform import apps, config, grants, telemetry
 from shared.tasks import jobs, orchestration
 from shared.tasks.service import submit_export
 
@@ -267,3 +270,27 @@ def test_a_connection_string_the_distro_refuses_leaves_telemetry_off_and_says_wh
     assert [record.getMessage() for record in caplog.records] == [
         "Telemetry is off: APPLICATIONINSIGHTS_CONNECTION_STRING could not be used (ValueError: Invalid "
         "instrumentation key)"]
+
+
+def test_no_token_or_key_reaches_a_span(captured, app_env, names, tokens):
+    """Tasks created through the local host with an Entra ID token and with an export key, and requests refused for
+    a forged token: no credential, nor a token's signature, is in any span's attributes or events."""
+    collection = f"tel-{names.token}"
+    keys = apps.register_app(collection, "game")
+    principal = str(uuid.uuid4())
+    grants.put_grant(principal, collection, "game", None)
+    token = tokens.token(roles=[grants.EXPORT_READ, grants.EXPORT_WRITE], oid=principal)
+    forged = tokens.token(roles=[grants.EXPORT_READ, grants.EXPORT_WRITE], oid=principal, key=SigningKey())
+    container = container_sas_url(app_env, names.container("tel"))
+    captured.spans.clear()
+    with local_host("ExportTasks") as host:
+        url = f"{host.base_url}{app_path(collection, 'game')}/exportTasks"
+        for credential, status in ((token, 202), (keys.export_key, 202), (forged, 401)):
+            response = requests.post(f"{url}/tags", params={"api-version": API_VERSION},
+                                     json={"containerUrl": container},
+                                     headers={"Authorization": f"Bearer {credential}"}, timeout=30)
+            assert response.status_code == status, response.text
+    assert len([span for span in captured.spans.get_finished_spans() if span.name == "export.create"]) == 2
+    values = "\n".join(every_attribute_value(captured))
+    for secret in (token, token.rsplit(".", 1)[1], forged.rsplit(".", 1)[1], keys.export_key, keys.collect_key):
+        assert secret not in values

@@ -1,5 +1,7 @@
 """Admin commands. `python -m tools.admin register-app --collection C --app A` registers an app and prints
 its keys as JSON on the last line: {"exportKey": ..., "collectKey": ...}. The keys are shown only here.
+`list-apps`, `delete-app`, `grant` and `revoke` do what the admin API does (docs/api.md, "The admin API"), with
+the same service code (shared.platform.apps and grants), for an operator who holds the storage's credentials.
 `python -m tools.admin migrate-snapshot-tables` moves the snapshot tables of a deployment from before the
 snapshot log into the log, once, after the upgrade (shared/ingest/snapshot_tables.py)."""
 
@@ -10,7 +12,7 @@ import json
 import sys
 
 from shared.ingest import snapshot_tables
-from shared.platform import apps
+from shared.platform import apps, grants
 from shared.platform.errors import ServiceError
 from tools import localenv
 
@@ -23,6 +25,19 @@ def main(argv=None) -> int:
     register.add_argument("--app", required=True)
     register.add_argument("--rotate", action="store_true", help="issue new keys for an existing app")
     commands.add_parser("migrate-snapshot-tables", help="move the snapshot tables of earlier versions into the log")
+    commands.add_parser("list-apps", help="print the apps of an app collection, one a line").add_argument(
+        "--collection", required=True)
+    delete = commands.add_parser("delete-app", help="remove an app's registration, keys and grants")
+    for grant_command, text in (("grant", "grant a principal an app, or the app collection without --app"),
+                                ("revoke", "remove a principal's grant on an app, or on the app collection")):
+        command = commands.add_parser(grant_command, help=text)
+        command.add_argument("--collection", required=True)
+        command.add_argument("--app", help="one app of the collection; without it, the whole collection")
+        command.add_argument("--principal", required=True, help="the principal's object id in the tenant")
+        if grant_command == "grant":
+            command.add_argument("--roles", help=f"comma-separated, of {', '.join(grants.APP_ROLES)}; default all")
+    delete.add_argument("--collection", required=True)
+    delete.add_argument("--app", required=True)
     arguments = parser.parse_args(argv)
     localenv.prepare()
     if arguments.command == "migrate-snapshot-tables":
@@ -30,13 +45,30 @@ def main(argv=None) -> int:
         print(", ".join(f"{table}: {count} rows" for table, count in moved.items()) or "no snapshot table rows")
         return 0
     try:
-        keys = apps.register_app(arguments.collection, arguments.app, rotate=arguments.rotate)
+        return _run(arguments)
     except ServiceError as error:
         print(f"error: {error.message}", file=sys.stderr)
         return 2
-    print(f"Registered app {arguments.collection}/{arguments.app}; keep these keys, they are not stored:",
-          file=sys.stderr)
-    print(json.dumps({"exportKey": keys.export_key, "collectKey": keys.collect_key}))
+
+
+def _run(arguments: argparse.Namespace) -> int:
+    if arguments.command == "list-apps":
+        print("\n".join(apps.list_apps(arguments.collection)))
+    elif arguments.command == "delete-app":
+        ref = apps.app_ref(arguments.collection, arguments.app)
+        apps.delete_app(ref)
+        print(f"Deleted app {ref.collection}/{ref.name} and {grants.delete_grants_on(ref)} grants", file=sys.stderr)
+    elif arguments.command == "grant":
+        roles = grants.parse_roles({"roles": arguments.roles.split(",")} if arguments.roles else None)
+        grant = grants.put_grant(arguments.principal, arguments.collection, arguments.app, roles)
+        print(json.dumps(grant.to_result()))
+    elif arguments.command == "revoke":
+        grants.delete_grant(arguments.principal, arguments.collection, arguments.app)
+    else:
+        keys = apps.register_app(arguments.collection, arguments.app, rotate=arguments.rotate)
+        print(f"Registered app {arguments.collection}/{arguments.app}; keep these keys, they are not stored:",
+              file=sys.stderr)
+        print(json.dumps({"exportKey": keys.export_key, "collectKey": keys.collect_key}))
     return 0
 
 

@@ -13,6 +13,11 @@ Bicep CLI (no package registry ships it: it downloads its binary from GitHub, wh
    that config.py names, the required ones present, the Fernet key and DestinationStorage as Key Vault
    references; Application Insights; the Event Grid subscription to OnBlobCreated's webhook, filtered to the
    manifests of the watched container as OnBlobCreated/function.json's path says; azure.yaml's service and hook.
+4. Entra ID (docs/operations.md, "Entra ID"): AUTH_ISSUER is the tenant's v2.0 issuer, AUTH_AUDIENCE the API's
+   application id that the preprovision hook keeps (AUTH_API_APP_ID, through main.parameters.json), no loopback
+   issuer; infra/api-app-roles.json declares exactly the app roles the code checks (shared/platform/grants.py),
+   with distinct ids, assignable to applications (service principals, managed identities); azure.yaml runs the
+   preprovision hook, which applies those roles and asks for version 2 tokens.
 
 What cannot be checked here: ARM's own validation (the resource providers' schemas, API versions a region
 offers, quota), and a real deployment. Exit status 1 when a problem is found, each printed on its own line.
@@ -61,7 +66,10 @@ HOST_SETTINGS = {"AzureWebJobsStorage__credential"}
 # Read from a Key Vault reference, never written into the app's configuration.
 SECRET_SETTINGS = ("EXPORT_SAS_ENCRYPTION_KEY", "DestinationStorage")
 REQUIRED_SETTINGS = ("AzureWebJobsStorage__accountName", "APPLICATIONINSIGHTS_CONNECTION_STRING",
-                     "EXPORT_SCHEDULE_CONTAINER") + SECRET_SETTINGS
+                     "EXPORT_SCHEDULE_CONTAINER", "AUTH_ISSUER", "AUTH_AUDIENCE") + SECRET_SETTINGS
+APP_ROLES_FILE = "api-app-roles.json"
+PREPROVISION_HOOK = "infra/hooks/preprovision.sh"
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 _parser = Parser(Language(tree_sitter_bicep.language()))
 
@@ -374,6 +382,57 @@ def _role_problems(app: BicepFile) -> Iterator[str]:
         yield "app.bicep: the function app is not granted Key Vault Secrets User on its vault"
 
 
+def _resolved(app: BicepFile, value: Any) -> str:
+    """A setting's value as text, a variable it names replaced by the variable's own text."""
+    text = value.text if isinstance(value, Expr) else str(value)
+    for declaration in app.of_kind("var"):
+        if text == declaration.name:
+            return _resolved(app, declaration.value)
+    return text
+
+
+def _entra_problems(root: str, main: BicepFile, app: BicepFile) -> Iterator[str]:
+    configs = [d for d in app.resources("Microsoft.Web/sites/config") if d.value.get("name") == "appsettings"]
+    settings = (configs[0].value.get("properties") if configs else None) or {}
+    if isinstance(settings, dict):
+        issuer = _resolved(app, settings.get("AUTH_ISSUER", ""))
+        if not (issuer.startswith("'${environment().authentication.loginEndpoint}${tenant().tenantId}")
+                and issuer.endswith("/v2.0'")):
+            yield "app.bicep: AUTH_ISSUER must be the tenant's v2.0 issuer: '${environment().authentication." \
+                  "loginEndpoint}${tenant().tenantId}/v2.0'"
+        if "${apiAppId}" not in _resolved(app, settings.get("AUTH_AUDIENCE", "")):
+            yield "app.bicep: AUTH_AUDIENCE must name the API's application id (the apiAppId parameter)"
+        if settings.get("AUTH_ALLOW_LOOPBACK_ISSUER", "false") != "false":
+            yield "app.bicep: AUTH_ALLOW_LOOPBACK_ISSUER must be 'false' in Azure"
+    with open(os.path.join(root, "infra", "main.parameters.json"), encoding="utf-8") as handle:
+        mapped = json.load(handle)["parameters"]
+    if (mapped.get("apiAppId") or {}).get("value") != "${AUTH_API_APP_ID}":
+        yield "main.parameters.json: apiAppId must be ${AUTH_API_APP_ID}, which the preprovision hook sets"
+    yield from _app_roles_problems(root)
+
+
+def _app_roles_problems(root: str) -> Iterator[str]:
+    from shared.platform import grants
+
+    where = f"infra/{APP_ROLES_FILE}"
+    try:
+        with open(os.path.join(root, "infra", APP_ROLES_FILE), encoding="utf-8") as handle:
+            roles = json.load(handle)
+    except (OSError, ValueError) as error:
+        yield f"{where}: cannot be read as JSON ({error})"
+        return
+    values = [role.get("value") for role in roles if isinstance(role, dict)]
+    if sorted(map(str, values)) != sorted(grants.ROLES):
+        yield f"{where}: the app roles must be exactly {', '.join(grants.ROLES)} (shared/platform/grants.py), " \
+              f"not {', '.join(map(str, values))}"
+    ids = [role.get("id") for role in roles if isinstance(role, dict)]
+    if len(set(ids)) != len(ids) or not all(isinstance(i, str) and _GUID.match(i) for i in ids):
+        yield f"{where}: every app role needs its own fixed id (a lower-case GUID)"
+    for role in roles:
+        if isinstance(role, dict) and "Application" not in (role.get("allowedMemberTypes") or []):
+            yield f"{where}: app role {role.get('value')} must be assignable to applications (service principals)"
+
+
 def _event_grid_problems(eventgrid: BicepFile) -> Iterator[str]:
     trigger = _trigger_of("OnBlobCreated")
     if trigger.get("source") != "EventGrid":
@@ -415,6 +474,18 @@ def _azure_yaml_problems(root: str) -> Iterator[str]:
     hook = ((document.get("hooks") or {}).get("postdeploy") or {}).get("run")
     if not hook or not os.path.exists(os.path.join(root, hook)):
         yield "azure.yaml: the postdeploy hook that subscribes OnBlobCreated is missing"
+    hook = ((document.get("hooks") or {}).get("preprovision") or {}).get("run")
+    if hook != PREPROVISION_HOOK or not os.path.exists(os.path.join(root, hook)):
+        yield f"azure.yaml: the preprovision hook that makes the API's app registration ({PREPROVISION_HOOK}) " \
+              f"is missing"
+        return
+    with open(os.path.join(root, hook), encoding="utf-8") as handle:
+        script = handle.read()
+    for needed, why in ((APP_ROLES_FILE, "apply the app roles"),
+                        ('"requestedAccessTokenVersion": 2', "ask for version 2 tokens (the v2.0 issuer)"),
+                        ("azd env set AUTH_API_APP_ID", "keep the application id for main.parameters.json")):
+        if needed not in script:
+            yield f"{PREPROVISION_HOOK}: must {why} ({needed})"
 
 
 def check(root: str = REPO_ROOT) -> list[str]:
@@ -429,6 +500,7 @@ def check(root: str = REPO_ROOT) -> list[str]:
         return problems + [f"infra/{name}.bicep is missing" for name in missing]
     problems += list(_parameters_file_problems(files["main"], os.path.join(infra, "main.parameters.json")))
     problems += list(_app_problems(files["main"], files["app"]))
+    problems += list(_entra_problems(root, files["main"], files["app"]))
     problems += list(_event_grid_problems(files["eventgrid"]))
     problems += list(_azure_yaml_problems(root))
     return problems

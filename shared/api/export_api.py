@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,11 +17,11 @@ from shared.api import task_query
 from shared.api.errors import BadRequest, NotFound
 from shared.api.http import (
     API_VERSION,
+    AppHandler,
     allow_method,
     arm_endpoint,
-    authorized_app,
     base_url,
-    check_api_version,
+    dispatch,
     json_response,
     read_json_body,
     whole_number,
@@ -40,22 +39,11 @@ RETRY_AFTER_SECONDS = 2
 
 @arm_endpoint("storage is unavailable; try again after Retry-After seconds")
 def handle(req: func.HttpRequest) -> func.HttpResponse:
-    return _dispatch(req)
+    # Reading a task or the list takes Export.Read; creating and cancelling (the POSTs) take Export.Write.
+    return dispatch(req, _route)
 
 
-Handler = Callable[[func.HttpRequest, apps.AppRef], func.HttpResponse]
-
-
-def _dispatch(req: func.HttpRequest) -> func.HttpResponse:
-    # Routing first: a path or method that does not exist is a 404 or 405 whatever the key and api-version
-    # (it says nothing about the app's tasks); then the key, then the api-version.
-    handler = _route([part for part in (req.route_params.get("rest") or "").split("/") if part], req.method.upper())
-    app = authorized_app(req, purpose="export")
-    check_api_version(req.params)
-    return handler(req, app)
-
-
-def _route(rest: list[str], method: str) -> Handler:
+def _route(rest: list[str], method: str) -> AppHandler:
     if not rest:
         allow_method(method, "GET", "exportTasks", "list tasks")
         return _list

@@ -1,5 +1,5 @@
-"""The HTTP edge of every HTTP function: the api-version and bearer-key checks, and JSON responses in the
-shape ARM clients read."""
+"""The HTTP edge of every HTTP function: the api-version check, who the caller is (an Entra ID access token or an
+app's key) and what it may do, and JSON responses in the shape ARM clients read."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from shared.api.errors import (
     headers_of,
     status_of,
 )
-from shared.platform import apps, json_input
-from shared.platform.errors import ServiceError, TransientError
+from shared.platform import apps, grants, identity, json_input
+from shared.platform.config import AUTH_EXPORT_KEYS, AUTH_ISSUER, get_settings
+from shared.platform.errors import AppNotFound, NotAuthenticated, NotAuthorized, ServiceError, TransientError
 
 API_VERSION = "2014-12-01"
 # A request body is a flat object but for exportOptions; this leaves room and refuses pathological nesting.
@@ -53,6 +54,72 @@ def authorized_app(req: func.HttpRequest, *, purpose: str) -> apps.AppRef:
     ref = apps.app_ref(req.route_params.get("appCollection", ""), req.route_params.get("appName", ""))
     apps.authenticate(ref, req.headers.get("Authorization", ""), purpose=purpose)
     return ref
+
+
+def _bearer(req: func.HttpRequest) -> str:
+    scheme, _, credential = (req.headers.get("Authorization") or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise NotAuthenticated("the request needs an Authorization header: Bearer <an Entra ID access token, or the "
+                               "app's export key>", presented=False)
+    return credential.strip()
+
+
+def _principal(token: str) -> identity.Principal:
+    settings = get_settings()
+    if settings.auth_issuer is None:
+        raise NotAuthenticated(f"this service takes no Entra ID access tokens ({AUTH_ISSUER} is not set); send the "
+                               f"app's export key", presented=True, code="InvalidAuthenticationToken")
+    return identity.principal_of(token, settings)
+
+
+def authorize(req: func.HttpRequest, *, role: str) -> apps.AppRef:
+    """The app of the request's path (its appCollection and appName), once the caller may act on it with ``role``
+    (grants.EXPORT_READ, EXPORT_WRITE or DATA_ERASE): an Entra ID access token whose principal holds the role and a
+    grant on the app, or, while AUTH_EXPORT_KEYS is on, the app's own export key, which holds every app role on its
+    own app. Raises NotAuthenticated (401) for a missing or invalid credential, NotAuthorized (403, naming what is
+    missing), AppNotFound (404) for an app a granted principal names that is not registered."""
+    ref = apps.app_ref(req.route_params.get("appCollection", ""), req.route_params.get("appName", ""))
+    credential = _bearer(req)
+    if identity.looks_like_token(credential):
+        grants.require(_principal(credential), role, ref)
+        if not apps.is_registered(ref):
+            raise AppNotFound(f"app {ref.collection}/{ref.name} is not registered")
+        return ref
+    if not get_settings().export_keys:
+        raise NotAuthenticated(f"export keys are turned off on this service ({AUTH_EXPORT_KEYS}=false); send an Entra "
+                               f"ID access token", presented=True)
+    apps.authenticate(ref, f"Bearer {credential}", purpose="export")
+    return ref
+
+
+def reads_or_writes(method: str) -> str:
+    """The app role a method of an export resource needs: GET reads (Export.Read); the others change (Export.Write)."""
+    return grants.EXPORT_READ if method == "GET" else grants.EXPORT_WRITE
+
+
+AppHandler = Callable[[func.HttpRequest, apps.AppRef], func.HttpResponse]
+
+
+def dispatch(req: func.HttpRequest, route: Callable[[list[str], str], AppHandler], *,
+             role_of: Callable[[str], str] = reads_or_writes) -> func.HttpResponse:
+    """Serves a request for one app's resource (the rest of its path in route param ``rest``): routing first, so a
+    path or method that does not exist is a 404 or 405 whatever the credential and api-version (it says nothing
+    about the app); then the caller, authorized for ``role_of(method)``; then the api-version; then the handler."""
+    method = req.method.upper()
+    handler = route([part for part in (req.route_params.get("rest") or "").split("/") if part], method)
+    app = authorize(req, role=role_of(method))
+    check_api_version(req.params)
+    return handler(req, app)
+
+
+def caller(req: func.HttpRequest) -> identity.Principal:
+    """The principal of the request's Entra ID access token; an app's key is refused with 403, as it opens that one
+    app's exports and manages nothing."""
+    credential = _bearer(req)
+    if not identity.looks_like_token(credential):
+        raise NotAuthorized("an app's key cannot manage or list apps; send an Entra ID access token of a principal "
+                            "with the Apps.Admin app role (or, to list apps, a granted one)")
+    return _principal(credential)
 
 
 def json_response(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> func.HttpResponse:

@@ -1,8 +1,9 @@
 """The OpenAPI 3 document of the API, built from the same route table and limits the code enforces.
 
-It describes the exportTasks operations of the Microsoft.MobileEngagement 2014-12-01 swagger with the same
-operation ids, parameters and enums, plus this service's extensions, each marked ``x-extension: true``
-(tests/test_openapi_spec.py holds it to the original's facts)."""
+It describes the exportTasks operations of the Microsoft.MobileEngagement 2014-12-01 swagger, and its Apps_List,
+with the same operation ids, parameters and enums, plus this service's extensions (the admin API's other
+operations among them), each marked ``x-extension: true`` (tests/test_openapi_spec.py holds it to the original's
+facts)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from shared.export.registry import FEEDBACK_BY_CAMPAIGN, FEEDBACK_BY_DATE, HISTO
 from shared.pipelines.model import ACTIVE, FAILING, PAUSED
 from shared.pipelines.periods import CADENCES, DAILY
 from shared.pipelines.request import MAX_SETTLE_MINUTES, PIPELINE_ROUTES
+from shared.platform.apps import APP_SETTINGS
+from shared.platform.grants import APP_ROLES
 from shared.tasks.jobs import STATES
 
 APP_PATH = ("/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/"
@@ -45,7 +48,11 @@ def _error(text: str, headers: dict | None = None) -> dict:
     return response
 
 
-_ERRORS = {"400": _error("Invalid request: the message names the field"), "401": _error("Missing or wrong key"),
+_ERRORS = {"400": _error("Invalid request: the message names the field"),
+           "401": _error("Missing or wrong key, or an invalid token (WWW-Authenticate says which)",
+                         {"WWW-Authenticate": {"schema": {"type": "string"}}}),
+           "403": _error("AuthorizationFailed: the token's principal lacks the app role or the grant, which the "
+                         "message names"),
            "404": _error("Unknown task or route"),
            "405": _error("Wrong method", {"Allow": {"schema": {"type": "string"}}}),
            "413": _error("Body too large"), "415": _error("Body is not JSON, or an unknown Content-Encoding"),
@@ -117,7 +124,7 @@ _TASK_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "st
 
 _PIPELINE_NAME = {"name": "name", "in": "path", "required": True,
                   "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,39}$"}}
-_PIPELINE_ERRORS = ("400", "401", "404", "405", "503")
+_PIPELINE_ERRORS = ("400", "401", "403", "404", "405", "503")
 
 
 def _pipeline_result(description: str) -> dict:
@@ -191,6 +198,98 @@ def _pipeline_paths() -> dict:
     }
 
 
+COLLECTION_PATH = ("/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/"
+                   "Microsoft.MobileEngagement/appcollections/{appCollection}")
+_PRINCIPAL_ID = {"name": "principalObjectId", "in": "path", "required": True,
+                 "schema": {"type": "string", "pattern": "^[0-9A-Za-z-]{1,64}$"}}
+_KEYS = {"type": "object", "required": ["exportKey", "collectKey"], "properties": {
+    "exportKey": {"type": "string", "pattern": "^eek_"}, "collectKey": {"type": "string", "pattern": "^eck_"}}}
+_SETTINGS_DOCUMENT = {"type": "object", "additionalProperties": False, "properties": {
+    name: {"type": "integer", "minimum": 1, "maximum": maximum, "nullable": True}
+    for name, (_, maximum) in APP_SETTINGS.items()}}
+_GRANT_BODY = {"type": "object", "additionalProperties": False, "properties": {"roles": {
+    "type": "array", "minItems": 1, "items": {"type": "string", "enum": list(APP_ROLES)}}}}
+_ADMIN_SCHEMAS = {
+    "App": {"type": "object", "required": ["id", "name", "type", "location"], "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"}, "type": {"type": "string"},
+        "location": {"type": "string"}, "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+        "properties": {"type": "object", "properties": {"backendId": {"type": "string"},
+                                                        "platform": {"type": "string"},
+                                                        "appState": {"type": "string"}}}}},
+    "AppListResult": {"type": "object", "required": ["value"], "properties": {
+        "value": {"type": "array", "items": {"$ref": "#/components/schemas/App"}},
+        "nextLink": {"type": "string", "format": "uri"}}},
+    "AppKeys": _KEYS,
+    "AppSettings": _SETTINGS_DOCUMENT,
+    "Grant": {"type": "object", "required": ["principalObjectId", "appCollection", "roles", "dateGranted"],
+              "properties": {"principalObjectId": {"type": "string"}, "appCollection": {"type": "string"},
+                             "appName": {"type": "string"}, "dateGranted": {"type": "string", "format": "date-time"},
+                             "roles": {"type": "array", "items": {"type": "string", "enum": list(APP_ROLES)}}}},
+    "GrantListResult": {"type": "object", "required": ["value"], "properties": {
+        "value": {"type": "array", "items": {"$ref": "#/components/schemas/Grant"}}}},
+}
+
+
+def _admin_operation(operation_id: str, summary: str, path: list, answers: dict, **extra) -> dict:
+    """An operation of the admin API: an Apps.Admin token's (Apps_List: any principal with an app role)."""
+    parameters = [parameter for parameter in _PATH_PARAMETERS if parameter["name"] != "appName"]
+    return {"operationId": operation_id, "summary": summary, "parameters": parameters + path + [_API_VERSION],
+            "responses": {**answers, **{status: _ERRORS[status] for status in ("400", "401", "403", "404", "405",
+                                                                               "503")}},
+            **({} if operation_id == "Apps_List" else _EXTENSION), **extra}
+
+
+def _answer(description: str, schema: str | None = None) -> dict:
+    if schema is None:
+        return {"description": description}
+    return {"description": description, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
+def _json_body(schema: dict, required: bool) -> dict:
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}
+
+
+def _admin_paths() -> dict:
+    app = [parameter for parameter in _PATH_PARAMETERS if parameter["name"] == "appName"]
+    grant_answers = {"200": _answer("The grant", "Grant")}
+    return {
+        f"{COLLECTION_PATH}/apps": {"get": _admin_operation(
+            "Apps_List", "The apps of the collection the caller may see", [],
+            {"200": _answer("The apps", "AppListResult")})},
+        f"{COLLECTION_PATH}/apps/{{appName}}": {
+            "get": _admin_operation("Apps_Get", "One app", app, {"200": _answer("The app", "App")}),
+            "put": _admin_operation("Apps_Register", "Register an app: its keys, shown this once", app,
+                                    {"201": _answer("The app's keys", "AppKeys"),
+                                     "409": _error("AppExists: rotate its keys instead")}),
+            "delete": _admin_operation("Apps_Delete", "Remove an app, its keys and its grants", app,
+                                       {"204": _answer("Removed")})},
+        f"{COLLECTION_PATH}/apps/{{appName}}/rotateKeys": {"post": _admin_operation(
+            "Apps_RotateKeys", "New keys for an app; the old stop", app, {"200": _answer("The new keys", "AppKeys")})},
+        f"{COLLECTION_PATH}/apps/{{appName}}/settings": {
+            "get": _admin_operation("AppSettings_Get", "The app's settings", app,
+                                    {"200": _answer("The settings", "AppSettings")}),
+            "put": _admin_operation("AppSettings_Put", "Replace the app's settings", app,
+                                    {"200": _answer("The settings", "AppSettings")},
+                                    **_json_body(_SETTINGS_DOCUMENT, True))},
+        f"{COLLECTION_PATH}/apps/{{appName}}/grants": {"get": _admin_operation(
+            "Grants_ListOfApp", "The grants on an app", app, {"200": _answer("The grants", "GrantListResult")})},
+        f"{COLLECTION_PATH}/apps/{{appName}}/grants/{{principalObjectId}}": {
+            "put": _admin_operation("Grants_PutOnApp", "Grant a principal the app (roles narrow it)",
+                                    app + [_PRINCIPAL_ID], grant_answers, **_json_body(_GRANT_BODY, False)),
+            "delete": _admin_operation("Grants_DeleteOnApp", "Remove a principal's grant on the app",
+                                       app + [_PRINCIPAL_ID], {"204": _answer("Removed")})},
+        f"{COLLECTION_PATH}/grants": {"get": _admin_operation(
+            "Grants_ListOfCollection", "The grants on the whole collection", [],
+            {"200": _answer("The grants", "GrantListResult")})},
+        f"{COLLECTION_PATH}/grants/{{principalObjectId}}": {
+            "put": _admin_operation("Grants_PutOnCollection", "Grant a principal every app of the collection",
+                                    [_PRINCIPAL_ID], grant_answers, **_json_body(_GRANT_BODY, False)),
+            "delete": _admin_operation("Grants_DeleteOnCollection", "Remove a principal's grant on the collection",
+                                       [_PRINCIPAL_ID], {"204": _answer("Removed")})},
+    }
+
+
 @functools.lru_cache(maxsize=1)
 def document() -> dict:
     paths = {
@@ -213,15 +312,15 @@ def document() -> dict:
                  "schema": {"type": "string"}}],
             {"200": {"description": "A page of tasks", "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/ExportTaskListResult"}}}}},
-            errors=("400", "401", "404", "405", "503"))},
+            errors=("400", "401", "403", "404", "405", "503"))},
         f"{APP_PATH}/exportTasks/{{id}}": {"get": _operation(
             "ExportTasks_Get", "Get one export task", [_TASK_ID], {"200": _task_result("The task")},
-            errors=("400", "401", "404", "405", "503"))},
+            errors=("400", "401", "403", "404", "405", "503"))},
         f"{APP_PATH}/exportTasks/{{id}}/cancel": {"post": _operation(
             "ExportTasks_Cancel", "Cancel a Queued or Started task: it ends Failed and nothing is committed",
             [_TASK_ID], {"200": _task_result("The cancelled task (Failed)"),
                          "409": _error("The task already ended, or is committing its files")},
-            errors=("400", "401", "404", "405", "503"), **_EXTENSION)},
+            errors=("400", "401", "403", "404", "405", "503"), **_EXTENSION)},
         f"{APP_PATH}/collect": {"post": _operation(
             "Collect", "Ingest a batch of records with the app's collect key", [],
             {"200": {"description": "Every accepted record is stored; refused ones are listed",
@@ -245,6 +344,7 @@ def document() -> dict:
             requestBody={"required": True, "content": {"application/json": {"schema": _request_schema(route)}}},
             **extension)}
     paths.update(_pipeline_paths())
+    paths.update(_admin_paths())
     schema_answer = {"description": "The published schema(s): columns in file order, JSON Schema of a JSON Lines or "
                                     "CSV row, Arrow schema of a Parquet file",
                      "content": {"application/json": {"schema": {"type": "object"}}}}
@@ -263,8 +363,9 @@ def document() -> dict:
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "The app's export key (its collect key for collect)"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": (
+                "An Entra ID access token (its app roles and grants say what it may do; docs/api.md), or the app's "
+                "export key; the app's collect key for collect")}},
             "schemas": {
                 "ExportTaskResult": {"type": "object", "required": ["id", "state", "dateCreated", "exportType"],
                                      "properties": {
@@ -314,6 +415,7 @@ def document() -> dict:
                                                             "properties": {"index": {"type": "integer"},
                                                                            "field": {"type": "string"},
                                                                            "reason": {"type": "string"}}}}}},
+                **_ADMIN_SCHEMAS,
                 "ErrorResponse": {"type": "object", "required": ["error"], "properties": {"error": {
                     "type": "object", "required": ["code", "message"],
                     "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},

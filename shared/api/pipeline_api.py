@@ -8,12 +8,13 @@
     POST   .../devices/exportPipelines/{name}/resume      runs go on and catch up
     GET    .../devices/exportPipelines/{name}/runs        its runs, newest first, paged ($top, nextLink)
 
-Authorised as exportTasks are: the app's export key sees its own pipelines only. What each does is
+Authorised as exportTasks are (shared.api.http.authorize): reading pipelines and runs takes Export.Read, making,
+changing, pausing, resuming and deleting them Export.Write, with a grant on the app; the app's export key sees its
+own pipelines only. What each does is
 shared.pipelines.service's."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from urllib.parse import urlencode
 
 import azure.functions as func
@@ -21,11 +22,11 @@ import azure.functions as func
 from shared.api.errors import BadRequest, MethodNotAllowed, NotFound
 from shared.api.http import (
     API_VERSION,
+    AppHandler,
     allow_method,
     arm_endpoint,
-    authorized_app,
     base_url,
-    check_api_version,
+    dispatch,
     json_response,
     read_json_body,
     whole_number,
@@ -38,27 +39,22 @@ from shared.platform.times import utcnow
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 1000
-Handler = Callable[[func.HttpRequest, apps.AppRef], func.HttpResponse]
 
 
 @arm_endpoint("storage is unavailable; try again after Retry-After seconds")
 def handle(req: func.HttpRequest) -> func.HttpResponse:
-    # Routing first (a path or method that does not exist says nothing about the app), then the key and version.
-    handler = _route([part for part in (req.route_params.get("rest") or "").split("/") if part],
-                     req.method.upper())
-    app = authorized_app(req, purpose="export")
-    check_api_version(req.params)
-    return handler(req, app)
+    # Reading pipelines and runs takes Export.Read; every change (PUT, DELETE, pause, resume) Export.Write.
+    return dispatch(req, _route)
 
 
-def _methods(method: str, allowed: dict[str, Handler], where: str) -> Handler:
+def _methods(method: str, allowed: dict[str, AppHandler], where: str) -> AppHandler:
     if method not in allowed:
         raise MethodNotAllowed(f"{method} is not allowed on {where}; use {', '.join(allowed)}",
                                headers={"Allow": ", ".join(allowed)})
     return allowed[method]
 
 
-def _route(rest: list[str], method: str) -> Handler:
+def _route(rest: list[str], method: str) -> AppHandler:
     if not rest:
         allow_method(method, "GET", "exportPipelines", "list the app's pipelines")
         return lambda req, app: json_response({"value": [_result(p) for p in service.list_pipelines(app)]})

@@ -1,8 +1,11 @@
-"""Registered apps and their keys.
+"""Registered apps, their keys and their settings.
 
 An app is (appCollection, appName). It has two keys: the export key, for the exportTasks API, and the
 collect key, for device-facing ingestion only. Keys are random, shown once at registration, and stored
 only as SHA-256 hashes; a presented key is hashed and compared in constant time.
+
+Each app has a small settings document (AppSettings: how long its raw records and snapshot table rows are kept),
+checked here and stored beside its key hashes. The admin API and tools.admin both call these functions.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import threading
@@ -18,10 +22,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
 
 from shared.platform import storage, tablefilter
 from shared.platform.config import get_settings
-from shared.platform.errors import InvalidInput, NotAuthenticated
+from shared.platform.errors import AppExists, AppNotFound, InvalidInput, NotAuthenticated
 
 APPS_TABLE = "apps"
 _PARTITION = "app"
@@ -60,24 +65,119 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def register_app(collection: str, name: str, *, rotate: bool = False) -> AppKeys:
-    """Creates the app and returns its new keys; an existing app keeps its keys unless ``rotate``."""
-    ref = app_ref(collection, name)
+def _new_keys(ref: AppRef) -> tuple[AppKeys, dict]:
     keys = AppKeys(export_key=EXPORT_KEY_PREFIX + secrets.token_urlsafe(32),
                    collect_key=COLLECT_KEY_PREFIX + secrets.token_urlsafe(32))
     entity = {"PartitionKey": _PARTITION, "RowKey": ref.id, "collection": ref.collection, "name": ref.name,
               "exportKeyHash": _hash(keys.export_key), "collectKeyHash": _hash(keys.collect_key),
               "keysIssued": dt.datetime.now(dt.UTC).isoformat()}
+    return keys, entity
+
+
+def register_app(collection: str, name: str, *, rotate: bool = False) -> AppKeys:
+    """Creates the app and returns its new keys; an existing app is refused (AppExists) unless ``rotate``, which
+    issues it new keys (creating it when it is not registered) and keeps its settings."""
+    ref = app_ref(collection, name)
+    keys, entity = _new_keys(ref)
     table = storage.table(APPS_TABLE)
     if rotate:
-        table.upsert_entity(entity)
+        table.upsert_entity(entity, mode=UpdateMode.MERGE)
         return keys
     try:
         table.create_entity(entity)
     except ResourceExistsError:
-        raise InvalidInput(f"app {ref.collection}/{ref.name} is already registered; rotate its keys to get new ones",
-                           code="AppExists") from None
+        raise AppExists(f"app {ref.collection}/{ref.name} is already registered; rotate its keys to get new ones") \
+            from None
     return keys
+
+
+def rotate_keys(ref: AppRef) -> AppKeys:
+    """New keys for a registered app (AppNotFound otherwise); the old ones stop working (the collect key within
+    COLLECT_KEY_CACHE_SECONDS)."""
+    keys, entity = _new_keys(ref)
+    try:
+        storage.table(APPS_TABLE).update_entity(entity, mode=UpdateMode.MERGE)
+    except ResourceNotFoundError:
+        raise _not_found(ref) from None
+    return keys
+
+
+def delete_app(ref: AppRef) -> None:
+    """Removes the app's registration and keys (its data and tasks stay in storage until retention removes them)."""
+    table = storage.table(APPS_TABLE)
+    if not is_registered(ref):
+        raise _not_found(ref)
+    table.delete_entity(_PARTITION, ref.id)
+
+
+def _not_found(ref: AppRef) -> AppNotFound:
+    return AppNotFound(f"app {ref.collection}/{ref.name} is not registered")
+
+
+def list_apps(collection: str) -> list[str]:
+    """The names of the registered apps of an app collection, in order."""
+    app_ref(collection, "app")  # checks the collection's name
+    rows = storage.table(APPS_TABLE).query_entities(
+        tablefilter.all_of(tablefilter.eq("PartitionKey", _PARTITION), tablefilter.eq("collection", collection)),
+        select=["name"])
+    return sorted(row["name"] for row in rows)
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """An app's own settings: days its raw records and its snapshot table rows are kept (None: no limit set)."""
+
+    raw_retention_days: int | None = None
+    table_retention_days: int | None = None
+
+    def to_document(self) -> dict:
+        return {name: getattr(self, field) for name, (field, _) in APP_SETTINGS.items()}
+
+
+# Each setting of the document: its JSON name -> (AppSettings field, the largest value); values are whole days >= 1.
+APP_SETTINGS = {"rawRetentionDays": ("raw_retention_days", 3650),
+                "tableRetentionDays": ("table_retention_days", 3650)}
+
+
+def parse_app_settings(document: object) -> AppSettings:
+    """An AppSettings from its JSON document; InvalidInput naming the field and what it takes otherwise. A setting
+    left out, or null, has no value."""
+    if not isinstance(document, dict):
+        raise InvalidInput(f"an app's settings are a JSON object with {', '.join(APP_SETTINGS)}",
+                           code="InvalidAppSettings")
+    unknown = sorted(set(document) - set(APP_SETTINGS))
+    if unknown:
+        raise InvalidInput(f"{unknown[0]} is not an app setting; the settings are {', '.join(APP_SETTINGS)}",
+                           code="InvalidAppSettings")
+    values: dict[str, int | None] = {}
+    for name, (field, maximum) in APP_SETTINGS.items():
+        value = document.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum):
+            raise InvalidInput(f"{name} must be a whole number of days from 1 to {maximum}, or null for none, not "
+                               f"{json.dumps(value)[:40]}", code="InvalidAppSettings")
+        values[field] = value
+    return AppSettings(**values)
+
+
+def app_settings(ref: AppRef) -> AppSettings:
+    """The app's settings (AppNotFound when it is not registered)."""
+    try:
+        entity = storage.table(APPS_TABLE).get_entity(_PARTITION, ref.id, select=["settings"])
+    except ResourceNotFoundError:
+        raise _not_found(ref) from None
+    stored = entity.get("settings")
+    return parse_app_settings(json.loads(stored)) if stored else AppSettings()
+
+
+def set_app_settings(ref: AppRef, settings: AppSettings) -> AppSettings:
+    """Replaces the app's settings document."""
+    entity = {"PartitionKey": _PARTITION, "RowKey": ref.id,
+              "settings": json.dumps(settings.to_document(), separators=(",", ":"))}
+    try:
+        storage.table(APPS_TABLE).update_entity(entity, mode=UpdateMode.MERGE)
+    except ResourceNotFoundError:
+        raise _not_found(ref) from None
+    return settings
 
 
 def list_app_ids() -> Iterator[str]:

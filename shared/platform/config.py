@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 # The storage connection, as the Functions host names it. A connection string in development; in Azure the
 # identity-based form (`AzureWebJobsStorage__accountName`, or explicit service URIs) with a managed identity.
@@ -77,6 +78,14 @@ COLLECT_KEY_CACHE_SECONDS = "COLLECT_KEY_CACHE_SECONDS"
 # many seconds; a second copy of a batch in flight waits this long for the first one's answer.
 IDEMPOTENCY_LEASE = "COLLECT_IDEMPOTENCY_LEASE_SECONDS"
 IDEMPOTENCY_WAIT = "COLLECT_IDEMPOTENCY_WAIT_SECONDS"
+# Entra ID (Azure AD) access tokens on the API (shared.platform.identity): the tenant's issuer, whose
+# `{issuer}/.well-known/openid-configuration` names the signing keys; the audiences a token may be for
+# (comma-separated: the API's application id and its app ID URI); whether an issuer on loopback is accepted
+# (development and tests); and whether an app's export key still opens its own app.
+AUTH_ISSUER = "AUTH_ISSUER"
+AUTH_AUDIENCE = "AUTH_AUDIENCE"
+AUTH_ALLOW_LOOPBACK_ISSUER = "AUTH_ALLOW_LOOPBACK_ISSUER"
+AUTH_EXPORT_KEYS = "AUTH_EXPORT_KEYS"
 
 # Application Insights, as the Functions host and the Azure Monitor distro name it: telemetry is exported
 # through OpenTelemetry when it is set, and not at all when it is not (shared.platform.telemetry).
@@ -145,6 +154,10 @@ class Settings:
     collect_key_cache_seconds: int
     idempotency_lease_seconds: int
     idempotency_wait_seconds: int
+    auth_issuer: str | None
+    auth_audiences: tuple[str, ...]
+    allow_loopback_issuer: bool
+    export_keys: bool
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:
@@ -210,6 +223,36 @@ def _storage(env: Mapping[str, str]) -> StorageSettings:
             f"(managed identity), or all of {', '.join(missing)}"
         )
     return StorageSettings(blob_url=explicit["blob"], queue_url=explicit["queue"], table_url=explicit["table"])
+
+
+# The hosts of a loopback URL, as urlsplit's hostname gives them (lower case, IPv6 without brackets).
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _issuer(env: Mapping[str, str]) -> str | None:
+    issuer = _text(env, AUTH_ISSUER)
+    if issuer is None:
+        return None
+    parts = urlsplit(issuer)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment \
+            or "@" in parts.netloc:
+        raise ConfigError(f"{AUTH_ISSUER} must be the tenant's issuer URL, such as "
+                          f"https://login.microsoftonline.com/<tenant id>/v2.0, not {issuer!r}")
+    loopback = parts.hostname in LOOPBACK_HOSTS
+    if loopback and not _flag(env, AUTH_ALLOW_LOOPBACK_ISSUER, False):
+        raise ConfigError(f"{AUTH_ISSUER} is on loopback ({issuer}); set {AUTH_ALLOW_LOOPBACK_ISSUER}=true to accept "
+                          f"a local issuer (development and tests only)")
+    if parts.scheme != "https" and not loopback:
+        raise ConfigError(f"{AUTH_ISSUER} must be an https URL, not {issuer!r}")
+    return issuer
+
+
+def _audiences(env: Mapping[str, str]) -> tuple[str, ...]:
+    audiences = tuple(part.strip() for part in (_text(env, AUTH_AUDIENCE) or "").split(",") if part.strip())
+    if _text(env, AUTH_ISSUER) is not None and not audiences:
+        raise ConfigError(f"{AUTH_AUDIENCE} is not set: with {AUTH_ISSUER}, give the audiences a token may be for "
+                          f"(the API's application id and app ID URI, comma-separated)")
+    return audiences
 
 
 def _encryption_key(env: Mapping[str, str]) -> str:
@@ -326,6 +369,19 @@ SETTINGS: tuple[Setting, ...] = (
             "an `Idempotency-Key` claimed by a request whose process died is taken over by a copy after this long"),
     _number(IDEMPOTENCY_WAIT, "idempotency_wait_seconds", 10,
             "how long a copy of a batch still being stored waits for its answer before a 409", minimum=0),
+    Setting(AUTH_ISSUER, "auth_issuer", _issuer, "",
+            "the Entra ID tenant's token issuer, exactly as tokens name it (`https://login.microsoftonline.com/"
+            "<tenant id>/v2.0`): the API then takes access tokens signed with the keys its "
+            "`/.well-known/openid-configuration` names; unset, it takes no tokens"),
+    Setting(AUTH_AUDIENCE, "auth_audiences", _audiences, "required with `AUTH_ISSUER`",
+            "the audiences (`aud`) a token may be for, comma-separated: the API's application (client) id and its "
+            "app ID URI"),
+    _switch(AUTH_ALLOW_LOOPBACK_ISSUER, "allow_loopback_issuer", False,
+            "development and tests only: accept an `AUTH_ISSUER` (and its keys) over http on 127.0.0.1, localhost "
+            "or [::1]"),
+    _switch(AUTH_EXPORT_KEYS, "export_keys", True,
+            "an app's export key opens its own app's exportTasks, as before tokens; `false` leaves tokens alone "
+            "(collect keys always work)"),
     Setting(APPINSIGHTS_CONNECTION, None, appinsights_connection, "",
             "when set, traces, metrics and logs go to that Application Insights resource through OpenTelemetry "
             "(see Telemetry, below); when not, nothing is recorded"),

@@ -46,6 +46,37 @@ class NotAuthenticated(ServiceError):
         self.presented = presented
 
 
+class NotAuthorized(ServiceError):
+    """A valid credential whose principal lacks the app role or the grant the request needs; the message names
+    the missing one and who can give it."""
+
+    code = "AuthorizationFailed"
+
+
+class IdentityUnavailable(ServiceError):
+    """The token issuer's OpenID metadata or signing keys cannot be read now, so no token can be checked."""
+
+    code = "IdentityProviderUnavailable"
+
+
+class AppNotFound(ServiceError):
+    """No app of that name is registered in the app collection."""
+
+    code = "AppNotFound"
+
+
+class AppExists(ServiceError):
+    """The app is registered already; its keys are shown once, so registering again is refused."""
+
+    code = "AppExists"
+
+
+class GrantNotFound(ServiceError):
+    """The principal holds no grant on that app or app collection."""
+
+    code = "GrantNotFound"
+
+
 class TaskNotFound(ServiceError):
     """The app has no such export task."""
 
