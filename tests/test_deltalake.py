@@ -175,3 +175,30 @@ def test_a_pipelines_runs_commit_once_each_and_late_records_land_in_their_partit
     assert sorted(row["name"] for row in first_run) == ["on-time-0", "on-time-1"]
     manifests = lake.manifests("lake")
     assert [m["table"]["version"] for m in sorted(manifests, key=lambda m: m["pipeline"]["sequence"])] == [0, 1]
+
+
+def test_every_tenth_version_is_checkpointed_and_the_table_kept_tidy(tables):
+    for _ in range(10):
+        tables.export("events", startDate=DAY.isoformat(), endDate=DAY.isoformat())
+    table = tables.table("delta/Event")
+    assert table.version() == 9
+    tables.export("events", startDate=DAY.isoformat(), endDate=DAY.isoformat())
+    container = parse_destination(tables.url).container_client()
+    log = sorted(blob.name.rsplit("/", 1)[1]
+                 for blob in container.list_blobs(name_starts_with="delta/Event/_delta_log/"))
+    assert "00000000000000000010.checkpoint.parquet" in log and "_last_checkpoint" in log
+    table = tables.table("delta/Event")
+    assert expected.canonical(tables.rows("delta/Event", "Event")) == expected.canonical(ingested(DAY, DAY))
+    assert len(table.file_uris()) >= 1
+
+
+def test_a_sas_that_cannot_read_the_table_fails_the_export_saying_so_without_the_sas(tables, app_env, names):
+    write_only = container_sas_url(app_env, names.container("wo"), permission="cw")
+    body = {"containerUrl": write_only, "exportFormat": "DeltaLake", "startDate": DAY.isoformat(),
+            "endDate": DAY.isoformat()}
+    job = submit_export(tables.app, parse_request(ROUTES["events"], body, max_range_days=366, today=DAY))
+    crank(tables.app.id)
+    job = jobs.get_job(tables.app.id, job.id)
+    assert job.state == jobs.FAILED
+    assert "read, list, create and write" in job.error_details, job.error_details
+    assert "sig=" not in job.error_details and write_only.split("?")[1] not in job.error_details

@@ -149,7 +149,7 @@ def commit(job: ExportSpec, target: Destination, files: Sequence[TableFile], *,
             # Another commit came first (another export of this table): read the log again and retry.
             log.info("Commit of %s to %s conflicted (%s); trying again", job.job_id, folder, type(error).__name__)
             time.sleep(0.2 * (attempt + 1))
-        except DeltaError as error:
+        except (DeltaError, OSError) as error:  # the library raises OSError for what storage answered
             raise _failure(error, folder) from None
     raise TransientError(f"the DeltaLake table {folder} kept changing while export {job.job_id} committed")
 
@@ -200,21 +200,22 @@ def retention_days(app_id: str) -> int:
 
 
 def maintain(job: ExportSpec, target: Destination, version: int, *, retention_days: int) -> None:
-    """Every CHECKPOINT_INTERVAL versions: small files of each partition compacted, then files no version within
-    the retention needs removed, and the expired log entries. Best effort: a table that is not kept tidy now is
-    at the next interval, and a SAS without delete permission only keeps files longer."""
+    """Every CHECKPOINT_INTERVAL versions: a checkpoint of the log, small files of each partition compacted, then
+    files no version within the retention needs removed, and the expired log entries. Best effort: a table that
+    is not kept tidy now is at the next interval, and a SAS without delete permission only keeps files longer."""
     from deltalake.exceptions import DeltaError
 
     if version == 0 or version % CHECKPOINT_INTERVAL:
         return
     folder = registry.table_folder(job)
     base, options = storage_options(target)
-    table = _open(f"{base}/{folder}", options)
-    if table is None:
-        return
     try:
+        table = _open(f"{base}/{folder}", options)
+        if table is None:
+            return
+        table.create_checkpoint()
         table.optimize.compact(target_size=128 * 1024 * 1024)
         table.vacuum(retention_hours=retention_days * 24, enforce_retention_duration=False, dry_run=False)
         table.cleanup_metadata()
-    except DeltaError as error:
+    except (DeltaError, OSError) as error:
         log.warning("Maintenance of the DeltaLake table %s stopped: %s", folder, str(error).splitlines()[0][:200])
