@@ -202,3 +202,23 @@ def test_a_sas_that_cannot_read_the_table_fails_the_export_saying_so_without_the
     assert job.state == jobs.FAILED
     assert "read, list, create and write" in job.error_details, job.error_details
     assert "sig=" not in job.error_details and write_only.split("?")[1] not in job.error_details
+
+
+def test_a_late_activity_replaces_the_sessions_of_its_days_in_a_pipelines_table(app_env, names):
+    from deltalake import DeltaTable
+    from test_pipelines import activity
+    lake = PipelineApp(app_env, names)
+    now = dt.datetime.now(dt.UTC)
+    first, second = (now.replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=n) for n in (2, 1))
+    lake.send([activity("home", "s1", first + dt.timedelta(hours=8)),
+               activity("home", "s2", second + dt.timedelta(hours=9))])
+    assert lake.api("PUT", "sessions", {"route": "sessions", "exportFormat": "DeltaLake", "settleMinutes": 0,
+                                        "lateDeliveryMinutes": 1, "startFrom": f"{first:%Y-%m-%d}",
+                                        "containerUrl": lake.container_url()})[0] == 201
+    lake.run_pipelines(now)
+    lake.send([activity("pay", "s1", first + dt.timedelta(hours=8, minutes=6))])
+    lake.run_pipelines(now + dt.timedelta(minutes=2))
+    base, options = deltatable.storage_options(parse_destination(lake.container_url()))
+    rows = DeltaTable(f"{base}/sessions", storage_options=options).to_pyarrow_table().to_pylist()
+    assert sorted((row["date"], row["sessionId"], row["activityCount"]) for row in rows) == [
+        (f"{first:%Y-%m-%d}", "s1", 2), (f"{second:%Y-%m-%d}", "s2", 1)]
