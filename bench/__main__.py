@@ -261,7 +261,8 @@ def main(argv=None) -> int:
         finally:
             host.stop()
         for size, label, export_format in (("half", "csv_half", "CsvBlob"), ("full", "csv", "CsvBlob"),
-                                           ("full", "parquet", "ParquetBlob")):
+                                           ("full", "parquet", "ParquetBlob"), ("full", "delta", "DeltaLake"),
+                                           ("big", "delta_big", "DeltaLake")):
             host = HostProcess(env, azurite.pid)
             try:
                 log(f"{export_format} export of {sizes[size]:,} records ...")
@@ -307,6 +308,8 @@ def main(argv=None) -> int:
                               ("ParquetBlob export", "parquet", records),
                               ("DuckDB json->parquet", "duckdb_parquet", records),
                               ("polars json->parquet", "polars_parquet", records),
+                              ("DeltaLake export", "delta", records),
+                              ("DeltaLake export (big)", "delta_big", sizes["big"]),
                               ("CsvBlob export (1/2)", "csv_half", sizes["half"]),
                               ("small export latency", "latency", sizes["small"]),
                               ("ParquetBlob export (big)", "big_parquet", sizes["big"]),
@@ -352,6 +355,8 @@ def main(argv=None) -> int:
           f"peak_mib={ratios['devices_peak_mib']:.0f}")
     print(f"snapshot compaction_s={ratios['compaction_s']:.2f} records={results['compaction']['records']}")
     print(f"ratio snapshot/csv={ratios['snapshot_over_csv']:.2f}")
+    print(f"ratio delta/parquet={results['parquet']['seconds'] / results['delta']['seconds']:.2f}")
+    print(f"memory delta_big_peak_mib={results['delta_big']['peak_pss_mib']:.0f} big_records={sizes['big']}")
     late = results["pipeline"]
     print(f"pipeline late_delivery_s={late['late_delivery_s']:.1f} last_batch_s={late['late_delivery_last_s']:.1f} "
           f"late_delivery_minutes=1")

@@ -14,7 +14,8 @@ from typing import Any, Protocol
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, ContentSettings
 
-from shared.export import registry
+from shared.export import deltatable, registry
+from shared.export.destination import Destination
 from shared.export.spec import HIVE, ExportSpec
 from shared.platform.errors import PermanentJobError
 from shared.platform.times import iso
@@ -37,9 +38,11 @@ class DonePart(Protocol):
     def bytes(self) -> int: ...
     @property
     def md5(self) -> str: ...
+    @property
+    def stats(self) -> str | None: ...
 
 
-def manifest(job: ExportSpec, files: list[dict], schema_url: str) -> dict:
+def manifest(job: ExportSpec, files: list[dict], schema_url: str, table: dict | None = None) -> dict:
     collection, _, name = job.app_id.partition("~")
     document: dict[str, Any] = {"jobId": job.job_id, "app": {"appCollection": collection, "appName": name},
                 "exportType": job.export_type, "exportFormat": job.export_format,
@@ -69,6 +72,8 @@ def manifest(job: ExportSpec, files: list[dict], schema_url: str) -> dict:
         document["fields"] = job.projection
     if job.name_filter is not None:
         document["names"] = job.name_filter
+    if table is not None:
+        document["table"] = table
     document["schema"] = {"name": registry.schema_name(job), "url": schema_url}
     document["recordCount"] = sum(f["records"] for f in files)
     document["bytes"] = sum(f["bytes"] for f in files)
@@ -96,11 +101,13 @@ def commit(job: ExportSpec, done: Sequence[DonePart]) -> list[dict]:
                                    metadata=dict(metadata, records=str(part.records)))
             files.append({"name": part.file, "url": f"{target.url}/{part.file}", "records": part.records,
                           "bytes": part.bytes, "md5": part.md5})
+        table = _commit_table(job, target, ordered)
         schema = registry.published_schema(job)
         container.get_blob_client(registry.schema_name(job)).upload_blob(
             json.dumps(schema, indent=2).encode(), overwrite=True, metadata=metadata,
             content_settings=ContentSettings(content_type="application/schema+json"))
-        body = json.dumps(manifest(job, files, f"{target.url}/{registry.schema_name(job)}"), indent=2).encode()
+        body = json.dumps(manifest(job, files, f"{target.url}/{registry.schema_name(job)}", table),
+                          indent=2).encode()
         try:
             container.get_blob_client(registry.manifest_name(job)).upload_blob(
                 body, overwrite=False, metadata=metadata,
@@ -115,6 +122,19 @@ def commit(job: ExportSpec, done: Sequence[DonePart]) -> list[dict]:
             _remove_files(container, [part.file for part in ordered] + [registry.schema_name(job)])
         raise failure from None
     return files
+
+
+def _commit_table(job: ExportSpec, target: Destination, ordered: Sequence[DonePart]) -> dict | None:
+    """A DeltaLake export's commit of its files to its table, once (shared.export.deltatable): what the manifest
+    says of it (None for other formats)."""
+    folder = registry.table_folder(job)
+    if folder is None:
+        return None
+    days = deltatable.retention_days(job.app_id)
+    version = deltatable.commit(job, target, [deltatable.TableFile(part.file, part.bytes, part.stats)
+                                              for part in ordered], retention_days=days)
+    deltatable.maintain(job, target, version, retention_days=days)
+    return {"format": "delta", "path": folder, "url": f"{target.url}/{folder}", "version": version}
 
 
 def _remove_files(container, names: list[str]) -> None:

@@ -67,6 +67,7 @@ class PartResult:
     bytes: int
     md5: str
     blocks: list[str]
+    stats: str | None = None  # what a table's log says of the file (DeltaLake), from the file's own statistics
 
 
 def produce(job: ExportSpec, item: WorkItem, stage: Callable[[str, bytes], None]) -> PartResult:
@@ -90,6 +91,7 @@ def produce(job: ExportSpec, item: WorkItem, stage: Callable[[str, bytes], None]
         uploads.submit(identifier, data)
 
     records = 0
+    stats = None
     try:
         if copies_raw:
             # Whole raw partitions are already gzip JSON Lines in the export schema: pass the bytes on, and
@@ -121,11 +123,12 @@ def produce(job: ExportSpec, item: WorkItem, stage: Callable[[str, bytes], None]
                     file.write_rows(batch)
             file.close()
             sink = file.sink
+            stats = getattr(file, "stats", None)
     finally:
         uploads.wait()
         release_free_memory()
     return PartResult(records=records, bytes=sink.bytes, md5=base64.b64encode(sink.md5.digest()).decode(),
-                      blocks=blocks)
+                      blocks=blocks, stats=stats)
 
 
 # A running part looks at most this often whether its job was cancelled (one table read).

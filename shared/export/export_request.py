@@ -13,7 +13,7 @@ from typing import Any
 
 from shared.export import registry
 from shared.export.registry import FEEDBACK_BY_CAMPAIGN, FEEDBACK_BY_DATE, HISTORICAL, ExportRoute
-from shared.export.spec import ExportScope
+from shared.export.spec import HIVE, ExportScope
 from shared.ingest.records import MAX_NAME
 from shared.platform.errors import InvalidInput
 
@@ -191,6 +191,11 @@ def parse_shape(route: ExportRoute, body: dict) -> dict[str, Any]:
         values["export_user_id"] = bool(flag)
     if "layout" in route.fields:
         values["layout"] = choice(body, "layout", registry.LAYOUTS, registry.LAYOUTS[0])
+        if registry.export_format(values["export_format"]).table:
+            if body.get("layout") not in (None, HIVE):
+                raise invalid("layout", f"must be {HIVE} (or left out) with exportFormat {values['export_format']}: "
+                                        f"its tables are partitioned by date")
+            values["layout"] = HIVE
     if body.get("fields") is not None:
         values["projection"] = _projection(route, body["fields"], bool(values.get("export_user_id")))
     if body.get("names") is not None:

@@ -10,6 +10,7 @@ Parquet does not carry it.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -18,7 +19,17 @@ from shared.export.arrowbuffers import ColumnBuffers, batch_buffers
 from shared.export.exportformats import GzipSink
 from shared.export.pipeline import release_free_memory
 from shared.export.rows import RowSpec, row_columns
-from shared.export.schemas import BOOLEAN, INTEGER, NUMBER, STRING, TIME, Column, arrow_schema
+from shared.export.schemas import (
+    BOOLEAN,
+    INTEGER,
+    MICROSECONDS,
+    MILLISECONDS,
+    NUMBER,
+    STRING,
+    TIME,
+    Column,
+    arrow_schema,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -103,13 +114,16 @@ class _BlockStream:
 class ParquetFile:
     """One Parquet file being written; whole row groups are written as rows arrive."""
 
+    TIME_UNIT = MILLISECONDS
+
     def __init__(self, emit: Callable[[bytes], None], spec: RowSpec, *, converted: bool = False) -> None:
         import pyarrow.parquet as pq
 
         self.sink = GzipSink(emit, compress=False)
         self._columns = spec.columns
-        self._schema = arrow_schema(spec.columns)
-        self._writer = pq.ParquetWriter(_BlockStream(self.sink), self._schema, compression=COMPRESSION,
+        self._schema = arrow_schema(spec.columns)  # of the rows as they come
+        self._written = arrow_schema(spec.columns, self.TIME_UNIT)  # of the file
+        self._writer = pq.ParquetWriter(_BlockStream(self.sink), self._written, compression=COMPRESSION,
                                         write_statistics=True, use_dictionary=dictionary_columns(spec.columns))
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
@@ -137,7 +151,9 @@ class ParquetFile:
         import pyarrow as pa
 
         table = pa.concat_tables(self._pending)
-        self._writer.write_table(table.slice(0, rows), row_group_size=rows)
+        group = table.slice(0, rows)
+        self._writer.write_table(group if self.TIME_UNIT == MILLISECONDS else group.cast(self._written),
+                                 row_group_size=rows)
         rest = table.slice(rows)
         self._pending = [rest] if rest.num_rows else []
         self._pending_rows = rest.num_rows
@@ -150,3 +166,47 @@ class ParquetFile:
             self._write_group(self._pending_rows)
         self._writer.close()
         self.sink.close()
+
+
+class TableFile(ParquetFile):
+    """A data file of a DeltaLake table: the same Parquet, and once closed, ``stats``: what the table's log says
+    of it (rows, and per column its nulls and, for times and numbers, its least and greatest value), taken from
+    the statistics the writer kept of each row group."""
+
+    TIME_UNIT = MICROSECONDS
+    stats: str | None = None
+
+    def close(self) -> None:
+        super().close()
+        self.stats = json.dumps(file_stats(self._writer.writer.metadata, self._columns), separators=(",", ":"))
+
+
+def file_stats(metadata, columns: Sequence[Column]) -> dict:
+    """Delta Lake's per-file statistics from a Parquet file's metadata. Text columns get no bounds: a reader takes
+    missing bounds as unknown, where a bound cut short would have to be adjusted as Spark does."""
+    nulls = {column.name: 0 for column in columns}
+    least: dict = {}
+    greatest: dict = {}
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index, column in enumerate(columns):
+            statistics = row_group.column(index).statistics
+            if statistics is None:
+                continue
+            nulls[column.name] += statistics.null_count
+            if column.kind not in (TIME, INTEGER, NUMBER) or not statistics.has_min_max:
+                continue
+            low, high = statistics.min, statistics.max
+            if column.name not in least or low < least[column.name]:
+                least[column.name] = low
+            if column.name not in greatest or high > greatest[column.name]:
+                greatest[column.name] = high
+    return {"numRecords": metadata.num_rows, "minValues": {name: _stat(value) for name, value in least.items()},
+            "maxValues": {name: _stat(value) for name, value in greatest.items()}, "nullCount": nulls}
+
+
+def _stat(value):
+    """A bound as JSON: times in UTC with microseconds (Delta's form for timestamps)."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return value

@@ -198,6 +198,9 @@ class ExportFormat:
     copies_raw: bool = False
     # its runs are converted on threads of the worker, in native code: it needs no conversion processes
     converts_on_threads: bool = False
+    # its files are a Delta Lake table's, partitioned by date, made visible by a commit of the table's log
+    # (shared.export.deltatable)
+    table: bool = False
 
 
 def _text_format(name: str, extension: str, encoder, **options) -> ExportFormat:
@@ -219,11 +222,17 @@ def _arrow_schema(export_type: str, columns: tuple[Column, ...]) -> dict[str, An
     return {"arrowSchema": schemas.arrow_schema_document(columns)}
 
 
+def _table_schema(export_type: str, columns: tuple[Column, ...]) -> dict[str, Any]:
+    return {"deltaArrowSchema": schemas.arrow_schema_document(columns, schemas.MICROSECONDS)}
+
+
 EXPORT_FORMATS: dict[str, ExportFormat] = {export_format.name: export_format for export_format in (
     _text_format("JsonBlob", "jsonl.gz", exportformats.JsonLinesEncoder, copies_raw=True),
     _text_format("CsvBlob", "csv.gz", exportformats.CsvEncoder),
     ExportFormat("ParquetBlob", "parquet", "application/vnd.apache.parquet", parquet.COMPRESSION,
                  parquet.ParquetFile, jsonreader.converted, _arrow_schema, converts_on_threads=True),
+    ExportFormat("DeltaLake", "parquet", "application/vnd.apache.parquet", parquet.COMPRESSION,
+                 parquet.TableFile, jsonreader.converted, _table_schema, converts_on_threads=True, table=True),
 )}
 DEFAULT_FORMAT = "JsonBlob"
 LAYOUTS = (FLAT, HIVE)
@@ -239,9 +248,20 @@ def export_format(name: str) -> ExportFormat:
 
 def file_name(job: ExportSpec, index: int, day: dt.date | None = None) -> str:
     """A result file's name: under a date=YYYY-MM-DD folder for the hive layout, so readers get the day as a
-    column."""
+    column; a DeltaLake file in its table's folder (the task's id in its name: the table holds many tasks')."""
     folder = f"date={day.isoformat()}/" if day is not None and job.layout == HIVE else ""
-    return f"{job.export_type}/{job.job_id}/{folder}part-{index:05d}.{EXPORT_FORMATS[job.export_format].extension}"
+    extension = EXPORT_FORMATS[job.export_format].extension
+    table = table_folder(job)
+    if table is not None:
+        return f"{table}/{folder}part-{job.job_id}-{index:05d}.{extension}"
+    return f"{job.export_type}/{job.job_id}/{folder}part-{index:05d}.{extension}"
+
+
+def table_folder(job: ExportSpec) -> str | None:
+    """The folder of a DeltaLake export's table: a pipeline's own, else `delta/{exportType}` (None: no table)."""
+    if not EXPORT_FORMATS[job.export_format].table:
+        return None
+    return job.run.pipeline if job.run is not None else f"delta/{job.export_type}"
 
 
 def pipeline_file_name(run: RunTag, scope: ExportScope, period: str, index: int) -> str:

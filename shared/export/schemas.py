@@ -44,25 +44,30 @@ def json_schema(export_type: str, columns: Sequence[Column]) -> dict[str, Any]:
             "additionalProperties": False, "x-columns": [column.name for column in columns]}
 
 
-def _arrow_type(kind: str):
+# ParquetBlob times have milliseconds, as every stored time; a Delta table's timestamps are microseconds (its
+# protocol's type, which polars and Spark hold its files to).
+MILLISECONDS, MICROSECONDS = "ms", "us"
+
+
+def _arrow_type(kind: str, time_unit: str = MILLISECONDS):
     import pyarrow as pa
 
-    return {STRING: pa.string(), TIME: pa.timestamp("ms", tz="UTC"), INTEGER: pa.int64(), NUMBER: pa.float64(),
+    return {STRING: pa.string(), TIME: pa.timestamp(time_unit, tz="UTC"), INTEGER: pa.int64(), NUMBER: pa.float64(),
             BOOLEAN: pa.bool_(), JSON: pa.string()}[kind]
 
 
-def arrow_schema(columns: Sequence[Column]):
+def arrow_schema(columns: Sequence[Column], time_unit: str = MILLISECONDS):
     """The Arrow schema of a ParquetBlob file. Nested values (extras, info, location, appInfo, a tag's value)
     are JSON text: their keys are the app's own, so a struct would change shape from one export to the next."""
     import pyarrow as pa
 
-    return pa.schema([pa.field(column.name, _arrow_type(column.kind), nullable=not column.required,
+    return pa.schema([pa.field(column.name, _arrow_type(column.kind, time_unit), nullable=not column.required,
                                metadata={"json": "true"} if column.kind == JSON else None)
                       for column in columns])
 
 
-def arrow_schema_document(columns: Sequence[Column]) -> list[dict[str, Any]]:
+def arrow_schema_document(columns: Sequence[Column], time_unit: str = MILLISECONDS) -> list[dict[str, Any]]:
     """The Arrow schema as JSON: each field's name, Arrow type and nullability, in file order."""
     return [{"name": field.name, "type": str(field.type), "nullable": field.nullable,
              **({"json": True} if column.kind == JSON else {})}
-            for field, column in zip(arrow_schema(columns), columns)]
+            for field, column in zip(arrow_schema(columns, time_unit), columns)]

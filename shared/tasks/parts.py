@@ -36,6 +36,7 @@ class Part:
     md5: str = ""
     blocks: tuple[str, ...] = ()
     reason: str | None = None
+    stats: str | None = None  # a DeltaLake file's statistics, as the table's log records them (JSON)
 
     @property
     def done(self) -> bool:
@@ -46,6 +47,8 @@ class Part:
                                   "state": self.state.value}
         if self.done:
             entity.update(records=self.records, bytes=self.bytes, md5=self.md5, blocks=json.dumps(list(self.blocks)))
+            if self.stats is not None:
+                entity["stats"] = self.stats
         else:
             entity["reason"] = self.reason
         return entity
@@ -56,11 +59,14 @@ class Part:
         if state is PartState.FAILED:
             return cls(entity["PartitionKey"], int(entity["RowKey"]), entity["file"], state, reason=entity["reason"])
         return cls(entity["PartitionKey"], int(entity["RowKey"]), entity["file"], state, records=entity["records"],
-                   bytes=entity["bytes"], md5=entity["md5"], blocks=tuple(json.loads(entity["blocks"])))
+                   bytes=entity["bytes"], md5=entity["md5"], blocks=tuple(json.loads(entity["blocks"])),
+                   stats=entity.get("stats"))
 
 
-def done(job_id: str, index: int, file: str, *, records: int, size: int, md5: str, blocks: list[str]) -> Part:
-    return Part(job_id, index, file, PartState.DONE, records=records, bytes=size, md5=md5, blocks=tuple(blocks))
+def done(job_id: str, index: int, file: str, *, records: int, size: int, md5: str, blocks: list[str],
+         stats: str | None = None) -> Part:
+    return Part(job_id, index, file, PartState.DONE, records=records, bytes=size, md5=md5, blocks=tuple(blocks),
+                stats=stats)
 
 
 def failed(job_id: str, index: int, file: str, reason: str) -> Part:

@@ -65,7 +65,7 @@ def run_item(app_id: str, job_id: str, index: int, *, last_try: bool,
                 f"the data or write the file")))
         raise
     parts.record(parts.done(job.id, index, item.file, records=result.records, size=result.bytes, md5=result.md5,
-                            blocks=result.blocks))
+                            blocks=result.blocks, stats=result.stats))
     telemetry.annotate(records=result.records, bytes=result.bytes)
     log.info("Export %s part %d: %d records, %d bytes", job.id, index, result.records, result.bytes)
     if on_done is not None:
