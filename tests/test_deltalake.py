@@ -222,3 +222,20 @@ def test_a_late_activity_replaces_the_sessions_of_its_days_in_a_pipelines_table(
     rows = DeltaTable(f"{base}/sessions", storage_options=options).to_pyarrow_table().to_pylist()
     assert sorted((row["date"], row["sessionId"], row["activityCount"]) for row in rows) == [
         (f"{first:%Y-%m-%d}", "s1", 2), (f"{second:%Y-%m-%d}", "s2", 1)]
+
+
+def test_a_table_grows_the_columns_a_later_export_brings_at_its_end(tables):
+    tables.export("events", startDate=FIRST.isoformat(), endDate=FIRST.isoformat(), fields=["deviceId", "name"])
+    assert [field.name for field in tables.table("delta/Event").schema().fields] == ["deviceId", "name", "date"]
+    tables.export("events", startDate=DAY.isoformat(), endDate=DAY.isoformat())
+    table = tables.table("delta/Event")
+    names = [field.name for field in table.schema().fields]
+    assert names[:3] == ["deviceId", "name", "date"] and set(names[3:]) == {
+        "userId", "sessionId", "jobId", "timestamp", "extras"}
+    assert (table.protocol().min_reader_version, table.protocol().min_writer_version) == (1, 2)
+    rows = table.to_pyarrow_table().to_pylist()
+    assert sorted(row["name"] for row in rows if row["date"] == FIRST.isoformat()) == sorted(
+        row["name"] for row in ingested(FIRST, FIRST))
+    assert all(row["timestamp"] is None for row in rows if row["date"] == FIRST.isoformat())
+    assert expected.canonical(as_json("Event", [row for row in rows if row["date"] == DAY.isoformat()])) == \
+        expected.canonical(ingested(DAY, DAY))

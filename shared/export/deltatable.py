@@ -140,6 +140,7 @@ def commit(job: ExportSpec, target: Destination, files: Sequence[TableFile], *,
                 return 0
             if (table.transaction_version(app_id) or 0) >= version:
                 return _committed_version(table, job.job_id)
+            _grow_schema(table, schema)
             mode, filters = _replacing(job)
             changes: list[AddAction | RemoveAction] = list(adds)
             table.create_write_transaction(changes, mode=mode, schema=schema, partition_by=partition_by,
@@ -152,6 +153,18 @@ def commit(job: ExportSpec, target: Destination, files: Sequence[TableFile], *,
         except (DeltaError, OSError) as error:  # the library raises OSError for what storage answered
             raise _failure(error, folder) from None
     raise TransientError(f"the DeltaLake table {folder} kept changing while export {job.job_id} committed")
+
+
+def _grow_schema(table: DeltaTable, schema) -> None:
+    """Schema evolution: the columns of the job's files that the table lacks (a column an export type gained,
+    which the published schemas add at the end; or the columns a projected first export left out) are added to
+    the table, at its end, in one commit of their own. Rows written before read them as null."""
+    from deltalake import Schema
+
+    present = {field.name for field in table.schema().fields}
+    missing = [field for field in Schema.from_arrow(schema).fields if field.name not in present]
+    if missing:
+        table.alter.add_columns(missing)
 
 
 def _replacing(job: ExportSpec) -> tuple[str, Any]:
