@@ -239,3 +239,22 @@ def test_a_table_grows_the_columns_a_later_export_brings_at_its_end(tables):
     assert all(row["timestamp"] is None for row in rows if row["date"] == FIRST.isoformat())
     assert expected.canonical(as_json("Event", [row for row in rows if row["date"] == DAY.isoformat()])) == \
         expected.canonical(ingested(DAY, DAY))
+
+
+def test_the_librarys_calls_follow_no_redirect_and_the_target_gets_nothing(tables, app_env, names):
+    from faultproxy import REDIRECT, FaultProxy
+
+    from shared.export.spec import ExportScope, ExportSpec
+    url = container_sas_url(app_env, names.container("redirected"))
+    with FaultProxy(f"http://127.0.0.1:{app_env.ports['blob']}") as proxy:
+        proxy.mode = REDIRECT
+        through = parse_destination(proxy.url + "/" + url.split("/", 3)[3])
+        job = ExportSpec.of(ExportScope(export_type="Event", export_format="DeltaLake", start_date=DAY,
+                                        end_date=DAY, layout="hive"), app_id=tables.app.id, job_id="job-1",
+                            destination=through.seal(), date_created=dt.datetime.now(dt.UTC))
+        with pytest.raises(Exception) as failed:
+            deltatable.commit(job, through, [])
+        assert proxy.seen and all(status == 307 for _, _, status in proxy.seen)
+    assert "sig=" not in str(failed.value)
+    container = parse_destination(url).container_client()
+    assert [blob.name for blob in container.list_blobs()] == []  # the redirect's target got nothing
