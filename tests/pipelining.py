@@ -119,17 +119,25 @@ def _queues() -> dict[str, QueueClient]:
     return queues
 
 
-def crank(app_id: str, rounds: int = 400) -> None:
+def crank(app_id: str, rounds: int = 400, *, redeliver_failures: bool = False) -> None:
     """Delivers the export queues' messages (of any app: the session shares the queues) until no task of the app
-    is running."""
+    is running. A function that raises fails the test, unless ``redeliver_failures``: then, as the host does, its
+    message is delivered again (at once, here)."""
     queues = _queues()
     for _ in range(rounds):
         busy = False
         for queue_name, function in ((orchestration.WORK_QUEUE, ExportWorker.main),
                                      (orchestration.POLL_QUEUE, PollExport.main)):
             for raw in list(queues[queue_name].receive_messages(max_messages=32, visibility_timeout=60)):
-                function(QueueMessage(id=raw.id, body=base64.b64decode(raw.content), dequeue_count=raw.dequeue_count))
-                queues[queue_name].delete_message(raw)
+                try:
+                    function(QueueMessage(id=raw.id, body=base64.b64decode(raw.content),
+                                          dequeue_count=raw.dequeue_count))
+                except Exception:
+                    if not redeliver_failures:
+                        raise
+                    queues[queue_name].update_message(raw, visibility_timeout=0)
+                else:
+                    queues[queue_name].delete_message(raw)
                 busy = True
         if not busy and all(job.finished for job in _app_jobs(app_id)):
             return

@@ -56,10 +56,10 @@ class Tables:
         self.url = container_sas_url(azurite, names.container("delta"))
         self.base, self.options = deltatable.storage_options(parse_destination(self.url))
 
-    def export(self, route: str, **fields) -> jobs.ExportJob:
+    def export(self, route: str, *, redeliver_failures: bool = False, **fields) -> jobs.ExportJob:
         body = {"containerUrl": self.url, "exportFormat": "DeltaLake", **fields}
         job = submit_export(self.app, parse_request(ROUTES[route], body, max_range_days=366, today=DAY))
-        crank(self.app.id)
+        crank(self.app.id, redeliver_failures=redeliver_failures)
         job = jobs.get_job(self.app.id, job.id)
         assert job.state == jobs.SUCCEEDED, job.error_details
         return job
@@ -258,3 +258,30 @@ def test_the_librarys_calls_follow_no_redirect_and_the_target_gets_nothing(table
     assert "sig=" not in str(failed.value)
     container = parse_destination(url).container_client()
     assert [blob.name for blob in container.list_blobs()] == []  # the redirect's target got nothing
+
+
+def test_a_monitor_killed_between_the_files_and_the_log_commits_once_and_stray_files_are_vacuumed(tables,
+                                                                                                 monkeypatch):
+    from shared.export import committer
+    from shared.platform.errors import TransientError
+    real_commit = deltatable.commit
+    calls = []
+
+    def killed_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise TransientError("the host was killed after the data files were committed")
+        return real_commit(*args, **kwargs)
+
+    monkeypatch.setattr(committer.deltatable, "commit", killed_once)
+    job = tables.export("events", startDate=DAY.isoformat(), endDate=DAY.isoformat(), redeliver_failures=True)
+    assert len(calls) == 2 and tables.table("delta/Event").version() == 0
+    assert expected.canonical(tables.rows("delta/Event", "Event")) == expected.canonical(ingested(DAY, DAY))
+    # Files of the table that no version names (a job that failed after committing its files) go with the vacuum.
+    container = parse_destination(tables.url).container_client()
+    stray = f"delta/Event/date={DAY.isoformat()}/part-stray-00000.parquet"
+    container.upload_blob(stray, b"not referenced by any version")
+    deltatable.maintain(job.spec, parse_destination(tables.url), deltatable.CHECKPOINT_INTERVAL, retention_days=0)
+    names = {blob.name for blob in container.list_blobs(name_starts_with="delta/Event/")}
+    assert stray not in names
+    assert expected.canonical(tables.rows("delta/Event", "Event")) == expected.canonical(ingested(DAY, DAY))

@@ -228,7 +228,9 @@ def maintain(job: ExportSpec, target: Destination, version: int, *, retention_da
             return
         table.create_checkpoint()
         table.optimize.compact(target_size=128 * 1024 * 1024)
-        table.vacuum(retention_hours=retention_days * 24, enforce_retention_duration=False, dry_run=False)
+        # full: files no version names at all (a job that failed after committing its files) go too, not only
+        # those a commit removed.
+        table.vacuum(retention_hours=retention_days * 24, enforce_retention_duration=False, dry_run=False, full=True)
         table.cleanup_metadata()
     except (DeltaError, OSError) as error:
         log.warning("Maintenance of the DeltaLake table %s stopped: %s", folder, str(error).splitlines()[0][:200])
