@@ -427,3 +427,37 @@ def test_timers_firing_at_once_on_many_instances_deliver_every_late_record_once(
     assert lake.delivered("p") == sent
     runs = lake.api("GET", "p/runs", params={"api-version": "2014-12-01", "$top": "100"})[1]["value"]
     assert [run["sequence"] for run in runs] == list(range(len(runs), 0, -1))
+
+
+def test_a_pipeline_that_cannot_go_on_does_not_stop_the_others(lake, monkeypatch):
+    from shared.pipelines import driver, planner
+    now = dt.datetime.now(UTC)
+    yesterday = _day(now) - dt.timedelta(days=1)
+    lake.send([event("a", yesterday + dt.timedelta(hours=1))])
+    for name in ("broken", "fine"):
+        assert lake.api("PUT", name, _put_body(lake, startFrom=f"{yesterday:%Y-%m-%d}"))[0] == 201
+    real_first_run = planner.first_run
+
+    def failing_for_one(pipeline, periods, sequence):
+        if pipeline.name == "broken":
+            raise RuntimeError("its storage call failed")
+        return real_first_run(pipeline, periods, sequence)
+
+    monkeypatch.setattr(driver.planner, "first_run", failing_for_one)
+    assert driver.tick(now, app_id=lake.app.id) == {"failed": 1, "firstRun": 1}
+    from pipelining import crank
+    crank(lake.app.id)
+    assert lake.delivered("fine") == Counter({(f"{yesterday:%Y-%m-%d}", "a"): 1})
+    assert lake.api("GET", "broken/runs")[1] == {"value": []}
+
+
+def test_a_broken_export_schedules_stops_only_the_operators_pipelines(lake, settings_override):
+    from shared.pipelines import driver
+    from shared.platform import config
+    now = dt.datetime.now(UTC)
+    yesterday = _day(now) - dt.timedelta(days=1)
+    assert lake.api("PUT", "p", _put_body(lake, startFrom=f"{yesterday:%Y-%m-%d}"))[0] == 201
+    settings_override(**{config.SCHEDULES: "[not json"})
+    assert driver.tick(now, app_id=lake.app.id) == {"firstRun": 1}
+    from pipelining import crank
+    crank(lake.app.id)

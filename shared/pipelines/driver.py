@@ -39,7 +39,12 @@ MAX_PERIODS_PER_RUN = 24
 def tick(now: dt.datetime | None = None, *, app_id: str | None = None) -> dict[str, int]:
     """Advances every pipeline (of one app, given ``app_id``); returns how many pipelines took each step."""
     now = now or jobs.utcnow()
-    declared = sync_operator_pipelines(now)
+    try:
+        declared = sync_operator_pipelines(now)
+    except ConfigError as error:
+        # A broken EXPORT_SCHEDULES stops the operator's pipelines, never the apps' own.
+        log.error("EXPORT_SCHEDULES cannot be used: %s; the operator's pipelines wait until it is fixed", error)
+        declared = set()
     counts: dict[str, int] = {}
     for pipeline in store.list_pipelines(app_id):
         if pipeline.operator_container is not None and (pipeline.app_id, pipeline.name) not in declared:
@@ -49,6 +54,11 @@ def tick(now: dt.datetime | None = None, *, app_id: str | None = None) -> dict[s
                 counts[step] = counts.get(step, 0) + 1
         except PipelineChanged:
             continue  # another instance acted on it: the next tick reads it again
+        except Exception:
+            # One pipeline that cannot go on (its storage call failed, a setting it needs is missing) must not
+            # stop the others: it is tried again on the next tick.
+            log.exception("Pipeline %s of app %s could not take its next step", pipeline.name, pipeline.app_id)
+            counts["failed"] = counts.get("failed", 0) + 1
     return counts
 
 
