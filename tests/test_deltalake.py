@@ -15,7 +15,7 @@ from helpers import container_sas_url
 from pipelining import PipelineApp, crank, event
 
 from sampledata import Plan, load, records
-from shared.export import deltatable, schemas
+from shared.export import deltacommit, deltatable, schemas
 from shared.export.destination import parse_destination
 from shared.export.export_request import parse_request
 from shared.export.registry import EXPORT_TYPES, ROUTES
@@ -281,7 +281,8 @@ def test_a_monitor_killed_between_the_files_and_the_log_commits_once_and_stray_f
     container = parse_destination(tables.url).container_client()
     stray = f"delta/Event/date={DAY.isoformat()}/part-stray-00000.parquet"
     container.upload_blob(stray, b"not referenced by any version")
-    deltatable.maintain(job.spec, parse_destination(tables.url), deltatable.CHECKPOINT_INTERVAL, retention_days=0)
+    upkeep = deltatable.order(job.spec, parse_destination(tables.url), [], retention_days=0)
+    assert deltacommit._maintain(upkeep, deltatable.CHECKPOINT_INTERVAL) == []
     names = {blob.name for blob in container.list_blobs(name_starts_with="delta/Event/")}
     assert stray not in names
     assert expected.canonical(tables.rows("delta/Event", "Event")) == expected.canonical(ingested(DAY, DAY))

@@ -133,7 +133,6 @@ def _commit_table(job: ExportSpec, target: Destination, ordered: Sequence[DonePa
     days = deltatable.retention_days(job.app_id)
     version = deltatable.commit(job, target, [deltatable.TableFile(part.file, part.bytes, part.stats)
                                               for part in ordered], retention_days=days)
-    deltatable.maintain(job, target, version, retention_days=days)
     return {"format": "delta", "path": folder, "url": f"{target.url}/{folder}", "version": version}
 
 
