@@ -192,10 +192,19 @@ def test_every_tenth_version_is_checkpointed_and_the_table_kept_tidy(tables):
     assert len(table.file_uris()) >= 1
 
 
-def test_a_sas_that_cannot_read_the_table_fails_the_export_saying_so_without_the_sas(tables, app_env, names):
+def test_a_sas_that_cannot_read_the_table_is_refused_at_creation_or_fails_the_export_without_the_sas(
+        tables, app_env, names, monkeypatch):
+    from shared.export import destination
+    from shared.platform.errors import UnusableDestination
     write_only = container_sas_url(app_env, names.container("wo"), permission="cw")
     body = {"containerUrl": write_only, "exportFormat": "DeltaLake", "startDate": DAY.isoformat(),
             "endDate": DAY.isoformat()}
+    with pytest.raises(UnusableDestination) as refused:
+        submit_export(tables.app, parse_request(ROUTES["events"], body, max_range_days=366, today=DAY))
+    assert refused.value.message.startswith("containerUrl has a SAS without read and list permission (sp='cw')")
+    # A SAS whose rights were taken away after the check (sp says rcwl; the storage refuses the reads).
+    real_parse = destination.parse_destination
+    monkeypatch.setattr(destination, "parse_destination", lambda url, **kwargs: real_parse(url))
     job = submit_export(tables.app, parse_request(ROUTES["events"], body, max_range_days=366, today=DAY))
     crank(tables.app.id)
     job = jobs.get_job(tables.app.id, job.id)

@@ -146,8 +146,10 @@ def _check_host(scheme: str, host: str, allow_loopback: bool) -> bool:
     return False
 
 
-def parse_destination(url: object, *, now: dt.datetime | None = None) -> Destination:
-    """Checks a containerUrl as the API receives it; raises UnusableDestination saying what is wrong."""
+def parse_destination(url: object, *, now: dt.datetime | None = None, reads: bool = False) -> Destination:
+    """Checks a containerUrl as the API receives it; raises UnusableDestination saying what is wrong. ``reads``:
+    the export reads the container too (a DeltaLake table's log, read before each commit), so the SAS must also
+    allow read and list."""
     settings = get_settings()
     now = now or dt.datetime.now(dt.UTC)
     if not isinstance(url, str) or not url.strip():
@@ -172,10 +174,12 @@ def parse_destination(url: object, *, now: dt.datetime | None = None) -> Destina
     if "sig" not in query:
         raise _bad("has no SAS token (the sig parameter is missing); give a SAS with write and create rights")
     permissions = (query.get("sp") or [""])[0]
-    missing = [name for letter, name in (("w", "write"), ("c", "create")) if letter not in permissions]
+    needed = (("w", "write"), ("c", "create")) + ((("r", "read"), ("l", "list")) if reads else ())
+    missing = [name for letter, name in needed if letter not in permissions]
     if missing:
         raise _bad(f"has a SAS without {' and '.join(missing)} permission (sp={permissions!r}); "
-                   f"it needs at least 'cw'")
+                   f"it needs at least {'rcwl' if reads else 'cw'!r}"
+                   + ("; a DeltaLake table's log is read and listed before each commit" if reads else ""))
     if "srt" in query and "o" not in query["srt"][0]:
         raise _bad("has an account SAS that does not cover objects (srt must include 'o')")
     if "se" not in query:

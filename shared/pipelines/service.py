@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from shared.export import destination
+from shared.export import destination, registry
 from shared.pipelines import driver, runs, store
 from shared.pipelines.model import Pipeline
 from shared.pipelines.periods import period_of
@@ -47,7 +47,8 @@ def put_pipeline(app: apps.AppRef, name: str, body: Any, *, now: dt.datetime | N
     check_name(name)
     now = now or utcnow()
     request = parse_pipeline(body, max_backfill_days=get_settings().max_range_days, today=now.date())
-    target = destination.parse_destination(request.container_url, now=now)
+    target = destination.parse_destination(
+        request.container_url, now=now, reads=registry.export_format(request.shape["export_format"]).table)
     if get_settings().probe_destination:
         destination.probe(target, f"{name}/.write-check")
     sealed = target.seal()

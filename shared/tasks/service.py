@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from shared.export import destination
+from shared.export import destination, registry
 from shared.export.export_request import ExportRequest
 from shared.export.spec import RunTag
 from shared.platform import apps, telemetry
@@ -23,7 +23,8 @@ def submit_export(app: apps.AppRef, request: ExportRequest, *, schedule: str | N
     """Checks the destination (live, unless disabled), stores the job Queued and puts it on its way; the job's
     trace starts here. Raises UnusableDestination for a destination that cannot be used, JobChanged when ``job_id``
     exists already. A pipeline's run (``run``) is checked when the pipeline is, not again for each run."""
-    target = destination.parse_destination(request.container_url)
+    target = destination.parse_destination(
+        request.container_url, reads=registry.export_format(request.scope.export_format).table)
     sealed = target.seal()
     now = jobs.utcnow()
     job_id = job_id or jobs.new_job_id(now)
