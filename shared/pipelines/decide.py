@@ -11,6 +11,7 @@ import datetime as dt
 from enum import StrEnum
 
 from shared.pipelines.model import Pipeline
+from shared.platform.times import parse_iso
 
 
 class Step(StrEnum):
@@ -50,8 +51,8 @@ def next_step(pipeline: Pipeline, now: dt.datetime, task_state: str | None) -> S
                 return Step.FAILED
             if pipeline.paused:
                 return Step.WAIT
-            retry_at = dt.datetime.fromisoformat(pipeline.failure["retryAt"].replace("Z", "+00:00"))
-            return Step.RETRY if now >= retry_at else Step.WAIT
+            retry_at = parse_iso(pipeline.failure["retryAt"])
+            return Step.RETRY if retry_at is not None and now >= retry_at else Step.WAIT
         return Step.WAIT
     if pipeline.paused:
         return Step.IDLE

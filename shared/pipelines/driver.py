@@ -143,11 +143,6 @@ def _commit_plan(pipeline: Pipeline, plan: planner.RunPlan, now: dt.datetime) ->
 # ---- the run in flight
 
 
-def _tag(pipeline: Pipeline, run: InFlight):
-    return planner.RunPlan([pipeline.period(label) for label in run.periods], run.late, [],
-                           replaces=run.replaces).tag(pipeline, run.sequence)
-
-
 def _record(pipeline: Pipeline, run: InFlight) -> runs.RunRecord:
     record = runs.get_run(pipeline.uid, run.sequence) or runs.RunRecord(
         uid=pipeline.uid, sequence=run.sequence, run=pipeline.run_name(run.sequence), periods=run.periods,
@@ -184,7 +179,7 @@ def _submit(pipeline: Pipeline, now: dt.datetime) -> Pipeline:
     try:
         request = replace(request, container_url=container_url(pipeline))
         service.submit_export(apps.AppRef(*pipeline.app_id.split("~", 1)), request, job_id=run.job_id,
-                              run=_tag(pipeline, run))
+                              run=pipeline.run_tag(run.sequence, run.periods, run.late, run.replaces))
     except jobs.JobChanged:
         pass  # submitted before a crash, or by another instance
     except UnusableDestination as error:

@@ -12,9 +12,9 @@ from typing import Any
 
 from shared.export import registry
 from shared.export.destination import SealedDestination
-from shared.export.spec import ExportScope, frozen
+from shared.export.spec import ExportScope, RunTag, frozen
 from shared.pipelines.periods import CADENCES, Period, parse_label
-from shared.platform.times import iso
+from shared.platform.times import iso, parse_iso
 
 ACTIVE, PAUSED, FAILING = "Active", "Paused", "Failing"
 # Alerts: each is sent once when it starts and once when it ends (shared.pipelines.driver).
@@ -23,10 +23,6 @@ RUN_FAILED, BEHIND, SAS_EXPIRING = "runFailed", "behind", "sasExpiring"
 BEHIND_AFTER = dt.timedelta(hours=1)
 # The fields of the scope that a pipeline keeps for all its runs (the range is each run's).
 SHAPE_FIELDS = ("export_format", "export_user_id", "projection", "name_filter", "layout")
-
-
-def _time(text: str | None) -> dt.datetime | None:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
 @dataclass(frozen=True)
@@ -53,8 +49,8 @@ class InFlight:
     @classmethod
     def from_json(cls, doc: dict) -> InFlight:
         return cls(doc["sequence"], doc["jobId"], doc["attempt"], tuple(doc["periods"]), doc["late"],
-                   _time(doc["planned"]), doc.get("rawBytes", 0),  # type: ignore[arg-type]
-                   _time(doc.get("newestAcknowledged")), tuple(doc.get("replaces", ())))
+                   parse_iso(doc["planned"]), doc.get("rawBytes", 0),  # type: ignore[arg-type]
+                   parse_iso(doc.get("newestAcknowledged")), tuple(doc.get("replaces", ())))
 
 
 @dataclass
@@ -117,6 +113,11 @@ class Pipeline:
 
     def run_name(self, sequence: int) -> str:
         return f"run-{sequence:06d}-{self.uid[:8]}"
+
+    def run_tag(self, sequence: int, periods: tuple[str, ...], late: bool, replaces: tuple[str, ...] = ()) -> RunTag:
+        """What the export task of run ``sequence`` is (shared.export.spec.RunTag)."""
+        return RunTag(pipeline=self.name, run=self.run_name(sequence), sequence=sequence, periods=periods, late=late,
+                      replaces=replaces)
 
     @staticmethod
     def sequence_of(marks_key: str) -> int:
@@ -187,21 +188,21 @@ class Pipeline:
     def from_json(cls, doc: dict[str, Any], etag: str | None = None) -> Pipeline:
         sealed = doc.get("destination")
         destination = None if sealed is None else SealedDestination(
-            url=sealed["url"], sealed_sas=sealed["sealedSas"], expires=_time(sealed["expires"]))  # type: ignore[arg-type]
+            url=sealed["url"], sealed_sas=sealed["sealedSas"], expires=parse_iso(sealed["expires"]))  # type: ignore[arg-type]
         return cls(
             app_id=doc["app"], name=doc["name"], uid=doc["uid"], route=doc["route"], shape=doc["shape"],
             cadence=doc["cadence"], settle_minutes=doc["settleMinutes"],
-            late_delivery_minutes=doc["lateDeliveryMinutes"], first_period=_time(doc["firstPeriod"]),  # type: ignore[arg-type]
-            created=_time(doc["created"]), updated=_time(doc["updated"]),  # type: ignore[arg-type]
+            late_delivery_minutes=doc["lateDeliveryMinutes"], first_period=parse_iso(doc["firstPeriod"]),  # type: ignore[arg-type]
+            created=parse_iso(doc["created"]), updated=parse_iso(doc["updated"]),  # type: ignore[arg-type]
             destination=destination, operator_container=doc.get("operatorContainer"),
             start_from=dt.date.fromisoformat(doc["startFrom"]) if doc.get("startFrom") else None,
             description=doc.get("description", ""), paused=doc.get("paused", False),
-            next_period=_time(doc.get("nextPeriod")), sequence=doc.get("sequence", 0),
-            periods=dict(doc.get("periods") or {}), late_looked_at=_time(doc.get("lateLookedAt")),
+            next_period=parse_iso(doc.get("nextPeriod")), sequence=doc.get("sequence", 0),
+            periods=dict(doc.get("periods") or {}), late_looked_at=parse_iso(doc.get("lateLookedAt")),
             in_flight=InFlight.from_json(doc["inFlight"]) if doc.get("inFlight") else None,
             failure=doc.get("failure"), alerts=dict(doc.get("alerts") or {}),
             last_delivered=doc.get("lastDelivered"), outbox=list(doc.get("outbox") or []),
-            resumed=_time(doc.get("resumed")), etag=etag)
+            resumed=parse_iso(doc.get("resumed")), etag=etag)
 
     def copy(self) -> Pipeline:
         return replace(self, shape=dict(self.shape), periods=dict(self.periods), alerts=dict(self.alerts),

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from shared.export import planning, registry
 from shared.export.planning import Source, WorkItem
-from shared.export.spec import ExportScope, RunTag
+from shared.export.spec import ExportScope
 from shared.ingest import rawstore
 from shared.ingest.latearrivals import LatePartition
 from shared.pipelines import store
@@ -41,10 +41,6 @@ class RunPlan:
     newest_acknowledged: dt.datetime | None = None
     replaces: tuple[str, ...] = ()
 
-    def tag(self, pipeline: Pipeline, sequence: int) -> RunTag:
-        return RunTag(pipeline=pipeline.name, run=pipeline.run_name(sequence), sequence=sequence,
-                      periods=tuple(p.label for p in self.periods), late=self.late, replaces=self.replaces)
-
 
 def raw_type(pipeline: Pipeline) -> str:
     """The raw store's record type the pipeline reads."""
@@ -65,7 +61,7 @@ class _Files:
 
     def __init__(self, pipeline: Pipeline, sequence: int, scope: ExportScope) -> None:
         self.pipeline, self.scope = pipeline, scope
-        self.run = RunTag(pipeline.name, pipeline.run_name(sequence), sequence, (), False)
+        self.run = pipeline.run_tag(sequence, (), False)
         self.items: list[WorkItem] = []
 
     def add(self, period: Period, groups: list[list[Source]], **extra) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.platform import storage, tablefilter
-from shared.platform.times import iso
+from shared.platform.times import iso, parse_iso
 
 RUNS_TABLE = "pipelineruns"
 _NEWEST_FIRST = 10 ** 9
@@ -65,8 +65,7 @@ class RunRecord:
     @classmethod
     def from_entity(cls, entity: Any) -> RunRecord:
         def moment(name: str) -> dt.datetime | None:
-            text = entity.get(name)
-            return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+            return parse_iso(entity.get(name))
 
         return cls(uid=entity["PartitionKey"], sequence=entity["sequence"], run=entity["run"],
                    periods=tuple(json.loads(entity["periods"])), late=entity["late"],

@@ -55,7 +55,7 @@ def put_pipeline(app: apps.AppRef, name: str, body: Any, *, now: dt.datetime | N
     for _ in range(_TRIES):
         existing = store.get_pipeline(app.id, name)
         if existing is None:
-            if sum(1 for _ in store.list_pipelines(app.id)) >= MAX_PIPELINES_PER_APP:
+            if store.count_pipelines(app.id) >= MAX_PIPELINES_PER_APP:
                 raise PipelineConflict(f"app {app.collection}/{app.name} has {MAX_PIPELINES_PER_APP} pipelines, the "
                                        f"most an app may have; delete one first", code="TooManyPipelines")
             first = (dt.datetime.combine(request.start_from, dt.time(), dt.UTC) if request.start_from

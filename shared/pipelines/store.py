@@ -55,6 +55,11 @@ def list_pipelines(app_id: str | None = None) -> Iterator[Pipeline]:
             yield pipeline
 
 
+def count_pipelines(app_id: str) -> int:
+    """How many pipelines the app has (their names listed, none read)."""
+    return sum(1 for _ in storage.container(PIPELINES_CONTAINER).list_blobs(name_starts_with=f"defs/{app_id}/"))
+
+
 def create_pipeline(pipeline: Pipeline) -> Pipeline:
     """Stores a new pipeline; PipelineChanged when one of that name exists."""
     try:

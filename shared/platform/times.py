@@ -14,6 +14,11 @@ def iso(moment: dt.datetime | None) -> str | None:
     return None if moment is None else iso_text(moment)
 
 
+def parse_iso(text: str | None) -> dt.datetime | None:
+    """A time the service wrote (``iso``, or Python's own ``isoformat``) read back; None stays None."""
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
 def iso_text(moment: dt.datetime) -> str:
     """``iso`` of a time that is always there."""
     return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -26,7 +26,7 @@ from shared.export.destination import SealedDestination
 from shared.export.spec import SCOPE_FIELDS, ExportScope, ExportSpec, RunTag, frozen
 from shared.platform import storage, tablefilter
 from shared.platform.errors import TaskNotFound
-from shared.platform.times import iso, iso_text, utcnow
+from shared.platform.times import iso, iso_text, parse_iso, utcnow
 
 JOBS_TABLE = "exportjobs"
 NEWEST_FIRST_TABLE = "exportjobsbydate"
@@ -54,10 +54,6 @@ class JobChanged(Exception):
 
 class InvalidTransition(Exception):
     """A state change that would move a job backwards."""
-
-
-def _parse_iso(text: str | None) -> dt.datetime | None:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
 def uuid7(moment: dt.datetime, rest: bytes) -> str:
@@ -232,7 +228,7 @@ def from_entity(entity) -> ExportJob:
         if name == "state":
             value = JobState(value)
         elif name in _DATETIMES:
-            value = _parse_iso(value)
+            value = parse_iso(value)
         elif name in _DATES:
             value = dt.date.fromisoformat(value)
         elif name in _JSON:
