@@ -9,6 +9,7 @@ from shared.platform.errors import (
     AppExists,
     AppNotFound,
     BatchInProgress,
+    ErasureNotFound,
     GrantNotFound,
     IdentityUnavailable,
     InvalidInput,
@@ -26,8 +27,8 @@ from shared.platform.errors import (
 # The status of each kind of domain error (a subclass takes its parent's: UnusableDestination is an InvalidInput).
 STATUS_OF_DOMAIN_ERRORS: tuple[tuple[type[ServiceError], int], ...] = (
     (InvalidInput, 400), (NotAuthenticated, 401), (NotAuthorized, 403), (TaskNotFound, 404), (AppNotFound, 404),
-    (GrantNotFound, 404), (PipelineNotFound, 404), (TaskEnded, 409), (PipelineConflict, 409), (BatchInProgress, 409),
-    (AppExists, 409), (KeyReused, 422), (RateLimited, 429), (IdentityUnavailable, 503),
+    (GrantNotFound, 404), (PipelineNotFound, 404), (ErasureNotFound, 404), (TaskEnded, 409), (PipelineConflict, 409),
+    (BatchInProgress, 409), (AppExists, 409), (KeyReused, 422), (RateLimited, 429), (IdentityUnavailable, 503),
 )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from isal import isal_zlib
 
+from shared.erasure import pending, scrub
 from shared.export.pipeline import prefetch
 from shared.export.planning import Source
 from shared.export.rows import parse_lines
@@ -28,15 +29,19 @@ def raw_chunks(blobs: Iterable[Source], *, read_ahead: int = 2) -> Iterator[byte
     ``read_ahead`` chunks wait, and as many are downloaded at once.
 
     Each blob is read only up to the size its plan saw: a blob still being appended to gives the same bytes
-    on every try, so a retried or duplicated work item writes the same file."""
+    on every try, so a retried or duplicated work item writes the same file. The rows of the app's pending
+    erasures, as they are when the reading starts, are left out (shared.erasure.pending)."""
     container = storage.container(rawstore.RAW_CONTAINER)
+    blobs = list(blobs)
+    erasures = pending.read_filter(pending.app_of(source[0] for source in blobs))
 
     def read() -> Iterator[bytes]:
         for source in blobs:
             name, start, end = (source[0], 0, source[1]) if len(source) == 2 else source
-            if end > start:
-                yield from container.get_blob_client(name).download_blob(
-                    offset=start, length=end - start, max_concurrency=read_ahead).chunks()
+            for first, stop, erased in erasures.segments(name, start, end):
+                chunks = container.get_blob_client(name).download_blob(
+                    offset=first, length=stop - first, max_concurrency=read_ahead).chunks()
+                yield from chunks if erased is None else scrub.without_rows(chunks, erased)
 
     return prefetch(read(), depth=read_ahead)
 

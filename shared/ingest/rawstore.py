@@ -225,8 +225,9 @@ class RawWriter:
                         target.blocks = MAX_BLOCKS_PER_BLOB  # not the blob we know: go on in a new one
                         continue
                     # else an earlier try was stored though its answer was lost
-                elif code in ("BlockCountExceedsLimit", "BlobNotFound"):
-                    target.blocks = MAX_BLOCKS_PER_BLOB  # a new blob on the next try
+                elif code in ("BlockCountExceedsLimit", "BlobNotFound", "LeaseIdMissing"):
+                    # Full, gone, or leased by an erasure rewriting it (shared.erasure.rewrite): a new blob.
+                    target.blocks = MAX_BLOCKS_PER_BLOB
                     continue
                 elif code in _RETRYABLE_CODES or error.status_code in (500, 503):
                     self._pause(attempt)

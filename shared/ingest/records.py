@@ -368,6 +368,21 @@ def _device_id(value: Any) -> str:
     return device
 
 
+def check_device_id(value: Any) -> str:
+    """A device id as Collect stores it (NFC); RecordError("deviceId", why) when Collect would refuse it."""
+    return _device_id(value)
+
+
+def check_user_id(value: Any) -> str:
+    """A user id as Collect stores it; RecordError("userId", why) when Collect would refuse it."""
+    try:
+        check_writable(value, max_depth=1)
+    except Unwritable as problem:
+        raise RecordError("userId", problem.reason) from None
+    text = _text({"userId": value}, "userId", limit=MAX_ID, required=True)
+    return text
+
+
 def normalize(raw: Any, *, now: dt.datetime | None = None) -> dict[str, Any]:
     """The stored form of one incoming record, received at ``now``; raises RecordError(field, reason)."""
     if not isinstance(raw, dict):
@@ -400,6 +415,11 @@ def partition_time(record: dict[str, Any]) -> str:
 def encode_line(record: dict[str, Any]) -> bytes:
     """One JSON Lines row, as stored in the raw store and written to JsonBlob exports."""
     return _JSON.encode(record).encode("utf-8") + b"\n"
+
+
+def encoded_text(value: str) -> bytes:
+    """A text value as a stored row holds it: a JSON string."""
+    return _JSON.encode(value).encode("utf-8")
 
 
 # json.dumps with these options builds an encoder on every call; one encoder serves every record.

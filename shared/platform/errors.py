@@ -95,6 +95,12 @@ class PipelineNotFound(ServiceError):
     code = "PipelineNotFound"
 
 
+class ErasureNotFound(ServiceError):
+    """The app has no erasure task of that id."""
+
+    code = "ErasureTaskNotFound"
+
+
 class PipelineConflict(ServiceError):
     """A change the pipeline does not allow: a field its delivered files depend on, or a pipeline the operator
     declared."""

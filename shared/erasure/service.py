@@ -1,0 +1,269 @@
+"""Erasure tasks: asked through the API, carried out by the EraseData queue function, in slices.
+
+Asking (``create_erasure``) takes the *cut* (every raw blob of the app and its size: the bytes an erasure covers),
+saves the ids with it, records the task and queues it; from then on every read of the raw store leaves the rows
+out (shared.erasure.pending). Carrying it out (``work``) goes blob by blob (shared.erasure.rewrite), each noted in
+the task's progress, for ERASE_SLICE_SECONDS at a time; then the app's Delta tables (shared.export.deltaerase);
+then it lists the tasks that delivered the rows in files, and ends: the ids are deleted (only keyed hashes stay,
+shared.erasure.audit) and an ``erasure.completed`` event goes through the forwarding channels.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from shared.erasure import audit, delivered, store
+from shared.erasure.model import COUNTS, ErasureState, ErasureTask
+from shared.erasure.request import parse
+from shared.erasure.rewrite import BlobBusy, erase_in_blob
+from shared.erasure.scrub import BrokenMember, CannotFit
+from shared.erasure.store import BlobProgress, TaskChanged, Work
+from shared.export import forwarding
+from shared.ingest import rawstore, snapshots
+from shared.platform import storage
+from shared.platform.apps import AppRef
+from shared.platform.errors import ErasureNotFound
+from shared.platform.times import iso, utcnow
+
+log = logging.getLogger(__name__)
+
+ERASE_QUEUE = "erasure-work"
+# A slice of work, then the task goes on in a message of its own: well inside the host's functionTimeout.
+ERASE_SLICE_SECONDS = 240.0
+# A blob leased by another rewrite, or a compaction of the snapshot state that started before the request and may
+# still be writing its files: the task looks again after this long.
+LOOK_AGAIN_SECONDS = 5
+RETRY_AFTER_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class EraseMessage:
+    app_id: str
+    task_id: str
+
+    def to_json(self) -> str:
+        return json.dumps({"app": self.app_id, "task": self.task_id})
+
+    @classmethod
+    def from_json(cls, body: bytes) -> EraseMessage:
+        try:
+            doc = json.loads(body)
+            return cls(str(doc["app"]), str(doc["task"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"not an erasure message: {error!r}") from None
+
+
+def _queue(app_id: str, task_id: str, *, delay_seconds: int = 0) -> None:
+    storage.send_message(ERASE_QUEUE, EraseMessage(app_id, task_id).to_json(), delay_seconds=delay_seconds)
+
+
+def create_erasure(app: AppRef, body: object) -> ErasureTask:
+    """Records and queues an erasure; InvalidInput (naming the field) for a body that is not one."""
+    request = parse(body)
+    asked = utcnow()
+    task = ErasureTask(app.id, str(uuid.uuid4()), asked, len(request.device_ids), len(request.user_ids),
+                       request.reason, request.remove_table_files_now)
+    # Every byte acknowledged before this request is in a blob listed now, at most as long as listed.
+    cut = {blob.name: blob.size for blob in storage.container(rawstore.RAW_CONTAINER).list_blobs(
+        name_starts_with=f"{app.id}/") if _holds_rows(blob.name)}
+    store.save_work(app.id, task.id, Work(request.device_ids, request.user_ids, cut))
+    store.create_task(task)
+    try:
+        _queue(app.id, task.id)
+    except Exception:
+        _withdraw(task)
+        raise
+    return task
+
+
+def _holds_rows(name: str) -> bool:
+    """Whether a blob of the raw store holds rows (gzip JSON Lines), not a state generation's manifest."""
+    return name.endswith(".jsonl.gz")
+
+
+def _withdraw(task: ErasureTask) -> None:
+    """A task that could not be queued ends Failed at once (the caller is told to ask again)."""
+    try:
+        _, etag = store.read_task(task.app_id, task.id)
+        store.save_task(task.but(state=ErasureState.FAILED, completed=utcnow(),
+                                 error_details="the task could not be queued; send the request again"), etag)
+        store.delete_work(task.app_id, task.id)
+    except Exception:  # the queue's storage is down: the task stays Queued and pending reads still leave its rows out
+        log.exception("Erasure %s could not be withdrawn", task.id)
+
+
+def get_erasure(app: AppRef, task_id: str) -> ErasureTask:
+    return store.read_task(app.id, task_id)[0]
+
+
+def list_erasures(app: AppRef) -> list[ErasureTask]:
+    return store.list_tasks(app.id)
+
+
+# ---- carrying it out
+
+# A task whose slice failed on every try of its message goes on in a fresh one this much later: an erasure is
+# never given up on while rows of its ids may be left.
+RETRY_LATER_SECONDS = 60
+
+
+def work_or_retry(message: EraseMessage, *, last_try: bool) -> None:
+    """``work``; a failure is raised for the host to try the message again, and on its last try the task goes on
+    in a new message instead of the poison queue."""
+    try:
+        work(message)
+    except ErasureNotFound:
+        log.warning("Erasure %s of %s is not recorded; its message is dropped", message.task_id, message.app_id)
+    except Exception:
+        if not last_try:
+            raise
+        log.exception("Erasure %s of %s failed on its message's last try; it goes on in %d s", message.task_id,
+                      message.app_id, RETRY_LATER_SECONDS)
+        _queue(message.app_id, message.task_id, delay_seconds=RETRY_LATER_SECONDS)
+
+
+def work(message: EraseMessage, *, now: dt.datetime | None = None) -> None:
+    """One slice of a task's work; the task goes on in another message until it ends."""
+    task, etag = store.read_task(message.app_id, message.task_id)
+    if task.ended:
+        if not task.event_sent:
+            _send_event(task, etag)
+        return
+    job = store.read_work(task.app_id, task.id)
+    if job is None:  # its results are recorded and its ids deleted: only the end is left
+        _end(task, etag)
+        return
+    if task.state == ErasureState.QUEUED:
+        task = task.but(state=ErasureState.STARTED, started=now or utcnow())
+        etag = store.save_task(task, etag)
+    try:
+        finished = _erase_stores(task, job)
+    except (BrokenMember, CannotFit) as error:
+        _fail(task, etag, f"the raw store could not be rewritten: {error}; the service's operators were told")
+        log.error("Erasure %s of %s failed: %s", task.id, task.app_id, error)
+        return
+    if finished is None:
+        _queue(task.app_id, task.id, delay_seconds=LOOK_AGAIN_SECONDS)
+        return
+    if not finished:
+        _queue(task.app_id, task.id)
+        return
+    _finish(task, etag, job)
+
+
+def _erase_stores(task: ErasureTask, job: Work) -> bool | None:
+    """Rewrites the blobs the task covers, for a slice of time: True once all are clean, False when the slice
+    ended first, None when a blob was busy or a compaction started before the request is still writing (look
+    again shortly)."""
+    slice_ends = time.monotonic() + ERASE_SLICE_SECONDS
+    matcher = job.matcher
+    done = {progress.name for progress in store.all_progress(task.app_id, task.id) if progress.done}
+    covered, busy = _covered_blobs(task, job)
+    for name, cut in covered:
+        if name in done:
+            continue
+        if time.monotonic() > slice_ends:
+            return False
+        try:
+            erase_in_blob(task.app_id, task.id, name, cut, matcher)
+        except BlobBusy:  # another erasure's rewrite, or a lease a killed worker left until it runs out
+            busy = True
+    return None if busy else True
+
+
+def _covered_blobs(task: ErasureTask, job: Work) -> tuple[list[tuple[str, int]], bool]:
+    """(name, bytes covered) of every blob the task rewrites: the cut, and the files of snapshot state
+    generations that a compaction started before the request (built from rows that were not yet left out)
+    wrote since the cut; and whether such a compaction may still be writing."""
+    covered = dict(job.cut)
+    stamp = task.requested.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+    container = storage.container(rawstore.RAW_CONTAINER)
+    started_before: dict[str, list[tuple[str, int]]] = {}
+    for blob in container.list_blobs(name_starts_with=f"{task.app_id}/{snapshots.STATE_TYPE}/"):
+        generation = blob.name.split("/")[-2]
+        if generation < stamp and blob.name not in covered:
+            started_before.setdefault(generation, []).append((blob.name, blob.size))
+    writing = False
+    for files in started_before.values():
+        published = any(name.endswith("/manifest.json") for name, _ in files)
+        # Its files are all written once its manifest is; one without a manifest may be writing still, unless it
+        # started so long ago that it died (shared.export.snapshotstate removes those).
+        writing = writing or (not published and _started(files[0][0]) > utcnow() - dt.timedelta(minutes=30))
+        covered.update((name, size) for name, size in files if _holds_rows(name))
+    return sorted(covered.items()), writing
+
+
+def _started(state_file: str) -> dt.datetime:
+    return dt.datetime.strptime(state_file.split("/")[-2].split("-")[0], "%Y%m%dT%H%M%S%f").replace(tzinfo=dt.UTC)
+
+
+def _kind_of(name: str) -> str:
+    """Which count a blob's rows go to."""
+    return "snapshotRows" if name.split("/")[1] in (snapshots.LOG_TYPE, snapshots.STATE_TYPE) else "rawRecords"
+
+
+def _counts(progress: list[BlobProgress]) -> dict[str, int]:
+    counts = dict.fromkeys(COUNTS, 0)
+    for each in progress:
+        counts[_kind_of(each.name)] += each.removed
+        counts["rawBlobsRewritten"] += 1 if each.removed else 0
+    return counts
+
+
+def _finish(task: ErasureTask, etag: str, job: Work) -> None:
+    """Records what was erased where while the task still holds its ids, deletes them, then ends the task."""
+    progress = store.all_progress(task.app_id, task.id)
+    counts = _counts(progress)
+    lake_tables, lake_problem = _erase_lake_tables(task, job)
+    counts["lakeRows"] = sum(table.get("rowsDeleted", 0) for table in lake_tables)
+    hits = {each.name: each.hits for each in progress if each.hits}
+    recorded = task.but(counts=counts, lake_tables=tuple(lake_tables),
+                        delivered_by=delivered.delivered_by(task.app_id, hits, task.requested),
+                        id_hashes=audit.hashes(job.device_ids, job.user_ids), error_details=lake_problem,
+                        completed=utcnow())
+    etag = store.save_task(recorded, etag)
+    store.delete_work(task.app_id, task.id)
+    _end(recorded, etag)
+
+
+def _end(task: ErasureTask, etag: str) -> None:
+    ended = task.but(state=ErasureState.FAILED if task.error_details else ErasureState.SUCCEEDED,
+                     completed=task.completed or utcnow())
+    etag = store.save_task(ended, etag)
+    store.delete_progress(task.app_id, task.id)
+    _send_event(ended, etag)
+
+
+def _fail(task: ErasureTask, etag: str, details: str) -> None:
+    failed = task.but(error_details=details, completed=utcnow())
+    etag = store.save_task(failed, etag)
+    store.delete_work(task.app_id, task.id)
+    _end(failed, etag)
+
+
+def _send_event(task: ErasureTask, etag: str) -> None:
+    forwarding.send_event(completed_event(task))
+    try:
+        store.save_task(task.but(event_sent=True), etag)
+    except TaskChanged:
+        pass  # another worker sent it too: consumers drop the copy by its id
+
+
+def completed_event(task: ErasureTask) -> dict:
+    collection, _, name = task.app_id.partition("~")
+    result = task.to_result()
+    return {"id": f"erasure-{task.id}", "event": "erasure.completed", "at": iso(task.completed),
+            "app": {"appCollection": collection, "appName": name}, "erasureTaskId": task.id,
+            **{key: result[key] for key in ("state", "dateCreated", "dateCompleted", "erased", "lakeTables",
+                                            "deliveredBy", "errorDetails")}}
+
+
+def _erase_lake_tables(task: ErasureTask, job: Work) -> tuple[list[dict], str | None]:
+    """Deletes the rows from the app's Delta tables: what each table says, and what a person must do about the
+    tables that could not be reached (None when every one was)."""
+    return [], None
