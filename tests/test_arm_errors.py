@@ -10,6 +10,7 @@ import requests
 from helpers import API_VERSION, app_path, http_request, local_host
 
 import Collect
+import ErasureTasks
 import ExportPipelines
 import ExportTasks
 from devhost.azurite import connection_string, free_port
@@ -97,10 +98,13 @@ def dead_storage(settings_override):
     (ExportPipelines.main, "GET", "daily/runs", None),
     (ExportPipelines.main, "POST", "daily/pause", None),
     (ExportPipelines.main, "DELETE", "daily", None),
+    (ErasureTasks.main, "POST", "", {"deviceIds": ["d1"]}),
+    (ErasureTasks.main, "GET", "", None),
+    (ErasureTasks.main, "GET", "00000000-0000-4000-8000-000000000000", None),
 ])
 def test_every_endpoint_answers_503_with_retry_after_while_storage_is_down(dead_storage, function, method, rest,
                                                                            body):
-    resource = "exportPipelines" if function is ExportPipelines.main else "exportTasks"
+    resource = {ExportPipelines.main: "exportPipelines", ErasureTasks.main: "erasureTasks"}.get(function, "exportTasks")
     path = app_path("c1", "a1") + ("/collect" if rest is None else f"/{resource}/{rest}")
     response = function(http_request(method, path, key="some-key", body=body,
                                      route_params={"appCollection": "c1", "appName": "a1", "rest": rest or ""}))

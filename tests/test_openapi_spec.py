@@ -65,7 +65,8 @@ def test_operations_beyond_the_original_are_marked_as_extensions():
     assert {operation["operationId"] for key, operation in OURS.items() if key in extra} == {
         "ExportTasks_CreateDevicesTask", "ExportTasks_Cancel", "Collect", "Schemas_List", "Schemas_Get",
         "ExportPipelines_List", "ExportPipelines_CreateOrReplace", "ExportPipelines_Get", "ExportPipelines_Delete",
-        "ExportPipelines_Pause", "ExportPipelines_Resume", "ExportPipelines_ListRuns", "Apps_List", *ADMIN_EXTENSIONS}
+        "ExportPipelines_Pause", "ExportPipelines_Resume", "ExportPipelines_ListRuns", "ErasureTasks_Create",
+        "ErasureTasks_List", "ErasureTasks_Get", "Apps_List", *ADMIN_EXTENSIONS}
     assert all(OURS[key].get("x-extension") is True for key in extra if OURS[key]["operationId"] != "Apps_List")
 
 

@@ -28,6 +28,7 @@ OPERATION_GROUPS = (
 _COLLECT = re.compile(_APP + r"devices/collect/?$")
 SERVED = ("POST .../devices/collect", ".../devices/exportTasks (GET, POST, and POST .../{id}/cancel)",
           ".../devices/exportPipelines (GET, PUT, DELETE, .../{name}/pause, .../{name}/resume, .../{name}/runs)",
+          ".../devices/erasureTasks (GET, POST, GET .../{id})",
           ".../appcollections/{appCollection}/apps (the admin API)", "GET /openapi.json", "GET /health")
 
 

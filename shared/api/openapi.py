@@ -13,6 +13,8 @@ from shared.api.collect_api import MAX_RECORDS
 from shared.api.export_api import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from shared.api.http import API_VERSION, STORAGE_RETRY_AFTER_SECONDS
 from shared.api.task_query import EXPORT_TYPES, ORDER_PROPERTIES
+from shared.erasure.model import COUNTS, ErasureState
+from shared.erasure.request import MAX_IDS, MAX_REASON
 from shared.export import registry
 from shared.export.export_request import (
     CAMPAIGN_TYPES,
@@ -23,6 +25,7 @@ from shared.export.export_request import (
     MAX_NAMES,
 )
 from shared.export.registry import FEEDBACK_BY_CAMPAIGN, FEEDBACK_BY_DATE, HISTORICAL, ROUTES
+from shared.ingest.records import MAX_ID
 from shared.pipelines.model import ACTIVE, FAILING, PAUSED
 from shared.pipelines.periods import CADENCES, DAILY
 from shared.pipelines.request import MAX_SETTLE_MINUTES, PIPELINE_ROUTES
@@ -198,6 +201,62 @@ def _pipeline_paths() -> dict:
     }
 
 
+_ERASURE_ERRORS = ("400", "401", "403", "404", "405", "503")
+_ID_LIST = {"type": "array", "minItems": 1, "maxItems": MAX_IDS, "items": {"type": "string", "minLength": 1,
+                                                                          "maxLength": MAX_ID}}
+
+
+def _erasure_result(description: str, headers: dict | None = None) -> dict:
+    return {"description": description, **({"headers": headers} if headers else {}),
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErasureTask"}}}}
+
+
+def _erasure_paths() -> dict:
+    base = f"{APP_PATH}/erasureTasks"
+    body = {"type": "object", "additionalProperties": False, "minProperties": 1, "properties": {
+        "deviceIds": _ID_LIST, "userIds": _ID_LIST,
+        "reason": {"type": "string", "minLength": 1, "maxLength": MAX_REASON},
+        "removeTableFilesNow": {"type": "boolean", "default": False}}}
+    return {
+        base: {
+            "post": _operation("ErasureTasks_Create", "Erase the data of devices or users everywhere it is kept", [],
+                               {"202": _erasure_result("Accepted: from now on no export holds their records", {
+                                   "Location": {"schema": {"type": "string"}},
+                                   "Retry-After": {"schema": {"type": "integer"}}})},
+                               requestBody={"required": True, "content": {"application/json": {"schema": body}}},
+                               errors=_ERASURE_ERRORS, **_EXTENSION),
+            "get": _operation("ErasureTasks_List", "The app's erasure tasks, newest first", [
+                {"name": "$top", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE,
+                                                           "default": DEFAULT_PAGE_SIZE}},
+                {"name": "$skiptoken", "in": "query", "description": "Given in nextLink; opaque",
+                 "schema": {"type": "string"}}],
+                {"200": {"description": "A page of erasure tasks", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["value"], "properties": {
+                        "value": {"type": "array", "items": {"$ref": "#/components/schemas/ErasureTask"}},
+                        "nextLink": {"type": "string", "format": "uri"}}}}}}},
+                errors=_ERASURE_ERRORS, **_EXTENSION)},
+        f"{base}/{{id}}": {"get": _operation("ErasureTasks_Get", "Get an erasure task", [_TASK_ID],
+                                             {"200": _erasure_result("The erasure task")}, errors=_ERASURE_ERRORS,
+                                             **_EXTENSION)},
+    }
+
+
+_ERASURE_TASK = {"type": "object", "required": ["id", "state", "dateCreated", "erased"], "properties": {
+    "id": {"type": "string"}, "state": {"type": "string", "enum": [str(state) for state in ErasureState]},
+    "dateCreated": {"type": "string", "format": "date-time"},
+    "dateStarted": {"type": "string", "format": "date-time"},
+    "dateCompleted": {"type": "string", "format": "date-time"},
+    "reason": {"type": "string"}, "deviceIdCount": {"type": "integer"}, "userIdCount": {"type": "integer"},
+    "removeTableFilesNow": {"type": "boolean"},
+    "erased": {"type": "object", "properties": {name: {"type": "integer"} for name in COUNTS}},
+    "lakeTables": {"type": "array", "items": {"type": "object"}},
+    "deliveredBy": {"type": "object", "properties": {"exportTasks": {"type": "array", "items": {"type": "object"}},
+                                                     "pipelineRuns": {"type": "array", "items": {"type": "object"}}}},
+    "errorDetails": {"type": "string"},
+    "idHashes": {"type": "array", "items": {"type": "string"},
+                 "description": "Keyed hashes of the ids, once the task has ended (docs/data-rights.md)"}}}
+
+
 COLLECTION_PATH = ("/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/"
                    "Microsoft.MobileEngagement/appcollections/{appCollection}")
 _PRINCIPAL_ID = {"name": "principalObjectId", "in": "path", "required": True,
@@ -344,6 +403,7 @@ def document() -> dict:
             requestBody={"required": True, "content": {"application/json": {"schema": _request_schema(route)}}},
             **extension)}
     paths.update(_pipeline_paths())
+    paths.update(_erasure_paths())
     paths.update(_admin_paths())
     schema_answer = {"description": "The published schema(s): columns in file order, JSON Schema of a JSON Lines or "
                                     "CSV row, Arrow schema of a Parquet file",
@@ -415,6 +475,7 @@ def document() -> dict:
                                                             "properties": {"index": {"type": "integer"},
                                                                            "field": {"type": "string"},
                                                                            "reason": {"type": "string"}}}}}},
+                "ErasureTask": _ERASURE_TASK,
                 **_ADMIN_SCHEMAS,
                 "ErrorResponse": {"type": "object", "required": ["error"], "properties": {"error": {
                     "type": "object", "required": ["code", "message"],

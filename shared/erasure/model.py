@@ -94,4 +94,4 @@ class ErasureTask:
         }
         if self.id_hashes:
             result["idHashes"] = list(self.id_hashes)
-        return result
+        return {key: value for key, value in result.items() if value is not None}  # left out until known

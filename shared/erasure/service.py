@@ -260,7 +260,7 @@ def completed_event(task: ErasureTask) -> dict:
     return {"id": f"erasure-{task.id}", "event": "erasure.completed", "at": iso(task.completed),
             "app": {"appCollection": collection, "appName": name}, "erasureTaskId": task.id,
             **{key: result[key] for key in ("state", "dateCreated", "dateCompleted", "erased", "lakeTables",
-                                            "deliveredBy", "errorDetails")}}
+                                            "deliveredBy", "errorDetails") if key in result}}
 
 
 def _erase_lake_tables(task: ErasureTask, job: Work) -> tuple[list[dict], str | None]:
