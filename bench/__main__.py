@@ -32,7 +32,7 @@ import time
 
 import requests
 
-from bench import ingest, pipeline
+from bench import erasure, ingest, pipeline
 from bench.hostprocess import MIB, HostProcess
 from devhost.azurite import REPO_ROOT, Azurite
 from shared.export import snapshotstate
@@ -41,6 +41,7 @@ from shared.platform import apps, config, storage
 
 API_VERSION = "2014-12-01"
 DAY = dt.date(2026, 1, 15)
+ERASURE_RECORDS = 1_000_000  # "a day of a million records" (issue 34)
 BENCH_KEY = "YmVuY2htYXJrLW9ubHkta2V5LW5vdC1hLXNlY3JldCE="
 
 
@@ -299,6 +300,10 @@ def main(argv=None) -> int:
         log("pipelines: a late wave after a large period ...")
         results["pipeline"] = pipeline.run(env, container_url, azurite.pid, sizes["half"])
         ingestion = ingest.run(env, clients=arguments.clients, seconds=arguments.ingest_seconds, batch_size=50)
+        log(f"erasure: a few devices of an app holding a day of {ERASURE_RECORDS:,} events ...")
+        load_events(f"{erasure.COLLECTION}~{erasure.APP}", DAY, ERASURE_RECORDS)
+        erasure_copy = raw_copy(f"{erasure.COLLECTION}~{erasure.APP}", destination)
+        results["erasure"] = erasure.run(env, azurite.pid, erasure_copy, ingestion["append"], clients=arguments.clients)
 
     print(f"{'measure':<22}{'records':>12}{'seconds':>10}{'records/s':>14}{'MB/s (raw in)':>15}{'peak MiB':>10}"
           f"{'(RSS sum)':>11}")
@@ -371,6 +376,7 @@ def main(argv=None) -> int:
               f"polars_{label}_s={polars_cpu:.2f} duckdb_{label}_s={duckdb_cpu:.2f}")
         print(f"cpu {label}_over_polars={polars_cpu / host_cpu:.2f} {label}_over_duckdb={duckdb_cpu / host_cpu:.2f}")
     ingest.report(ingestion)
+    erasure.report(results["erasure"], ingestion["ratio_collect_over_append"])
     os.makedirs(os.path.dirname(arguments.output), exist_ok=True)
     with open(arguments.output, "w", encoding="utf-8") as handle:
         json.dump({"records": records, "raw_bytes": raw_bytes, "cpus": os.cpu_count(), "results": results,

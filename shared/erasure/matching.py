@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import msgspec
 
@@ -40,13 +40,6 @@ class Matcher:
     def union(self, other: Matcher) -> Matcher:
         return Matcher(self.device_ids | other.device_ids, self.user_ids | other.user_ids)
 
-    def touches(self, text: bytes | memoryview) -> bool:
-        """Whether ``text`` may hold a row of the ids (a fast search: a True is checked row by row)."""
-        if len(self._literals) <= FIND_EACH_UP_TO:
-            data = bytes(text) if isinstance(text, memoryview) else text
-            return any(data.find(literal) >= 0 for literal in self._literals)
-        return any(value in self._values for value in _FIELDS.findall(text))
-
     def owns(self, line: bytes) -> bool:
         """Whether the row ``line`` is one of a device or user of the ids."""
         try:
@@ -60,22 +53,34 @@ class Matcher:
             return False
         return row.get("deviceId") in self.device_ids or row.get("userId") in self.user_ids
 
+    def _found_at(self, text: bytes) -> Iterator[int]:
+        """Where the search finds the ids in ``text`` (some may be in a row's extras)."""
+        if len(self._literals) <= FIND_EACH_UP_TO:
+            for literal in self._literals:
+                position = text.find(literal)
+                while position >= 0:
+                    yield position
+                    position = text.find(literal, position + len(literal))
+        else:
+            for match in _FIELDS.finditer(text):
+                if match.group(1) in self._values:
+                    yield match.start()
+
     def scrub(self, text: bytes) -> tuple[bytes, int]:
-        """``text`` without the rows of the ids, and how many rows went."""
-        if not self.touches(text):
+        """``text`` without the rows of the ids, and how many rows went: only the lines where the search finds an
+        id are parsed, so a large text with a few rows to remove costs little more than the search."""
+        removed: list[tuple[int, int]] = []
+        for start in sorted({text.rfind(b"\n", 0, position) + 1 for position in self._found_at(text)}):
+            end = text.find(b"\n", start)
+            end = len(text) if end < 0 else end + 1
+            if self.owns(text[start:end]):
+                removed.append((start, end))
+        if not removed:
             return text, 0
         kept: list[bytes] = []
-        removed = 0
-        for line in _lines(text):
-            if self.touches(line) and self.owns(line):
-                removed += 1
-            else:
-                kept.append(line)
-        return (b"".join(kept), removed) if removed else (text, 0)
-
-
-def _lines(text: bytes) -> list[bytes]:
-    """The rows of JSON Lines text, each with its line end (the last one may lack it)."""
-    lines = text.split(b"\n")
-    last = lines.pop()
-    return [line + b"\n" for line in lines] + ([last] if last else [])
+        position = 0
+        for start, end in removed:
+            kept.append(text[position:start])
+            position = end
+        kept.append(text[position:])
+        return b"".join(kept), len(removed)

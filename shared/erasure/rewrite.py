@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
@@ -44,15 +45,61 @@ class BlobBusy(TransientError):
     """Another erasure is rewriting the blob; this one tries again later."""
 
 
-def _covered(client: BlobClient, cut: int) -> Iterator[tuple[bytes, bytes]]:
-    """The members of the blob's first ``cut`` bytes, with their text."""
+# A blob whose covered bytes are at most this large is rewritten in memory while it is searched, before any lease
+# (four rewrites at once hold at most twice this each); a larger one is searched to its first row, then rewritten
+# in a stream under the lease.
+KEEP_SEARCHED_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Searched:
+    """What the search of a blob's covered bytes found: the rows removed and the ranges of the members that held
+    them, the members' new bytes (when kept), and the blob's rewrite count then: the covered bytes are still the
+    searched ones while it is the same, since only a rewrite changes them."""
+
+    removed: int
+    hits: tuple[tuple[int, int], ...]
+    members: tuple[bytes, ...] | None
+    rewrites: str
+
+
+class _Rewriting:
+    """The members of a blob's covered bytes, each without the matcher's rows, as they are read; counting what
+    went, and keeping the new members when ``keep``."""
+
+    def __init__(self, matcher: Matcher) -> None:
+        self.matcher = matcher
+        self.hits: list[tuple[int, int]] = []
+        self.removed = 0
+
+    def members(self, covered: Iterable[bytes], *, stop_at_first: bool = False) -> Iterator[bytes]:
+        offset = 0
+        for member, text in members(covered):
+            replaced, count = in_place(member, text, self.matcher)
+            if count:
+                self.hits.append((offset, offset + len(member)))
+                self.removed += count
+                if stop_at_first:
+                    return
+            offset += len(member)
+            yield replaced
+
+    def searched(self, kept: tuple[bytes, ...] | None, rewrites: str) -> _Searched:
+        return _Searched(self.removed, _merged(self.hits), kept, rewrites)
+
+
+def _search(client: BlobClient, cut: int, matcher: Matcher) -> _Searched:
     if cut <= 0:
-        return iter(())
-    return members(client.download_blob(offset=0, length=cut).chunks())
-
-
-def holds_rows(client: BlobClient, cut: int, matcher: Matcher) -> bool:
-    return any(matcher.scrub(text)[1] for _, text in _covered(client, cut))
+        return _Searched(0, (), None, "0")
+    downloader = client.download_blob(offset=0, length=cut)
+    rewriting = _Rewriting(matcher)
+    if cut <= KEEP_SEARCHED_BYTES:
+        kept: tuple[bytes, ...] | None = tuple(rewriting.members(downloader.chunks()))
+    else:
+        kept = None
+        for _ in rewriting.members(downloader.chunks(), stop_at_first=True):
+            pass
+    return rewriting.searched(kept, downloader.properties.metadata.get(REWRITES, "0"))
 
 
 def erase_in_blob(app_id: str, task_id: str, name: str, cut: int, matcher: Matcher) -> BlobProgress:
@@ -63,14 +110,14 @@ def erase_in_blob(app_id: str, task_id: str, name: str, cut: int, matcher: Match
         return progress
     client = storage.container(RAW_CONTAINER).get_blob_client(name)
     try:
-        found = holds_rows(client, cut, matcher)
+        searched = _search(client, cut, matcher)
     except ResourceNotFoundError:
-        found = False
-    if not found:
+        return _clean(app_id, task_id, name, progress)
+    if not searched.removed:
         return _clean(app_id, task_id, name, progress)
     lease = _lease(client)
     try:
-        return _rewrite(app_id, task_id, client, lease, cut, matcher)
+        return _rewrite(app_id, task_id, client, lease, cut, matcher, searched)
     except ResourceNotFoundError:
         return _clean(app_id, task_id, name, progress)
     finally:
@@ -113,23 +160,20 @@ class _Renewal:
 
 
 def _rewrite(app_id: str, task_id: str, client: BlobClient, lease: BlobLeaseClient, cut: int,
-             matcher: Matcher) -> BlobProgress:
+             matcher: Matcher, searched: _Searched) -> BlobProgress:
     renew = _Renewal(lease)
     properties = client.get_blob_properties()
-    hits: list[tuple[int, int]] = []
-    removed = 0
-    offset = 0
+    rewriting = _Rewriting(matcher)
+    if searched.members is not None and properties.metadata.get(REWRITES, "0") == searched.rewrites:
+        covered: Iterable[bytes] = searched.members
+        rewriting.removed, rewriting.hits = searched.removed, list(searched.hits)
+    else:  # too large to keep, or rewritten since the search (by another erasure): rewritten in a stream
+        covered = rewriting.members(client.download_blob(offset=0, length=cut).chunks())
 
     def content() -> Iterator[bytes]:
-        nonlocal removed, offset
-        for member, text in _covered(client, cut):
-            new, count = in_place(member, text, matcher)
-            if count:
-                hits.append((offset, offset + len(member)))
-                removed += count
-            offset += len(member)
+        for member in covered:
             renew()
-            yield new
+            yield member
         if properties.size > cut:
             yield from client.download_blob(offset=cut, length=properties.size - cut).chunks()
 
@@ -139,10 +183,10 @@ def _rewrite(app_id: str, task_id: str, client: BlobClient, lease: BlobLeaseClie
         _write_append_blob(temporary, content(), renew)
     else:  # a folded snapshot state file: a block blob
         temporary.upload_blob(b"".join(content()), overwrite=True)
-    if not removed:  # another rewriter finished it while this one waited for the lease
+    if not rewriting.removed:  # another erasure's rewrite removed them while this one waited for the lease
         temporary.delete_blob()
         return _clean(app_id, task_id, client.blob_name, store.read_progress(app_id, task_id, client.blob_name))
-    progress = BlobProgress(client.blob_name, removed, _merged(hits), False)
+    progress = BlobProgress(client.blob_name, rewriting.removed, _merged(rewriting.hits), False)
     store.record_progress(app_id, task_id, progress)
     _replace(client, temporary, properties, lease, renew)
     temporary.delete_blob()
