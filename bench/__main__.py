@@ -33,16 +33,15 @@ import time
 import requests
 
 from bench import erasure, ingest, pipeline
-from bench.hostprocess import MIB, HostProcess
+from bench.hostprocess import MIB, HostProcess, use_storage
 from devhost.azurite import REPO_ROOT, Azurite
 from shared.export import snapshotstate
 from shared.ingest import rawstore
-from shared.platform import apps, config, storage
+from shared.platform import apps, storage
 
 API_VERSION = "2014-12-01"
 DAY = dt.date(2026, 1, 15)
 ERASURE_RECORDS = 1_000_000  # "a day of a million records" (issue 34)
-BENCH_KEY = "YmVuY2htYXJrLW9ubHkta2V5LW5vdC1hLXNlY3JldCE="
 
 
 def cpu_seconds() -> float:
@@ -215,11 +214,7 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="ee-bench-") as workdir, \
             Azurite.on_free_ports(os.path.join(workdir, "azurite")) as azurite:
-        env = dict(os.environ, AzureWebJobsStorage=azurite.connection_string, EXPORT_SAS_ENCRYPTION_KEY=BENCH_KEY,
-                   EXPORT_ALLOW_LOOPBACK_DESTINATIONS="true", DestinationStorage=azurite.connection_string,
-                   EXPORT_SCHEDULES="[]")
-        os.environ.update(env)
-        config.reset_settings()
+        env = use_storage(azurite.connection_string)
         sizes = {"small": 10_000, "half": records // 2, "full": records, "big": arguments.big_records}
         keys = {}
         for name, count in sizes.items():

@@ -111,10 +111,10 @@ def main(argv=None) -> int:
     import os
     import tempfile
 
-    from bench.__main__ import BENCH_KEY, DAY, raw_copy
+    from bench.__main__ import DAY, raw_copy
+    from bench.hostprocess import use_storage
     from devhost.azurite import Azurite
     from sampledata import load_events
-    from shared.platform import config
 
     parser = argparse.ArgumentParser(prog="python -m bench.erasure", description=__doc__)
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -122,11 +122,7 @@ def main(argv=None) -> int:
     arguments = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ee-bench-") as workdir, \
             Azurite.on_free_ports(os.path.join(workdir, "azurite")) as azurite:
-        env = dict(os.environ, AzureWebJobsStorage=azurite.connection_string, EXPORT_SAS_ENCRYPTION_KEY=BENCH_KEY,
-                   EXPORT_ALLOW_LOOPBACK_DESTINATIONS="true", DestinationStorage=azurite.connection_string,
-                   EXPORT_SCHEDULES="[]")
-        os.environ.update(env)
-        config.reset_settings()
+        env = use_storage(azurite.connection_string)
         load_events(f"{COLLECTION}~{APP}", DAY, arguments.records)
         destination = storage.blob_service().get_container_client("bench-out")
         destination.create_container()

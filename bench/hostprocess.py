@@ -94,3 +94,17 @@ def _pss(pid: int) -> int:
             if line.startswith(b"Pss:"):
                 return int(line.split()[1]) * 1024
     raise OSError(f"no Pss in /proc/{pid}/smaps_rollup")
+
+
+BENCH_KEY = "YmVuY2htYXJrLW9ubHkta2V5LW5vdC1hLXNlY3JldCE="
+
+
+def use_storage(connection_string: str) -> dict[str, str]:
+    """Points this process's settings (and the hosts it starts) at the bench's Azurite; returns the environment."""
+    from shared.platform import config
+
+    env = dict(os.environ, AzureWebJobsStorage=connection_string, EXPORT_SAS_ENCRYPTION_KEY=BENCH_KEY,
+               EXPORT_ALLOW_LOOPBACK_DESTINATIONS="true", DestinationStorage=connection_string, EXPORT_SCHEDULES="[]")
+    os.environ.update(env)
+    config.reset_settings()
+    return env

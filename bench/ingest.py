@@ -34,7 +34,6 @@ from collections import Counter
 
 API_VERSION = "2014-12-01"
 COLLECTION, APP = "bench", "ingest"
-BENCH_KEY = "YmVuY2htYXJrLW9ubHkta2V5LW5vdC1hLXNlY3JldCE="
 BATCHES = 400  # distinct batches the clients cycle through
 
 
@@ -334,15 +333,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--batch-size", type=int, default=50)
     arguments = parser.parse_args(argv)
+    from bench.hostprocess import use_storage
     from devhost.azurite import Azurite
-    from shared.platform import config
 
     with tempfile.TemporaryDirectory(prefix="ee-bench-ingest-") as workdir, \
             Azurite.on_free_ports(os.path.join(workdir, "azurite")) as azurite:
-        env = dict(os.environ, AzureWebJobsStorage=azurite.connection_string, EXPORT_SAS_ENCRYPTION_KEY=BENCH_KEY,
-                   DestinationStorage=azurite.connection_string, EXPORT_SCHEDULES="[]")
-        os.environ.update(env)
-        config.reset_settings()
+        env = use_storage(azurite.connection_string)
         figures = run(env, clients=arguments.clients, seconds=arguments.seconds, batch_size=arguments.batch_size)
     report(figures)
     return 0 if figures["acked_all"] == figures["collect"]["stored"] else 1
