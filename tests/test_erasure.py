@@ -176,6 +176,7 @@ def test_a_rewrite_killed_at_any_step_is_finished_by_the_next_try_and_counted_on
     _, task, _ = backend.erase({"deviceIds": erased})
     monkeypatch.setattr(rewrite, "LEASE_SECONDS", 15)
     monkeypatch.setattr(service, "ERASE_PARALLEL_BLOBS", 1)  # each try dies at its first rewrite, in order
+    monkeypatch.setattr(service, "ERASE_IN_PROCESS", True)  # the rewrite's code is changed in this process
     real_replace, real_record = rewrite._replace, store.record_progress
     kills = {"before the copy": 1, "after the copy": 1}
 

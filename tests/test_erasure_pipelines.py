@@ -154,6 +154,7 @@ def test_an_erasure_racing_collect_and_a_pipeline_run_with_a_worker_killed_loses
 
     # A worker dies mid-rewrite (its lease is not released; it runs out), the next one finishes the task.
     monkeypatch.setattr(rewrite, "LEASE_SECONDS", 15)
+    monkeypatch.setattr(service, "ERASE_IN_PROCESS", True)  # the rewrite's code is changed in this process
     real_replace = rewrite._replace
     kills = [1]
 

@@ -13,15 +13,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import multiprocessing
+import os
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from shared.erasure import audit, delivered, store
+from shared.erasure import audit, delivered, rewrite, store
 from shared.erasure.model import COUNTS, ErasureState, ErasureTask
 from shared.erasure.request import parse
-from shared.erasure.rewrite import BlobBusy, erase_in_blob
+from shared.erasure.rewrite import BlobBusy
 from shared.erasure.scrub import BrokenMember, CannotFit
 from shared.erasure.store import BlobProgress, TaskChanged, Work
 from shared.export import forwarding
@@ -40,7 +42,9 @@ ERASE_SLICE_SECONDS = 240.0
 # still be writing its files: the task looks again after this long.
 LOOK_AGAIN_SECONDS = 5
 RETRY_AFTER_SECONDS = 10
-ERASE_PARALLEL_BLOBS = 4
+ERASE_PARALLEL_BLOBS = 2
+ERASE_NICENESS = 10
+ERASE_IN_PROCESS = False
 
 
 @dataclass(frozen=True)
@@ -167,26 +171,53 @@ def _erase_stores(task: ErasureTask, job: Work) -> bool | None:
     done = {progress.name for progress in store.all_progress(task.app_id, task.id) if progress.done}
     covered, busy = _covered_blobs(task, job)
     todo = [(name, cut) for name, cut in covered if name not in done]
+    if not todo:
+        return None if busy else True
     ended_early = False
-
-    def erase(name: str, cut: int) -> bool:
-        """Whether the blob is dealt with (False: busy, looked at again later)."""
-        nonlocal ended_early
-        if time.monotonic() > slice_ends:
-            ended_early = True
-            return True
-        try:
-            erase_in_blob(task.app_id, task.id, name, cut, matcher)
-        except BlobBusy:  # another erasure's rewrite, or a lease a killed worker left until it runs out
-            return False
-        return True
-
-    # Blobs side by side: one waits on storage while another decompresses or compresses (ISA-L lets go of the GIL).
-    with ThreadPoolExecutor(ERASE_PARALLEL_BLOBS) as pool:
-        dealt_with = list(pool.map(lambda item: erase(*item), todo))
+    with _rewriters() as pool:
+        pending = {}
+        for name, cut in todo:
+            if time.monotonic() > slice_ends:
+                ended_early = True
+                break
+            pending[pool.submit(rewrite.erase_in_blob, task.app_id, task.id, name, cut, matcher)] = name
+            while len(pending) >= 2 * ERASE_PARALLEL_BLOBS:  # a bounded queue: the slice's end is looked at
+                busy = _collect(pending, wait(pending, return_when=FIRST_COMPLETED).done) or busy
+        busy = _collect(pending, wait(pending).done) or busy
     if ended_early:
         return False
-    return None if busy or not all(dealt_with) else True
+    return None if busy else True
+
+
+def _collect(pending: dict, finished) -> bool:
+    """Takes finished rewrites out of ``pending``, raising their errors; whether one found its blob busy (another
+    erasure's rewrite, or a lease a killed worker left until it runs out: looked at again later)."""
+    busy = False
+    for future in finished:
+        del pending[future]
+        try:
+            future.result()
+        except BlobBusy:
+            busy = True
+    return busy
+
+
+def _lower_priority() -> None:
+    """A rewriting process yields the CPU to Collect and exports (an erasure may take longer; nothing waits on it)."""
+    try:
+        os.nice(ERASE_NICENESS)
+    except OSError:
+        pass
+
+
+def _rewriters() -> Executor:
+    """Where blobs are rewritten: processes of their own at a lower priority, so an erasure's decompression and
+    compression take no CPU or interpreter lock from Collect in the host (ERASE_IN_PROCESS: threads of this
+    process, for tests that change the rewrite's code in this process)."""
+    if ERASE_IN_PROCESS:
+        return ThreadPoolExecutor(ERASE_PARALLEL_BLOBS)
+    return ProcessPoolExecutor(ERASE_PARALLEL_BLOBS, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_lower_priority)
 
 
 def _covered_blobs(task: ErasureTask, job: Work) -> tuple[list[tuple[str, int]], bool]:
