@@ -10,6 +10,7 @@ answer: a version, or what went wrong and whether trying again can help.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,12 +154,18 @@ def vacuum(table, *, hours: int, full: bool) -> int:
 def refusal(error: Exception) -> str | None:
     """What a library error says no retry can fix: "denied" (the SAS lacks a right, was revoked or expired),
     "missing" (the container is gone), or None (worth trying again). Its text names the URL as REDACTED."""
-    lowered = str(error).lower()
-    if "authorizationpermissionmismatch" in lowered or "authorizationfailure" in lowered or "403" in lowered:
-        return "denied"
-    if "containernotfound" in lowered:
+    text = str(error)
+    if "<Code>ContainerNotFound</Code>" in text:
         return "missing"
+    if _DENIED.search(text):
+        return "denied"
     return None
+
+
+# The storage's answer when a SAS is refused: its status line or error code, or the library's own words for it
+# (a bare "403" would also match a request id or a time in the answer's text).
+_DENIED = re.compile(r"\b403 Forbidden\b|<Code>(AuthorizationPermissionMismatch|AuthorizationFailure|"
+                     r"AuthenticationFailed|AuthorizationResourceTypeMismatch)</Code>|lacked the necessary privileges")
 
 
 def _failure(error: Exception, folder: str) -> Answer:
