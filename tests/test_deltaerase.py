@@ -13,6 +13,7 @@ import io
 import threading
 
 import expected
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers import container_sas_url
@@ -196,60 +197,85 @@ def test_ids_with_quotes_and_any_script_erase_exactly_their_rows_in_a_pipelines_
 def test_a_pipeline_committing_beside_the_erasure_loses_no_row_and_the_erasure_none_of_its_own(app_env, names,
                                                                                              monkeypatch):
     from deltalake import DeltaTable, write_deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    from shared.export import deltacommit
     devices = [(f"dev-{n}", f"user-{n}") for n in range(4)]
-    lake, _ = lake_app(app_env, names, devices)
+    lake, now = lake_app(app_env, names, devices)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=2)
     [table] = lake_tables(lake.app.id)
     base, options = deltatable.storage_options(parse_destination(lake.container_url()))
     uri = f"{base}/lake"
-    template = DeltaTable(uri, storage_options=options).to_pyarrow_table().slice(0, 1)
-    appended: list[str] = []
 
-    def commit_beside(name: str) -> None:
-        """A pipeline's commit of a run: new rows of a device not erased, appended to the table."""
-        rows = template.set_column(template.schema.get_field_index("name"), "name", [[name]])
-        rows = rows.set_column(rows.schema.get_field_index("deviceId"), "deviceId", [["dev-new"]])
-        write_deltalake(uri, rows, mode="append", storage_options=options)
-        appended.append(name)
+    def late_run(name: str, minutes: int) -> None:
+        """A record of a device not erased arrives late: the pipeline's late run appends it to the table."""
+        lake.send([{"type": "event", "deviceId": "dev-new", "name": name,
+                    "timestamp": f"{day + dt.timedelta(hours=5, minutes=minutes):%Y-%m-%dT%H:%M:%S.000Z}"}])
+        lake.run_pipelines(now + dt.timedelta(minutes=minutes))
 
-    # In the test's process, so that the other commit lands between the erasure's read and its commit: it
-    # reads the table again and tries again.
+    # A run commits between the erasure's read of the table and its commit: the erasure reads it again and
+    # tries again (run here, in the test's process, to place the run there).
     real_delete = deltadelete._delete
+    ran: list[None] = []
 
-    def delete_after_another_commit(delta_table, order, conflicts):
-        if conflicts == 0:
-            commit_beside("between-read-and-commit")
-        return real_delete(delta_table, order, conflicts)
+    def delete_after_a_run(delta_table, order):
+        if not ran:
+            ran.append(late_run("late-1", 2))
+        return real_delete(delta_table, order)
 
-    monkeypatch.setattr(deltadelete, "_delete", delete_after_another_commit)
+    monkeypatch.setattr(deltadelete, "_delete", delete_after_a_run)
     order = deltadelete.Erase(uri=uri, options=options, folder="lake", ids={"deviceId": ["dev-0"], "userId": []},
                               remove_files_now=False, stray_hours=25, erasure="e")
     answer = deltadelete.erase(order)
-    assert answer.error is None and answer.rows == 2, answer
-    assert answer.conflicts >= 1
+    assert answer.error is None and answer.rows == 2 and answer.conflicts >= 1, answer
     monkeypatch.undo()
 
-    # The real thing: a thread commits a run every quarter of a second (a pipeline commits once a run, minutes apart)
-    # while the erasure runs in its own process.
+    # The erasure commits between a run's read of the table and its commit (the run's commit made in the test's
+    # process, to place the erasure there): the run's commit keeps its rows, and the erasure's stay deleted.
+    erased_between: list[deltaerase.ErasedTable] = []
+    real_grow = deltacommit._grow_schema
+
+    def grow_after_an_erasure(delta_table, schema):
+        if not erased_between:
+            erased_between.append(deltaerase.erase_rows(table, ["dev-1"], [], remove_files_now=False))
+        return real_grow(delta_table, schema)
+
+    monkeypatch.setattr(deltatable, "run_in_process", deltacommit.run)
+    monkeypatch.setattr(deltacommit, "_grow_schema", grow_after_an_erasure)
+    late_run("late-2", 4)
+    assert [erased.rows_deleted for erased in erased_between] == [2]
+    monkeypatch.undo()
+
+    # Many commits beside: a thread commits every quarter of a second (a pipeline commits once a run, minutes
+    # apart) while the erasure runs in its own process.
+    template = DeltaTable(uri, storage_options=options).to_pyarrow_table().slice(0, 1)
+    appended: list[str] = []
     stop = threading.Event()
 
     def keep_committing() -> None:
-        n = 0
-        while not stop.wait(0.25):
-            commit_beside(f"beside-{n}")
-            n += 1
+        while not stop.is_set():
+            name = f"beside-{len(appended)}"
+            rows = template
+            for column, value in (("name", name), ("deviceId", "dev-new"), ("userId", None)):
+                rows = rows.set_column(rows.schema.get_field_index(column), column, pa.array([value], pa.string()))
+            try:
+                write_deltalake(uri, rows, mode="append", storage_options=options)
+            except CommitFailedError:  # the erasure committed first: as the pipeline's commit does, try again
+                continue
+            appended.append(name)
+            stop.wait(0.25)
 
     thread = threading.Thread(target=keep_committing)
     thread.start()
     try:
-        erased = deltaerase.erase_rows(table, [], ["user-1", "user-2"], remove_files_now=False)
+        erased = deltaerase.erase_rows(table, [], ["user-2"], remove_files_now=False)
     finally:
         stop.set()
         thread.join()
-    assert erased.rows_deleted == 4
-    rows = pipeline_rows(lake)
-    assert sorted(name for device, _, name in rows if device == "dev-new") == sorted(appended)
-    assert sorted(row for row in rows if row[0] != "dev-new") == sorted(
-        ("dev-3", "user-3", f"e3-{n}") for n in (0, 1))
+    assert erased.rows_deleted == 2
+    assert pipeline_rows(lake) == sorted(
+        [("dev-3", "user-3", "e3-0"), ("dev-3", "user-3", "e3-1"), ("dev-new", None, "late-1"),
+         ("dev-new", None, "late-2")] + [("dev-new", None, name) for name in appended])
     print(f"erasure beside commits: {len(appended)} commits beside, {erased.conflicts} conflicts")
 
 
@@ -294,3 +320,17 @@ def test_lake_tables_lists_each_table_once_with_the_newest_sas(tables, app_env, 
     events = {table.path: table for table in found}["delta/Event"]
     assert len(events.task_ids) == 2 and events.task_ids[-1] == second_job.id
     assert events.destination.expires > first.destination.expires
+
+
+def test_a_refusal_is_read_from_the_storages_answer_not_from_a_number_in_its_request_id():
+    from shared.export.deltacommit import refusal
+
+    def answer(status: str, code: str) -> OSError:
+        return OSError(f"Error performing GET REDACTED - Server returned non-2xx status code\n {status}\n"
+                       f"<Error><Code>{code}</Code><Message>RequestId:5f0a4030-4403-8a2e-0403-b1c403000000\n"
+                       f"Time:2026-12-04T18:40:30.403Z</Message></Error>")
+
+    assert refusal(answer("503 Service Unavailable", "ServerBusy")) is None
+    assert refusal(answer("404 Not Found", "ContainerNotFound")) == "missing"
+    assert refusal(answer("403 Forbidden", "AuthorizationPermissionMismatch")) == "denied"
+    assert refusal(answer("403 Forbidden", "AuthenticationFailed")) == "denied"

@@ -71,17 +71,19 @@ def erase(order: Erase) -> Erased:
     from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
     conflicts = 0
+    deleted: Erased | None = None  # once the rows' commit is made, a conflict of the vacuum's own does not redo it
     for attempt in range(ERASE_TRIES):
         try:
             table = _open(order.uri, order.options)
             if table is None:
                 return Erased(exists=False)
-            answer = _delete(table, order, conflicts)
+            if deleted is None:
+                deleted = _delete(table, order)
+            removed = 0
             if order.remove_files_now:
                 removed = (_vacuum_present(table, order.uri, order.options, hours=0, full=False)
                            + _vacuum_present(table, order.uri, order.options, hours=order.stray_hours, full=True))
-                answer = replace(answer, files_removed=removed)
-            return answer
+            return replace(deleted, files_removed=removed, conflicts=conflicts)
         except CommitFailedError:
             conflicts += 1
             time.sleep(min(0.25 * 2 ** attempt, 8.0) * random.uniform(0.5, 1.0))
@@ -136,13 +138,13 @@ def _vacuum_present(table, uri: str, options: dict[str, str], *, hours: int, ful
     return vacuum(table, hours=hours, full=full)
 
 
-def _delete(table, order: Erase, conflicts: int) -> Erased:
+def _delete(table, order: Erase) -> Erased:
     from deltalake import CommitProperties
 
     present = {item.name for item in table.schema().fields}
     columns = tuple(name for name in ID_COLUMNS if name in present and order.ids.get(name))
     if not columns:
-        return Erased(columns=(), conflicts=conflicts, notes=[] if any(name in present for name in ID_COLUMNS) else [
+        return Erased(columns=(), notes=[] if any(name in present for name in ID_COLUMNS) else [
             f"the table {order.folder} has neither a deviceId nor a userId column: its rows name no device"])
     source = _source(columns, order.ids)
     predicate = " OR ".join(f'target."{name}" = source."{name}"' for name in columns)
@@ -152,7 +154,7 @@ def _delete(table, order: Erase, conflicts: int) -> Erased:
                .when_matched_delete().execute())
     rows = int(metrics.get("num_target_rows_deleted", 0))
     return Erased(columns=columns, rows=rows, files_rewritten=int(metrics.get("num_target_files_removed", 0)),
-                  version=table.version() if rows else None, conflicts=conflicts)
+                  version=table.version() if rows else None)
 
 
 def _source(columns: tuple[str, ...], ids: dict[str, list[str]]):
