@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
+import json
 import threading
 
 import expected
@@ -45,6 +46,18 @@ def data_files(url: str, prefix: str) -> dict[str, list[dict]]:
     return {blob.name: pq.read_table(io.BytesIO(container.download_blob(blob.name).readall())).to_pylist()
             for blob in container.list_blobs(name_starts_with=prefix)
             if blob.name.endswith(".parquet") and "/_delta_log/" not in blob.name}
+
+
+def log_mentions(url: str, prefix: str, ids: list[str]) -> list[str]:
+    """The files of the table's log (its commits as JSON, its checkpoints as Parquet) that hold one of the ids."""
+    container = parse_destination(url).container_client()
+    found = []
+    for blob in container.list_blobs(name_starts_with=f"{prefix}/_delta_log/"):
+        data = container.download_blob(blob.name).readall()
+        text = str(pq.read_table(io.BytesIO(data)).to_pylist()) if blob.name.endswith(".parquet") else data.decode()
+        if any(json_id in text for value in ids for json_id in (value, json.dumps(value)[1:-1])):
+            found.append(blob.name)
+    return found
 
 
 def live_rows(tables: Tables, path: str) -> list[dict]:
@@ -108,12 +121,16 @@ def test_removed_at_once_no_file_left_holds_the_ids_and_old_versions_read_none_o
     table = events_table(tables)
     tables.export("events", startDate=DAY.isoformat(), endDate=DAY.isoformat())  # files an overwrite dropped
     everything = ingested(FIRST, DAY)
-    users = sorted({row["userId"] for row in everything if row.get("userId")})
-    device = sorted({row["deviceId"] for row in everything if not row.get("userId")} or {everything[0]["deviceId"]})[0]
-    user = users[0]
+    # An erasure that left the files for the retention: the files the library rewrote (as the table's compaction
+    # does) carry the bounds of their text columns in the log, the smallest device and user ids of each among them.
+    first, device = sorted({row["deviceId"] for row in everything})[:2]
+    assert deltaerase.erase_rows(table, [first], [], remove_files_now=False).rows_deleted
+    everything = [row for row in everything if row["deviceId"] != first]
+    user = sorted({row["userId"] for row in everything if row.get("userId")})[0]
     gone = [row for row in everything if row["deviceId"] == device or row.get("userId") == user]
     kept = expected.canonical([row for row in everything if row not in gone])
     assert gone and kept
+    assert log_mentions(tables.url, table.path, [device])
 
     erased = deltaerase.erase_rows(table, [device], [user], remove_files_now=True)
     assert erased.rows_deleted == len(gone) and erased.files_removed > erased.files_rewritten
@@ -123,6 +140,8 @@ def test_removed_at_once_no_file_left_holds_the_ids_and_old_versions_read_none_o
     files = data_files(tables.url, table.path)
     assert files and not any(row["deviceId"] == device or row.get("userId") == user
                              for rows in files.values() for row in rows)
+    assert log_mentions(tables.url, table.path, [device, user]) == []  # nor do the statistics the log kept
+    assert tables.table(table.path).metadata().configuration["delta.logRetentionDuration"] == "interval 30 days"
     for version in range(erased.version or 0):  # each older version either cannot be read or holds none of them
         try:
             old = tables.table(table.path, version).to_pyarrow_table().to_pylist()
@@ -301,6 +320,9 @@ def test_a_table_whose_sas_expired_or_lost_its_rights_is_reported_and_a_deleted_
     assert "refused the SAS" in refused.value.reason and read_only.sas not in str(refused.value)
     assert expected.canonical(tables.rows(table.path, "Event")) == expected.canonical(ingested(FIRST, DAY))
 
+    # A table deleted, or never made (an export that failed before its commit): nothing of it to erase.
+    never = deltaerase.erase_rows(dataclasses.replace(table, path="delta/Crash"), [device], [], remove_files_now=True)
+    assert not never.exists and never.remove_files_at is None
     # The container deleted: nothing of the table is left to erase.
     BlobServiceClient.from_connection_string(app_env.connection_string).delete_container(
         tables.url.split("?")[0].rsplit("/", 1)[1])

@@ -10,6 +10,8 @@ table again and tries again, a bounded number of times: the rows the others comm
 
 Files: the rewritten files' old copies stay for the versions that still name them (time travel) until a vacuum
 removes them, at once when asked, else once the app's table retention has passed (shared.export.deltaerase).
+Removed at once, the log's entries before the erasure go too: an entry that added a file the library wrote (an
+erasure's rewrite, the upkeep's compaction) records the smallest and largest text of its columns, an id maybe.
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ import random
 import time
 from dataclasses import dataclass, field, replace
 
-from shared.export.deltacommit import first_line, refusal, vacuum
+from shared.export.deltacommit import LOG_RETENTION, first_line, refusal, vacuum
 
 ID_COLUMNS = ("deviceId", "userId")
 # A deletion that finds the log moved on reads the table again and tries again, this often, waiting longer each
 # time (about 30 s in all): a pipeline commits once a run, so only a table committed to without pause starves it.
 ERASE_TRIES = 8
+ERASURE_KEY = "engagementExport.erasure"  # an erasure's commit carries it (the erasure's id, never an erased id)
+LOG_RETENTION_KEY = "delta.logRetentionDuration"
+FORGET_LOG = "interval 0 seconds"
+ERASURES_LOOKED_AT = 100  # the newest commits where an erasure's is looked for (a retry follows it closely)
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,8 @@ def erase(order: Erase) -> Erased:
             if order.remove_files_now:
                 removed = (_vacuum_present(table, order.uri, order.options, hours=0, full=False)
                            + _vacuum_present(table, order.uri, order.options, hours=order.stray_hours, full=True))
+                if deleted.rows or _log_remembers(table):
+                    _forget_log(table)
             return replace(deleted, files_removed=removed, conflicts=conflicts)
         except CommitFailedError:
             conflicts += 1
@@ -138,6 +146,28 @@ def _vacuum_present(table, uri: str, options: dict[str, str], *, hours: int, ful
     return vacuum(table, hours=hours, full=full)
 
 
+def _log_remembers(table) -> bool:
+    """Whether the log may still hold, in the statistics of files older versions named, an erased id: it keeps
+    an erasure's commit (one made without removing the files at once, or before a process died), or a removal
+    of the log stopped half-way."""
+    if table.metadata().configuration.get(LOG_RETENTION_KEY) == FORGET_LOG:
+        return True
+    return any(ERASURE_KEY in entry for entry in table.history(limit=ERASURES_LOOKED_AT))
+
+
+def _forget_log(table) -> None:
+    """The log's entries before now removed: each entry that added a file records the smallest and largest value
+    of its columns (an id, maybe), and Delta keeps them for its log retention. A checkpoint of the current version
+    (its files' statistics only) goes first; the log retention is set to nothing for the cleanup, then back."""
+    kept = table.metadata().configuration.get(LOG_RETENTION_KEY)
+    if kept in (None, FORGET_LOG):
+        kept = LOG_RETENTION
+    table.alter.set_table_properties({LOG_RETENTION_KEY: FORGET_LOG})
+    table.create_checkpoint()
+    table.cleanup_metadata()
+    table.alter.set_table_properties({LOG_RETENTION_KEY: kept})
+
+
 def _delete(table, order: Erase) -> Erased:
     from deltalake import CommitProperties
 
@@ -148,7 +178,7 @@ def _delete(table, order: Erase) -> Erased:
             f"the table {order.folder} has neither a deviceId nor a userId column: its rows name no device"])
     source = _source(columns, order.ids)
     predicate = " OR ".join(f'target."{name}" = source."{name}"' for name in columns)
-    properties = CommitProperties(custom_metadata={"engagementExport.erasure": order.erasure})
+    properties = CommitProperties(custom_metadata={ERASURE_KEY: order.erasure})
     metrics = (table.merge(source, predicate, source_alias="source", target_alias="target",
                            commit_properties=properties)
                .when_matched_delete().execute())

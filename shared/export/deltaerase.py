@@ -92,8 +92,9 @@ def erase_rows(table: LakeTable, device_ids: Iterable[str], user_ids: Iterable[s
                erasure_id: str = "") -> ErasedTable:
     """Deletes, in one commit, every row of the table whose deviceId is one of ``device_ids`` or whose userId is
     one of ``user_ids`` (a column the table lacks is skipped); erasing again deletes nothing and commits nothing.
-    With ``remove_files_now`` every data file that no current version names is removed too (older versions can no
-    longer be read), else they go at ``remove_files_at`` (remove_expired_files). ``erasure_id`` goes to the
+    With ``remove_files_now`` every data file that no current version names is removed too, and the log's entries
+    before it (older versions can no longer be read), else the files go at ``remove_files_at``
+    (remove_expired_files). ``erasure_id`` goes to the
     commit's metadata (engagementExport.erasure), never an id.
 
     Raises LakeTableUnavailable (the SAS expired, was revoked or lacks a right; the container is gone) or
