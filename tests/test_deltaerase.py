@@ -298,9 +298,22 @@ def test_a_pipeline_committing_beside_the_erasure_loses_no_row_and_the_erasure_n
     print(f"erasure beside commits: {len(appended)} commits beside, {erased.conflicts} conflicts")
 
 
-def test_a_table_whose_sas_expired_or_lost_its_rights_is_reported_and_a_deleted_one_is_gone(tables, app_env, names):
+def test_a_table_whose_sas_expired_or_lost_its_rights_is_reported_and_a_deleted_one_is_gone(tables, app_env, names,
+                                                                                           monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
     from azure.storage.blob import BlobServiceClient
+
+    from shared.platform.errors import TransientError
     table = events_table(tables)
+
+    def killed(function, order):
+        raise BrokenProcessPool("A process in the process pool was terminated abruptly")
+
+    with monkeypatch.context() as patched:  # the erasure's process killed (out of memory): tried again later
+        patched.setattr(deltatable, "in_process", killed)
+        with pytest.raises(TransientError, match="its process died"):
+            deltaerase.erase_rows(table, ["dev-1"], [], remove_files_now=False)
     expired = dataclasses.replace(table, destination=dataclasses.replace(
         table.destination, expires=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)))
     with pytest.raises(deltaerase.LakeTableUnavailable) as refused:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from shared.export import deltadelete, deltatable
 from shared.export.destination import Destination, SealedDestination
@@ -27,6 +29,7 @@ from shared.platform.errors import PermanentJobError, TransientError
 from shared.platform.times import iso, utcnow
 
 log = logging.getLogger(__name__)
+Asked = TypeVar("Asked", deltadelete.Erase, deltadelete.Vacuum)
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,7 @@ def erase_rows(table: LakeTable, device_ids: Iterable[str], user_ids: Iterable[s
     one of ``user_ids`` (a column the table lacks is skipped); erasing again deletes nothing and commits nothing.
     With ``remove_files_now`` every data file that no current version names is removed too, and the log's entries
     before it (older versions can no longer be read), else the files go at ``remove_files_at``
-    (remove_expired_files). ``erasure_id`` goes to the
-    commit's metadata (engagementExport.erasure), never an id.
+    (remove_expired_files). ``erasure_id`` goes to the commit's metadata (engagementExport.erasure), never an id.
 
     Raises LakeTableUnavailable (the SAS expired, was revoked or lacks a right; the container is gone) or
     TransientError (storage did not answer, the table kept changing)."""
@@ -105,7 +107,7 @@ def erase_rows(table: LakeTable, device_ids: Iterable[str], user_ids: Iterable[s
     order = deltadelete.Erase(uri=f"{base}/{table.path}", options=options, folder=table.path, ids=ids,
                               remove_files_now=remove_files_now, stray_hours=stray_hours(),
                               erasure=erasure_id or "erasure")
-    answer = _answered(table, target, deltatable.in_process(deltadelete.erase, order))
+    answer = _run(table, target, deltadelete.erase, order)
     erased = ErasedTable(url=table.url, path=table.path, exists=answer.exists, rows_deleted=answer.rows,
                          files_rewritten=answer.files_rewritten, version=answer.version,
                          files_removed=answer.files_removed, conflicts=answer.conflicts, notes=tuple(answer.notes),
@@ -123,7 +125,7 @@ def remove_expired_files(table: LakeTable) -> int:
     base, options = deltatable.storage_options(target)
     order = deltadelete.Vacuum(uri=f"{base}/{table.path}", options=options, folder=table.path,
                                hours=table.retention_days * 24)
-    return _answered(table, target, deltatable.in_process(deltadelete.remove_expired, order)).files_removed
+    return _run(table, target, deltadelete.remove_expired, order).files_removed
 
 
 def stray_hours() -> int:
@@ -145,6 +147,18 @@ def _open(table: LakeTable) -> Destination:
 
 _GIVE_SAS = ("give the service a new SAS for the container (rcwdl) through the pipeline that writes the table (PUT "
              "it with a new containerUrl) or a DeltaLake export to it, then erase again")
+
+
+def _run(table: LakeTable, target: Destination, function: Callable[[Asked], deltadelete.Erased],
+         order: Asked) -> deltadelete.Erased:
+    """The work done in its own process, its answer read: a process that took too long or died (killed, out of
+    memory) is tried again later, as the table's storage trouble is."""
+    try:
+        answer = deltatable.in_process(function, order)
+    except (TimeoutError, BrokenProcessPool) as error:
+        raise TransientError(f"{table.where} could not be erased now: its process "
+                             f"{'took too long' if isinstance(error, TimeoutError) else 'died'}") from None
+    return _answered(table, target, answer)
 
 
 def _answered(table: LakeTable, target: Destination, answer: deltadelete.Erased) -> deltadelete.Erased:
