@@ -76,7 +76,7 @@ def erase(order: Erase) -> Erased:
     data file that no current version names."""
     from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
-    conflicts = 0
+    conflicts = removed = 0
     deleted: Erased | None = None  # once the rows' commit is made, a conflict of the vacuum's own does not redo it
     for attempt in range(ERASE_TRIES):
         try:
@@ -85,10 +85,9 @@ def erase(order: Erase) -> Erased:
                 return Erased(exists=False)
             if deleted is None:
                 deleted = _delete(table, order)
-            removed = 0
             if order.remove_files_now:
-                removed = (_vacuum_present(table, order.uri, order.options, hours=0, full=False)
-                           + _vacuum_present(table, order.uri, order.options, hours=order.stray_hours, full=True))
+                removed += _vacuum_present(table, order.uri, order.options, hours=0, full=False)
+                removed += _vacuum_present(table, order.uri, order.options, hours=order.stray_hours, full=True)
                 if deleted.rows or _log_remembers(table):
                     _forget_log(table)
             return replace(deleted, files_removed=removed, conflicts=conflicts)
