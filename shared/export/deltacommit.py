@@ -10,6 +10,7 @@ answer: a version, or what went wrong and whether trying again can help.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,22 +138,48 @@ def _maintain(order: Order, version: int) -> list[str]:
             return []
         table.create_checkpoint()
         table.optimize.compact(target_size=128 * 1024 * 1024)
-        table.vacuum(retention_hours=order.retention_days * 24, enforce_retention_duration=False, dry_run=False,
-                     full=True)
+        vacuum(table, hours=order.retention_days * 24, full=True)
         table.cleanup_metadata()
     except (DeltaError, OSError) as error:
-        return [f"the upkeep of the table stopped: {str(error).splitlines()[0][:200]}"]
+        return [f"the upkeep of the table stopped: {first_line(error)[:200]}"]
     return []
+
+
+def vacuum(table, *, hours: int, full: bool) -> int:
+    """Deletes the data files that no version of the last ``hours`` names (``full``: with those that no version
+    ever named, as old as that); how many. The table's own retention is not enforced: the caller's is the app's."""
+    return len(table.vacuum(retention_hours=hours, enforce_retention_duration=False, dry_run=False, full=full))
+
+
+def refusal(error: Exception) -> str | None:
+    """What a library error says no retry can fix: "denied" (the SAS lacks a right, was revoked or expired),
+    "missing" (the container is gone), or None (worth trying again). Its text names the URL as REDACTED."""
+    text = str(error)
+    if "<Code>ContainerNotFound</Code>" in text:
+        return "missing"
+    if _DENIED.search(text):
+        return "denied"
+    return None
+
+
+# The storage's answer when a SAS is refused: its status line or error code, or the library's own words for it
+# (a bare "403" would also match a request id or a time in the answer's text).
+_DENIED = re.compile(r"\b403 Forbidden\b|<Code>(AuthorizationPermissionMismatch|AuthorizationFailure|"
+                     r"AuthenticationFailed|AuthorizationResourceTypeMismatch)</Code>|lacked the necessary privileges")
 
 
 def _failure(error: Exception, folder: str) -> Answer:
     """A library error as the job sees it: one no retry can fix (refused, not found) ends the job with a reason;
     the others are retried. The library's text names the URL as REDACTED, never the SAS."""
-    lowered = str(error).lower()
-    if "authorizationpermissionmismatch" in lowered or "authorizationfailure" in lowered or "403" in lowered:
+    refused = refusal(error)
+    if refused == "denied":
         return Answer(error=f"the destination's SAS does not allow what the DeltaLake table {folder} needs: read, "
                             f"list, create and write (and delete for its vacuum)", permanent=True)
-    if "containernotfound" in lowered:
+    if refused == "missing":
         return Answer(error="the destination container does not exist (was it deleted?); create it and export "
                             "again", permanent=True)
-    return Answer(error=f"the DeltaLake table {folder} could not be committed: {str(error).splitlines()[0][:300]}")
+    return Answer(error=f"the DeltaLake table {folder} could not be committed: {first_line(error)}")
+
+
+def first_line(error: Exception) -> str:
+    return str(error).splitlines()[0][:300] if str(error) else type(error).__name__

@@ -24,10 +24,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from shared.export import deltacommit, registry
@@ -43,6 +43,8 @@ DEFAULT_RETENTION_DAYS = 7
 # A commit (with the table's upkeep, every tenth version) that takes longer is abandoned and tried again.
 COMMIT_TIMEOUT_SECONDS = 600
 CHECKPOINT_INTERVAL = deltacommit.CHECKPOINT_INTERVAL
+Asked = TypeVar("Asked")
+Answered = TypeVar("Answered")
 
 
 @dataclass(frozen=True)
@@ -129,8 +131,14 @@ def commit(job: ExportSpec, target: Destination, files: Sequence[TableFile], *,
 
 
 def run_in_process(commit_order: deltacommit.Order) -> deltacommit.Answer:
+    return in_process(deltacommit.run, commit_order)
+
+
+def in_process(function: Callable[[Asked], Answered], order: Asked) -> Answered:
+    """``function(order)`` (a function of a module that imports only the library and pyarrow) in a process
+    started for it, which exits once it has answered; abandoned after COMMIT_TIMEOUT_SECONDS."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as process:
-        return process.submit(deltacommit.run, commit_order).result(timeout=COMMIT_TIMEOUT_SECONDS)
+        return process.submit(function, order).result(timeout=COMMIT_TIMEOUT_SECONDS)
 
 
 def _replacing(job: ExportSpec) -> tuple[str, Any]:

@@ -266,6 +266,14 @@ def get_job(app_id: str, job_id: str) -> ExportJob:
         raise TaskNotFound(f"export task {job_id!r} does not exist for this app") from None
 
 
+def jobs_in_format(app_id: str, export_format: str) -> Iterator[ExportJob]:
+    """The app's jobs (pipelines' runs too) that export in ``export_format``, oldest first."""
+    rows = storage.table(JOBS_TABLE).query_entities(
+        tablefilter.all_of(tablefilter.eq("PartitionKey", app_id), tablefilter.eq("export_format", export_format)))
+    for row in rows:
+        yield from_entity(row)
+
+
 def find_job(app_id: str, job_id: str) -> ExportJob | None:
     try:
         return get_job(app_id, job_id)
