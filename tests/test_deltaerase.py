@@ -17,11 +17,13 @@ import expected
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from erasing import crank_erasures, erasure_api
 from helpers import container_sas_url
 from pipelining import PipelineApp
 from test_deltalake import DAY, FIRST, PLAN, Tables, as_json, ingested
 
 from sampledata import load
+from shared.erasure import service
 from shared.export import deltadelete, deltaerase, deltatable
 from shared.export.destination import Destination, parse_destination
 from shared.pipelines.laketables import lake_tables
@@ -369,3 +371,48 @@ def test_a_refusal_is_read_from_the_storages_answer_not_from_a_number_in_its_req
     assert refusal(answer("404 Not Found", "ContainerNotFound")) == "missing"
     assert refusal(answer("403 Forbidden", "AuthorizationPermissionMismatch")) == "denied"
     assert refusal(answer("403 Forbidden", "AuthenticationFailed")) == "denied"
+
+
+def test_an_erasure_asked_through_the_api_deletes_the_rows_of_the_apps_pipeline_table(app_env, names, monkeypatch):
+    """The erasure task reaches the app's lake tables: rows gone in a commit, files removed at once when asked, the
+    table listed in the task with what it did; without removeTableFilesNow, the files' removal is queued for when
+    the table's retention has passed."""
+    lake, _ = lake_app(app_env, names, [("dev-gone", "user-a"), ("dev-kept", "user-b"), ("dev-third", None)])
+    before = pipeline_rows(lake)
+    status, task, _ = erasure_api(lake.collection, lake.name, lake.keys.export_key, "POST",
+                                  body={"deviceIds": ["dev-gone"], "removeTableFilesNow": True})
+    assert status == 202, task
+    crank_erasures(lake.app.id, task["id"])
+    _, done, _ = erasure_api(lake.collection, lake.name, lake.keys.export_key, "GET", task["id"])
+    assert done["state"] == "Succeeded", done
+    [entry] = done["lakeTables"]
+    assert (entry["path"], entry["rowsDeleted"], done["erased"]["lakeRows"]) == ("lake", 2, 2)
+    assert entry["removeFilesAt"] is None and entry["filesRemoved"] >= 1
+    assert pipeline_rows(lake) == [row for row in before if row[0] != "dev-gone"]
+    assert not [row for rows in data_files(lake.container_url(), "lake/").values() for row in rows
+                if row["deviceId"] == "dev-gone"]
+    assert not log_mentions(lake.container_url(), "lake", ["dev-gone"])
+
+    sent = []
+    real_send = service.storage.send_message
+
+    def send(queue_name, content, *, delay_seconds=0):
+        sent.append((queue_name, json.loads(content), delay_seconds))
+        real_send(queue_name, content, delay_seconds=delay_seconds)
+
+    monkeypatch.setattr(service.storage, "send_message", send)
+    status, later, _ = erasure_api(lake.collection, lake.name, lake.keys.export_key, "POST",
+                                   body={"userIds": ["user-b"]})
+    crank_erasures(lake.app.id, later["id"])
+    _, done, _ = erasure_api(lake.collection, lake.name, lake.keys.export_key, "GET", later["id"])
+    [entry] = done["lakeTables"]
+    assert entry["rowsDeleted"] == 2 and entry["removeFilesAt"] > done["dateCompleted"]
+    assert pipeline_rows(lake) == [row for row in before if row[0] == "dev-third"]
+    [(queue_name, message, delay)] = [call for call in sent if "filesAt" in call[1]]
+    assert (queue_name, message) == (service.ERASE_QUEUE, {"app": lake.app.id, "task": later["id"],
+                                                           "filesAt": entry["removeFilesAt"]})
+    assert 6 * 86400 < delay <= 7 * 86400  # the table's retention (7 days) at most a queue message's wait
+    # When it comes: the files no retained version needs are removed, and the task says when.
+    service.work(service.EraseMessage(lake.app.id, later["id"], files_at="2000-01-01T00:00:00.000Z"))
+    [entry] = service.get_erasure(lake.app, later["id"]).lake_tables
+    assert entry["removeFilesAt"] is None and entry["filesRemovedAt"]

@@ -27,11 +27,14 @@ from shared.erasure.rewrite import BlobBusy
 from shared.erasure.scrub import BrokenMember, CannotFit
 from shared.erasure.store import BlobProgress, TaskChanged, Work
 from shared.export import forwarding
+from shared.export.deltaerase import LakeTableUnavailable, erase_rows, remove_expired_files
 from shared.ingest import rawstore, snapshots
+from shared.pipelines.laketables import DELTA_LAKE, lake_tables
 from shared.platform import storage
 from shared.platform.apps import AppRef
 from shared.platform.errors import ErasureNotFound
-from shared.platform.times import iso, utcnow
+from shared.platform.times import iso, parse_iso, utcnow
+from shared.tasks import jobs
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,9 @@ ERASE_SLICE_SECONDS = 240.0
 # still be writing its files: the task looks again after this long.
 LOOK_AGAIN_SECONDS = 5
 RETRY_AFTER_SECONDS = 10
+# A DeltaLake run that started before the request is still running: the tables are erased once it has ended.
+WAIT_FOR_LAKE_RUNS_SECONDS = 30
+MAX_MESSAGE_DELAY_SECONDS = 7 * 24 * 3600 - 60  # a queue message waits at most 7 days
 ERASE_PARALLEL_BLOBS = 2
 ERASE_NICENESS = 10
 ERASE_IN_PROCESS = False
@@ -49,18 +55,23 @@ ERASE_IN_PROCESS = False
 
 @dataclass(frozen=True)
 class EraseMessage:
+    """A slice of a task's work; or, with ``files_at``, the removal of its tables' old files at that time."""
+
     app_id: str
     task_id: str
+    files_at: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"app": self.app_id, "task": self.task_id})
+        return json.dumps({"app": self.app_id, "task": self.task_id,
+                           **({"filesAt": self.files_at} if self.files_at else {})})
 
     @classmethod
     def from_json(cls, body: bytes) -> EraseMessage:
         try:
             doc = json.loads(body)
-            return cls(str(doc["app"]), str(doc["task"]))
-        except (ValueError, KeyError, TypeError) as error:
+            files_at = doc.get("filesAt")
+            return cls(str(doc["app"]), str(doc["task"]), str(files_at) if files_at else None)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not an erasure message: {error!r}") from None
 
 
@@ -135,6 +146,9 @@ def work_or_retry(message: EraseMessage, *, last_try: bool) -> None:
 
 def work(message: EraseMessage, *, now: dt.datetime | None = None) -> None:
     """One slice of a task's work; the task goes on in another message until it ends."""
+    if message.files_at is not None:
+        remove_table_files(message)
+        return
     task, etag = store.read_task(message.app_id, message.task_id)
     if task.ended:
         if not task.event_sent:
@@ -158,6 +172,9 @@ def work(message: EraseMessage, *, now: dt.datetime | None = None) -> None:
         return
     if not finished:
         _queue(task.app_id, task.id)
+        return
+    if _lake_runs_in_flight(task):
+        _queue(task.app_id, task.id, delay_seconds=WAIT_FOR_LAKE_RUNS_SECONDS)
         return
     _finish(task, etag, job)
 
@@ -280,6 +297,7 @@ def _end(task: ErasureTask, etag: str) -> None:
                      completed=task.completed or utcnow())
     etag = store.save_task(ended, etag)
     store.delete_progress(task.app_id, task.id)
+    _schedule_file_removal(ended)
     _send_event(ended, etag)
 
 
@@ -310,4 +328,66 @@ def completed_event(task: ErasureTask) -> dict:
 def _erase_lake_tables(task: ErasureTask, job: Work) -> tuple[list[dict], str | None]:
     """Deletes the rows from the app's Delta tables: what each table says, and what a person must do about the
     tables that could not be reached (None when every one was)."""
-    return [], None
+    results: list[dict] = []
+    unreachable: list[str] = []
+    for table in lake_tables(task.app_id):
+        try:
+            erased = erase_rows(table, job.device_ids, job.user_ids, remove_files_now=task.remove_table_files_now,
+                                erasure_id=task.id)
+        except LakeTableUnavailable as error:
+            results.append({"url": table.url, "path": table.path, "error": error.reason})
+            unreachable.append(str(error))
+            continue
+        results.append(erased.to_json())
+    if not unreachable:
+        return results, None
+    return results, ("the rows could not be deleted from these Delta tables (the raw store and the other tables are "
+                     "erased): " + "; ".join(unreachable) + ". Then send the erasure again.")
+
+
+def _lake_runs_in_flight(task: ErasureTask) -> bool:
+    """Whether a DeltaLake export or pipeline run that started before the request is still running: it read rows
+    before they were left out, and may commit them after the tables' rows are deleted, so the tables wait for it."""
+    return any(job.date_created < task.requested and not job.finished
+               for job in jobs.jobs_in_format(task.app_id, DELTA_LAKE))
+
+
+# ---- the files of the lake tables, once no retained version needs them
+
+
+def _schedule_file_removal(task: ErasureTask) -> None:
+    """Queues the removal of the files that held erased rows in the tables, when each table's retention has passed
+    (removeTableFilesNow removed them already)."""
+    due = [parse_iso(table["removeFilesAt"]) for table in task.lake_tables if table.get("removeFilesAt")]
+    if due:
+        _queue_at(task.app_id, task.id, max(moment for moment in due if moment is not None))
+
+
+def _queue_at(app_id: str, task_id: str, moment: dt.datetime) -> None:
+    """An erasure message for ``moment``, or for as late as a queue message can wait (it waits again then)."""
+    delay = max(0, min(MAX_MESSAGE_DELAY_SECONDS, int((moment - utcnow()).total_seconds()) + 1))
+    storage.send_message(ERASE_QUEUE, EraseMessage(app_id, task_id, files_at=iso(moment)).to_json(),
+                         delay_seconds=delay)
+
+
+def remove_table_files(message: EraseMessage) -> None:
+    """Removes the files of the task's tables that no retained version needs any more; notes it in the task."""
+    moment = parse_iso(message.files_at)
+    if moment is not None and moment > utcnow():
+        _queue_at(message.app_id, message.task_id, moment)
+        return
+    task, etag = store.read_task(message.app_id, message.task_id)
+    tables = {(table.url, table.path): table for table in lake_tables(task.app_id)}
+    noted = []
+    for entry in task.lake_tables:
+        table = tables.get((str(entry.get("url")), str(entry.get("path"))))
+        if entry.get("removeFilesAt") and table is not None:
+            try:
+                removed = remove_expired_files(table)
+            except LakeTableUnavailable as error:
+                entry = {**entry, "filesRemovedError": error.reason}
+            else:
+                entry = {**entry, "filesRemoved": entry.get("filesRemoved", 0) + removed, "removeFilesAt": None,
+                         "filesRemovedAt": iso(utcnow())}
+        noted.append(entry)
+    store.save_task(task.but(lake_tables=tuple(noted)), etag)
