@@ -371,7 +371,7 @@ def main(argv=None) -> int:
               f"polars_{label}_s={polars_cpu:.2f} duckdb_{label}_s={duckdb_cpu:.2f}")
         print(f"cpu {label}_over_polars={polars_cpu / host_cpu:.2f} {label}_over_duckdb={duckdb_cpu / host_cpu:.2f}")
     ingest.report(ingestion)
-    erasure.report(results["erasure"], ingestion["ratio_collect_over_append"])
+    erasure.report(results["erasure"])
     os.makedirs(os.path.dirname(arguments.output), exist_ok=True)
     with open(arguments.output, "w", encoding="utf-8") as handle:
         json.dump({"records": records, "raw_bytes": raw_bytes, "cpus": os.cpu_count(), "results": results,

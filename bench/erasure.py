@@ -1,22 +1,24 @@
 """The erasure figures of `make bench`: how fast an erasure rewrites the raw store, and what it costs Collect.
 
-On the bench's Azurite and a local host in its own process (its EraseData queue function running), an app holds
-RECORDS events of one day (from the generator: 50 events a device on average). An erasure of a few devices is
-asked over HTTP, and while it runs, Collect clients post batches to another app of the same host, as the
-ingestion section does. It prints:
+On the bench's Azurite and a local host in its own process (its EraseData queue function running), an app holds a
+day of a million events (from the generator: 50 events a device on average). Collect clients post batches to
+another app of the host for a while alone; then an erasure of a few devices is asked over HTTP and runs alone;
+then the clients post again while erasures of other devices run one after another. It prints:
 
-- `erasure rewrite_ratio=`: the bytes of raw store the erasure rewrote per second (the blobs it replaced, from
-  the 202 to the task's dateCompleted) over the raw copy's bytes per second (the same app's raw blobs moved blob
-  to blob, measured in the same run). Its target is 0.5 or more.
-- `erasure collect/append_during=`: Collect's requests/s while the erasure ran over the ingestion section's
-  append baseline (the same measure as `ratio collect/append=`, printed beside for comparison), and how much of
-  Collect's window the erasure covered.
+- `erasure rewrite_ratio=`: the bytes of raw store the first erasure rewrote per second (the blobs it replaced,
+  from the request to the task's dateCompleted) over the raw copy's bytes per second (the same app's raw blobs
+  moved blob to blob, measured in the same run). Its target is 0.5 or more.
+- `erasure collect/append_during=` and `collect/append_alone=`: Collect's requests/s while erasures ran, and
+  alone on the same host, each over the ingestion baseline's appends/s (the measure of `ratio collect/append=`),
+  with how much of Collect's window the erasures covered (`overlap=`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import sys
+import threading
 import time
 
 import requests
@@ -31,6 +33,7 @@ API_VERSION = "2014-12-01"
 COLLECTION, APP = "bench", "erasure"
 ERASED_DEVICES = 5
 COLLECT_SECONDS = 10.0
+APP_PATH = "/subscriptions/bench/resourceGroups/bench/providers/Microsoft.MobileEngagement/appcollections/"
 
 
 def log(text: str) -> None:
@@ -48,61 +51,89 @@ def _rewritten_bytes(app_id: str) -> tuple[int, int]:
     return rewritten, total
 
 
+def _erase(host: HostProcess, export_key: str, devices: list[str]) -> tuple[dt.datetime, dict]:
+    """Asks an erasure of ``devices`` over HTTP and waits for it: (when it was asked, the ended task)."""
+    headers = {"Authorization": f"Bearer {export_key}"}
+    asked = dt.datetime.now(dt.UTC)
+    response = requests.post(f"{host.url}{APP_PATH}{COLLECTION}/apps/{APP}/devices/erasureTasks",
+                             params={"api-version": API_VERSION}, headers=headers, timeout=120,
+                             json={"deviceIds": devices, "reason": "bench"})
+    response.raise_for_status()
+    while True:
+        task = requests.get(response.headers["Location"], headers=headers, timeout=60).json()
+        if task["state"] in ("Succeeded", "Failed"):
+            break
+        time.sleep(0.2)
+    if task["state"] != "Succeeded":
+        raise RuntimeError(f"the erasure failed: {task.get('errorDetails')}")
+    return asked, task
+
+
+def _ended(task: dict) -> dt.datetime:
+    return dt.datetime.fromisoformat(task["dateCompleted"].replace("Z", "+00:00"))
+
+
 def run(env: dict[str, str], storage_pid: int, rawcopy: dict, append: dict, *, clients: int) -> dict:
     """The erasure section, on the app ``bench/erasure`` the caller loaded: ``rawcopy`` is the raw copy baseline
-    of its raw blobs (seconds, bytes), ``append`` the ingestion section's append baseline (requests_per_s)."""
+    of its raw blobs (seconds, bytes), ``append`` the ingestion section's append baseline (requests_per_s).
+
+    A first erasure runs alone (the rewrite figures); then Collect clients post to another app of the same host
+    while erasures of other devices run one after another."""
     from sampledata.generator import _device_id
 
     app_id = f"{COLLECTION}~{APP}"
     keys = apps.register_app(COLLECTION, APP)
     collect_app = f"{APP}-collect"
     collect_keys = apps.register_app(COLLECTION, collect_app)
+    devices = (_device_id(1, index) for index in itertools.count())
     host = HostProcess(env, storage_pid)
+    target = {"port": host.port, "key": collect_keys.collect_key,
+              "path": f"{APP_PATH}{COLLECTION}/apps/{collect_app}/devices/collect?api-version={API_VERSION}"}
+    bodies = ingest.collect_bodies(ingest.make_batches(ingest.BATCHES, 50))
     try:
-        app_path = "/subscriptions/bench/resourceGroups/bench/providers/Microsoft.MobileEngagement/appcollections/"
-        headers = {"Authorization": f"Bearer {keys.export_key}"}
-        devices = [_device_id(1, index) for index in range(ERASED_DEVICES)]
-        asked = dt.datetime.now(dt.UTC)
-        response = requests.post(f"{host.url}{app_path}{COLLECTION}/apps/{APP}/devices/erasureTasks",
-                                 params={"api-version": API_VERSION}, headers=headers, timeout=120,
-                                 json={"deviceIds": devices, "reason": "bench"})
-        response.raise_for_status()
-        location = response.headers["Location"]
-        log(f"erasure of {ERASED_DEVICES} devices asked; Collect posts to another app meanwhile ...")
-        target = {"port": host.port, "key": collect_keys.collect_key,
-                  "path": f"{app_path}{COLLECTION}/apps/{collect_app}/devices/collect?api-version={API_VERSION}"}
-        collect_started = dt.datetime.now(dt.UTC)
-        collect = ingest.drive("collect", target, ingest.collect_bodies(ingest.make_batches(ingest.BATCHES, 50)),
-                               clients=clients, seconds=COLLECT_SECONDS)
-        collect_window = (collect_started + dt.timedelta(seconds=3),
-                          collect_started + dt.timedelta(seconds=3 + COLLECT_SECONDS))
-        while True:
-            task = requests.get(location, headers=headers, timeout=60).json()
-            if task["state"] in ("Succeeded", "Failed"):
-                break
-            time.sleep(0.5)
+        log(f"Collect alone for {COLLECT_SECONDS:.0f}s, on the host the erasures will run in ...")
+        alone = ingest.drive("collect", target, bodies, clients=clients, seconds=COLLECT_SECONDS)
+        asked, first = _erase(host, keys.export_key, list(itertools.islice(devices, ERASED_DEVICES)))
+        seconds = (_ended(first) - asked).total_seconds()
+        rewritten, total = _rewritten_bytes(app_id)
+        log(f"erasure of {ERASED_DEVICES} devices: {seconds:.1f}s; then Collect posts to another app while "
+            f"erasures run ...")
+        spans: list[tuple[dt.datetime, dt.datetime]] = []
+        stop = threading.Event()
+
+        def erase_meanwhile() -> None:
+            while not stop.is_set():
+                started, task = _erase(host, keys.export_key, list(itertools.islice(devices, ERASED_DEVICES)))
+                spans.append((started, _ended(task)))
+
+        eraser = threading.Thread(target=erase_meanwhile)
+        eraser.start()
+        window_start = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)  # drive's clients start 3 s from now
+        try:
+            collect = ingest.drive("collect", target, bodies, clients=clients, seconds=COLLECT_SECONDS)
+        finally:
+            stop.set()
+            eraser.join()
     finally:
         host.stop()
-    if task["state"] != "Succeeded":
-        raise RuntimeError(f"the erasure failed: {task.get('errorDetails')}")
-    completed = dt.datetime.fromisoformat(task["dateCompleted"].replace("Z", "+00:00"))
-    seconds = (completed - asked).total_seconds()
-    rewritten, total = _rewritten_bytes(app_id)
-    overlap = max(0.0, (min(completed, collect_window[1]) - collect_window[0]).total_seconds()) / COLLECT_SECONDS
+    window_end = window_start + dt.timedelta(seconds=COLLECT_SECONDS)
+    covered = sum(max(0.0, (min(end, window_end) - max(start, window_start)).total_seconds()) for start, end in spans)
     return {"seconds": seconds, "rewritten_bytes": rewritten, "covered_bytes": total,
-            "erased_records": task["erased"]["rawRecords"],
+            "erased_records": first["erased"]["rawRecords"],
             "rewrite_ratio": (rewritten / seconds) / (rawcopy["bytes"] / rawcopy["seconds"]),
             "collect": collect, "collect_over_append_during": collect["requests_per_s"] / append["requests_per_s"],
-            "collect_overlap": min(1.0, overlap)}
+            "collect_over_append_alone": alone["requests_per_s"] / append["requests_per_s"],
+            "collect_overlap": min(1.0, covered / COLLECT_SECONDS), "erasures_during": len(spans)}
 
 
-def report(figures: dict, collect_over_append: float) -> None:
+def report(figures: dict) -> None:
     print(f"erasure rewrite_ratio={figures['rewrite_ratio']:.2f} "
           f"rewritten_mib={figures['rewritten_bytes'] / 2**20:.1f} raw_mib={figures['covered_bytes'] / 2**20:.1f} "
           f"seconds={figures['seconds']:.1f} "
           f"erased_records={figures['erased_records']}")
     print(f"erasure collect/append_during={figures['collect_over_append_during']:.2f} "
-          f"collect/append={collect_over_append:.2f} overlap={figures['collect_overlap']:.2f}")
+          f"collect/append_alone={figures['collect_over_append_alone']:.2f} overlap={figures['collect_overlap']:.2f} "
+          f"erasures={figures['erasures_during']}")
 
 
 def main(argv=None) -> int:
@@ -132,7 +163,7 @@ def main(argv=None) -> int:
         append = ingest.drive("append", {"connection_string": azurite.connection_string}, ingest.raw_members(batches),
                               clients=arguments.clients, seconds=COLLECT_SECONDS)
         figures = run(env, azurite.pid, rawcopy, append, clients=arguments.clients)
-        report(figures, float("nan"))
+        report(figures)
     return 0
 
 

@@ -242,3 +242,18 @@ def test_a_device_id_in_another_script_is_erased_as_collect_stored_it(backend, a
     assert done.counts["rawRecords"] == 1
     assert not [r for r in run_export(backend.id, "events", "JsonBlob", start_date=FIRST, end_date=FIRST)
                 if r["deviceId"].startswith("appareil")]
+
+
+def test_an_ended_task_keeps_keyed_hashes_an_auditor_can_match(backend, app_env, capsys):
+    from tools import admin
+
+    device = _devices(backend)[9]
+    _, task, _ = backend.erase({"deviceIds": [device, "never-seen"]})
+    crank_erasures(backend.id, task["id"])
+    _, done, _ = backend.get(task["id"])
+    assert admin.main(["erasure-hash", "--device-id", device]) == 0
+    asked = capsys.readouterr().out.strip()
+    assert asked in done["idHashes"] and len(done["idHashes"]) == 2
+    assert admin.main(["erasure-hash", "--user-id", device]) == 0
+    assert capsys.readouterr().out.strip() not in done["idHashes"]  # a hash says which kind of id it was
+    assert admin.main(["erasure-hash", "--device-id", "a\u0001b"]) == 2

@@ -2,8 +2,9 @@
 its keys as JSON on the last line: {"exportKey": ..., "collectKey": ...}. The keys are shown only here.
 `list-apps`, `delete-app`, `grant` and `revoke` do what the admin API does (docs/api.md, "The admin API"), with
 the same service code (shared.platform.apps and grants), for an operator who holds the storage's credentials.
-`python -m tools.admin migrate-snapshot-tables` moves the snapshot tables of a deployment from before the
-snapshot log into the log, once, after the upgrade (shared/ingest/snapshot_tables.py)."""
+`erasure-hash --device-id D` (or `--user-id U`) prints the keyed hash an ended erasure task keeps of that id
+(docs/data-rights.md, "Audit"). `python -m tools.admin migrate-snapshot-tables` moves the snapshot tables of a
+deployment from before the snapshot log into the log, once, after the upgrade (shared/ingest/snapshot_tables.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import argparse
 import json
 import sys
 
-from shared.ingest import snapshot_tables
+from shared.erasure import audit
+from shared.ingest import records, snapshot_tables
 from shared.platform import apps, grants
 from shared.platform.errors import ServiceError
 from tools import localenv
@@ -36,6 +38,10 @@ def main(argv=None) -> int:
         command.add_argument("--principal", required=True, help="the principal's object id in the tenant")
         if grant_command == "grant":
             command.add_argument("--roles", help=f"comma-separated, of {', '.join(grants.APP_ROLES)}; default all")
+    audit_hash = commands.add_parser("erasure-hash", help="print the keyed hash erasure tasks keep of an id")
+    which = audit_hash.add_mutually_exclusive_group(required=True)
+    which.add_argument("--device-id")
+    which.add_argument("--user-id")
     delete.add_argument("--collection", required=True)
     delete.add_argument("--app", required=True)
     arguments = parser.parse_args(argv)
@@ -62,6 +68,14 @@ def _run(arguments: argparse.Namespace) -> int:
         roles = grants.parse_roles({"roles": arguments.roles.split(",")} if arguments.roles else None)
         grant = grants.put_grant(arguments.principal, arguments.collection, arguments.app, roles)
         print(json.dumps(grant.to_result()))
+    elif arguments.command == "erasure-hash":
+        kind, value = ("deviceId", arguments.device_id) if arguments.device_id else ("userId", arguments.user_id)
+        check = records.check_device_id if kind == "deviceId" else records.check_user_id
+        try:
+            print(audit.id_hash(kind, check(value)))
+        except records.RecordError as error:
+            print(f"error: {kind} {error.reason}", file=sys.stderr)
+            return 2
     elif arguments.command == "revoke":
         grants.delete_grant(arguments.principal, arguments.collection, arguments.app)
     else:
