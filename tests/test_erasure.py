@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
@@ -257,3 +258,55 @@ def test_an_ended_task_keeps_keyed_hashes_an_auditor_can_match(backend, app_env,
     assert admin.main(["erasure-hash", "--user-id", device]) == 0
     assert capsys.readouterr().out.strip() not in done["idHashes"]  # a hash says which kind of id it was
     assert admin.main(["erasure-hash", "--device-id", "a\u0001b"]) == 2
+
+
+def test_a_compaction_that_read_before_the_request_and_published_after_it_is_erased_too(backend, app_env,
+                                                                                       monkeypatch):
+    """A snapshot compaction that started before the request read the log without leaving the rows out, and its
+    files appear after the cut: the erasure rewrites them too."""
+    from shared.erasure import pending
+
+    device = next(r["deviceId"] for r in backend.sent if r["type"] == "tag")
+    backend.send([{"type": "tag", "deviceId": device, "name": "late_tag", "value": "x"}])  # a log tail to fold
+    _, task, _ = backend.erase({"deviceIds": [device]})
+    asked = service.get_erasure(apps.AppRef(backend.collection, backend.name), task["id"]).requested
+    with monkeypatch.context() as patch:
+        patch.setattr(pending, "read_filter", lambda app_id: pending.NO_FILTER)  # it read before the request
+        generation = snapshotstate.compact(backend.id, now=asked - dt.timedelta(seconds=1))
+    assert generation is not None and generation.name < asked.strftime("%Y%m%dT%H%M%S%f")
+    crank_erasures(backend.id, task["id"])
+    assert device.encode() not in everything_stored(get_settings().storage.connection_string)
+    tags = run_export(backend.id, "tags", "JsonBlob")
+    assert tags and not [row for row in tags if row["deviceId"] == device]
+
+
+def test_two_workers_on_one_task_at_once_count_every_row_once(backend, app_env):
+    erased = _devices(backend)[10:13]
+    _, task, _ = backend.erase({"deviceIds": erased})
+    message = service.EraseMessage(backend.id, task["id"])
+    errors = []
+
+    def worker() -> None:
+        try:
+            for _ in range(200):
+                try:
+                    service.work(message)
+                except rewrite.BlobBusy:
+                    pass
+                if service.get_erasure(apps.AppRef(backend.collection, backend.name), task["id"]).ended:
+                    return
+        except BaseException as error:  # noqa: BLE001 - reported by the test
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    crank_erasures(backend.id, task["id"])  # the queue's own messages: the task has ended, they change nothing
+    done = service.get_erasure(apps.AppRef(backend.collection, backend.name), task["id"])
+    historical = [r for r in backend.sent if r["type"] in ("activity", "event", "job", "error", "crash")]
+    assert done.state == ErasureState.SUCCEEDED
+    assert done.counts["rawRecords"] == sum(1 for r in historical if r["deviceId"] in erased)
+    _exports_hold(backend.id, _without(backend.sent, erased, set()), formats=("JsonBlob",))

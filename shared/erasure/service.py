@@ -145,7 +145,17 @@ def work_or_retry(message: EraseMessage, *, last_try: bool) -> None:
 
 
 def work(message: EraseMessage, *, now: dt.datetime | None = None) -> None:
-    """One slice of a task's work; the task goes on in another message until it ends."""
+    """One slice of a task's work; the task goes on in another message until it ends. A message delivered twice
+    (or a slice's message sent again by a try that was thought dead) may run beside another: each blob is
+    rewritten once under its lease, and the one that finds the task's row changed under it leaves the task to
+    the other."""
+    try:
+        _work(message, now=now)
+    except TaskChanged:
+        log.info("Erasure %s of %s is being carried out by another worker", message.task_id, message.app_id)
+
+
+def _work(message: EraseMessage, *, now: dt.datetime | None = None) -> None:
     if message.files_at is not None:
         remove_table_files(message)
         return
