@@ -246,3 +246,27 @@ def test_a_process_killed_with_the_key_claimed_is_taken_over_after_the_lease(dev
 def test_without_a_key_a_batch_sent_twice_is_stored_twice(device):
     assert device.post(EVENTS[:4])[0] == 200 and device.post(EVENTS[:4])[0] == 200
     assert len(device.stored()) == 8
+
+
+def test_a_batch_taken_over_after_an_erasure_rewrote_its_rows_is_not_stored_twice(device, settings_override):
+    """The owner stored the batch and died; an erasure then took a device's rows out of the member it wrote. The
+    copy that takes the key over finds the rows that are left, and stores nothing again."""
+    from erasing import crank_erasures
+
+    from shared.erasure import service
+    from shared.platform import apps
+
+    settings_override(COLLECT_IDEMPOTENCY_LEASE_SECONDS=1, COLLECT_IDEMPOTENCY_WAIT_SECONDS=5)
+    key = str(uuid.uuid4())
+    child = multiprocessing.get_context("spawn").Process(target=_send_and_die, args=(
+        dict(os.environ), device.collection, device.app, device.keys.collect_key, BATCH, key, "after storing"))
+    child.start()
+    child.join(120)
+    assert child.exitcode == -signal.SIGKILL and len(device.stored()) == ROWS
+    task = service.create_erasure(apps.AppRef(device.collection, device.app), {"deviceIds": ["dev-0"]})
+    crank_erasures(device.app_id, task.id)
+    left = ROWS - sum(1 for record in BATCH if record["deviceId"] == "dev-0")
+    assert len(device.stored()) == left < ROWS
+    status, answer, _ = device.send_full(BATCH, key)
+    assert (status, answer["accepted"]) == (200, len(BATCH)), answer
+    assert len(device.stored()) == left

@@ -31,14 +31,14 @@ from shared.erasure import store
 from shared.erasure.matching import Matcher
 from shared.erasure.scrub import in_place, members
 from shared.erasure.store import BlobProgress
-from shared.ingest.rawstore import MAX_BLOCK_BYTES, RAW_CONTAINER
+from shared.ingest.rawstore import ERASURE_REWRITES, MAX_BLOCK_BYTES, RAW_CONTAINER
 from shared.platform import storage
 from shared.platform.errors import TransientError
 
 LEASE_SECONDS = 60
 RENEW_AFTER_SECONDS = 20.0
 COPY_WAIT_SECONDS = 120.0
-REWRITES = "erasurerewrites"  # blob metadata: how many times erasures rewrote the blob
+REWRITES = ERASURE_REWRITES
 
 
 class BlobBusy(TransientError):

@@ -215,17 +215,26 @@ def _stored_after(prefix: str, owner: str, recorded_blob: str | None, offset: in
     of that owner created since its claim."""
     container = storage.container(rawstore.RAW_CONTAINER)
     since = parse_time(claimed_at) - dt.timedelta(minutes=5)  # clocks of instances differ a little
-    for blob in container.list_blobs(name_starts_with=f"{prefix}{owner}-"):
+    for blob in container.list_blobs(name_starts_with=f"{prefix}{owner}-", include=["metadata"]):
         if blob.name == recorded_blob:
             start = offset
         elif blob.creation_time is not None and blob.creation_time >= since:
             start = 0
         else:
             continue
-        if blob.size > start and rows in gzip.decompress(
-                container.get_blob_client(blob.name).download_blob(offset=start).readall()):
+        if blob.size <= start:
+            continue
+        text = gzip.decompress(container.get_blob_client(blob.name).download_blob(offset=start).readall())
+        if rows in text or (rawstore.ERASURE_REWRITES in (blob.metadata or {}) and _stored_but_erased(rows, text)):
             return True
     return False
+
+
+def _stored_but_erased(rows: bytes, text: bytes) -> bool:
+    """Whether ``rows`` were stored in ``text`` and an erasure took some of them out since: the rows still there
+    follow each other, as an erasure's rewrite leaves a member (shared.erasure.rewrite)."""
+    left = b"".join(line + b"\n" for line in rows.split(b"\n") if line and line + b"\n" in text)
+    return bool(left) and left in text
 
 
 # Claims of keys never sent again would stay for ever: StartExport's timer removes the expired ones, at most

@@ -31,6 +31,8 @@ RAW_CONTAINER = "raw"
 MAX_BLOCKS_PER_BLOB = 49_000
 MAX_BLOCK_BYTES = 4 * 1024 * 1024
 GZIP_LEVEL = 2  # ISA-L level: see shared.export.exportformats
+# Blob metadata an erasure sets on a blob it rewrote: how many times erasures did (shared.erasure.rewrite).
+ERASURE_REWRITES = "erasurerewrites"
 
 
 def hour_prefix(app_id: str, record_type: str, hour: dt.datetime) -> str:
