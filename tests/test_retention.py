@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
@@ -109,7 +110,7 @@ def test_the_service_default_applies_unless_the_app_sets_its_own(app_env, names,
     assert raw_blobs(own.app_id, "event") == []
     assert days_of(raw_blobs(default.app_id, "event")) == {f"{old:%Y-%m-%d}"}
     with pytest.raises(config.ConfigError, match="RAW_RETENTION_DAYS must be 3650 or less"):
-        config.load_settings({**dict(config.os.environ), config.RAW_RETENTION_DAYS: "4000"})
+        config.load_settings({**os.environ, config.RAW_RETENTION_DAYS: "4000"})
 
 
 def test_raw_days_before_the_removal_day_go_and_the_others_stay(device):
