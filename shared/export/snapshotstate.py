@@ -56,12 +56,13 @@ def compact(app_id: str, *, now: dt.datetime | None = None,
     if current is None:  # the first state: the whole log
         buckets = needed
     else:
-        # A state that outgrew its buckets is spread over twice as many, or more (a multiple of its own count, so
-        # each new bucket's devices come from one of its buckets). It is never folded again from the whole log:
-        # retention removes log blobs whose records only the state still holds.
+        # A state that outgrew its buckets is spread over about twice as many as it needs, with room to grow (a
+        # multiple of its own count, so each new bucket's devices come from one of its buckets). It is never
+        # folded again from the whole log: retention removes log blobs whose records only the state still holds.
         buckets = current.buckets
-        while needed > 2 * buckets and 2 * buckets <= snapshotfold.MAX_BUCKETS:
-            buckets *= 2
+        if needed > 2 * buckets:
+            while buckets < 2 * needed and 2 * buckets <= snapshotfold.MAX_BUCKETS:
+                buckets *= 2
     generation = snapshots.new_generation(app_id, buckets, {blob.name: blob.size for blob in blobs}, now,
                                           unseen_before=unseen_before or (current.unseen_before if current else None))
     container = storage.container(rawstore.RAW_CONTAINER)
