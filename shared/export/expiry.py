@@ -8,7 +8,8 @@
   of it has been published for longer than an export may run (EXPORT_JOB_DEADLINE_HOURS): every later generation
   goes on from that one, and no export in flight still reads the blob. A blob that changed since it was listed is
   not removed (the removal is conditional on its ETag).
-- ``remove_late_notes``: the late-arrival notes (shared.ingest.latearrivals) of hours before a day.
+
+The late-arrival notes of those days go with shared.ingest.latearrivals.forget_before.
 
 Each step only removes what is past, so running it twice, or twice at once, removes nothing more; a crash leaves
 the rest for the next run. Each stops at ``deadline`` (time.monotonic()) and says how much it removed.
@@ -19,15 +20,18 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
 from shared.export import snapshotstate
-from shared.ingest import latearrivals, rawstore, snapshots
+from shared.ingest import rawstore, snapshots
 from shared.ingest.records import HISTORICAL_TYPES, format_time
-from shared.platform import storage, tablefilter
+from shared.platform import storage
 from shared.platform.config import get_settings
+
+DELETE_THREADS = 8  # blobs deleted side by side
 
 
 def _children(prefix: str) -> Iterator[tuple[int, str]]:
@@ -69,15 +73,25 @@ def _delete(name: str, etag: str | None = None) -> bool:
     return True
 
 
+def _delete_all(names: list[str], etags: list[str | None]) -> int:
+    """Deletes blobs side by side (``_delete`` each); returns how many this call removed."""
+    if not names:
+        return 0
+    with ThreadPoolExecutor(DELETE_THREADS) as pool:
+        return sum(pool.map(_delete, names, etags))
+
+
 def remove_raw_days(app_id: str, before: dt.date, deadline: float) -> int:
-    """Removes the app's historical partitions of days before ``before``; returns how many blobs went."""
+    """Removes the app's historical partitions of days before ``before``, a day at a time; returns how many blobs
+    went."""
     removed = 0
     for record_type in HISTORICAL_TYPES:
         for _, prefix in old_days(app_id, record_type, before):
-            for blob in storage.container(rawstore.RAW_CONTAINER).list_blobs(name_starts_with=prefix):
-                if time.monotonic() > deadline:
-                    return removed
-                removed += _delete(blob.name)
+            if time.monotonic() > deadline:
+                return removed
+            names = [blob.name for blob in storage.container(rawstore.RAW_CONTAINER).list_blobs(
+                name_starts_with=prefix)]
+            removed += _delete_all(names, [None] * len(names))
     return removed
 
 
@@ -105,29 +119,9 @@ def remove_folded_log(app_id: str, before: dt.date, now: dt.datetime, deadline: 
         return 0
     removed = 0
     for _, prefix in old_days(app_id, snapshots.LOG_TYPE, before):
-        for blob in storage.container(rawstore.RAW_CONTAINER).list_blobs(name_starts_with=prefix):
-            if time.monotonic() > deadline:
-                return removed
-            if holder.covers.get(blob.name, -1) >= blob.size:
-                removed += _delete(blob.name, blob.etag)
-    return removed
-
-
-def remove_late_notes(app_id: str, before: dt.date) -> int:
-    """Removes the app's late-arrival notes of hours before ``before``; returns how many went."""
-    table = storage.table(latearrivals.LATE_TABLE)
-    # Every note of the app: its partition keys are "{appId}|{day}", and "}" comes right after "|".
-    query = tablefilter.all_of(tablefilter.compare("PartitionKey", "ge", f"{app_id}|"),
-                               tablefilter.compare("PartitionKey", "lt", f"{app_id}}}"))
-    # An hour is written YYYYMMDDHH, its year unpadded before 1000 (as strftime writes it): a shorter one is older.
-    oldest_kept = f"{before:%Y%m%d}00"
-    removed = 0
-    for row in table.query_entities(query, select=["PartitionKey", "RowKey"]):
-        hour = row["RowKey"].partition("|")[2]
-        if (len(hour), hour) < (len(oldest_kept), oldest_kept):
-            try:
-                table.delete_entity(row["PartitionKey"], row["RowKey"])
-            except ResourceNotFoundError:
-                continue
-            removed += 1
+        if time.monotonic() > deadline:
+            return removed
+        held = [blob for blob in storage.container(rawstore.RAW_CONTAINER).list_blobs(name_starts_with=prefix)
+                if holder.covers.get(blob.name, -1) >= blob.size]
+        removed += _delete_all([blob.name for blob in held], [blob.etag for blob in held])
     return removed

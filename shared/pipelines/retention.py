@@ -25,7 +25,7 @@ import logging
 import time
 
 from shared.export import expiry
-from shared.ingest import rawstore
+from shared.ingest import latearrivals, rawstore
 from shared.pipelines import store
 from shared.pipelines.store import PipelineChanged
 from shared.platform import apps, retention, storage
@@ -60,7 +60,7 @@ def apply(app_id: str, now: dt.datetime, *, deadline: float | None = None) -> di
     done = {"rawBlobs": expiry.remove_raw_days(app_id, before, deadline)}
     done["snapshotGenerations"] = int(expiry.fold_out_unseen(app_id, oldest, now) is not None)
     done["logBlobs"] = expiry.remove_folded_log(app_id, before, now, deadline)
-    done["lateNotes"] = expiry.remove_late_notes(app_id, before)
+    done["lateNotes"] = latearrivals.forget_before(app_id, before)
     done["pipelinePeriods"] = forget_periods(app_id, before)
     return done
 
