@@ -318,7 +318,8 @@ def test_a_timer_occurrence_missed_while_the_host_was_down_fires_at_start_as_pas
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--functions", "Nope"], "The app cannot be loaded: the app has no function named Nope (it has Apps, Collect, "),
+    (["--functions", "Nope"],
+     "The app cannot be loaded: the app has no function named Nope (it has ApplyRetention, Apps, "),
     (["--grace-seconds", "-1"], "argument --grace-seconds: must be a number of seconds, 0 or more, not '-1'"),
 ])
 def test_serve_refuses_bad_arguments_with_what_was_wrong(app_env, arguments, message):

@@ -2,6 +2,8 @@
 its keys as JSON on the last line: {"exportKey": ..., "collectKey": ...}. The keys are shown only here.
 `list-apps`, `delete-app`, `grant` and `revoke` do what the admin API does (docs/api.md, "The admin API"), with
 the same service code (shared.platform.apps and grants), for an operator who holds the storage's credentials.
+`app-settings` prints an app's settings document, or with `--set name=value` (repeatable; `null` removes a
+value) changes those settings and keeps the others, as `PUT .../apps/{a}/settings` checks them.
 `erasure-hash --device-id D` (or `--user-id U`) prints the keyed hash an ended erasure task keeps of that id
 (docs/data-rights.md, "Audit"). `python -m tools.admin migrate-snapshot-tables` moves the snapshot tables of a
 deployment from before the snapshot log into the log, once, after the upgrade (shared/ingest/snapshot_tables.py)."""
@@ -15,7 +17,7 @@ import sys
 from shared.erasure import audit
 from shared.ingest import records, snapshot_tables
 from shared.platform import apps, grants
-from shared.platform.errors import ServiceError
+from shared.platform.errors import InvalidInput, ServiceError
 from tools import localenv
 
 
@@ -44,6 +46,11 @@ def main(argv=None) -> int:
     which.add_argument("--user-id")
     delete.add_argument("--collection", required=True)
     delete.add_argument("--app", required=True)
+    settings = commands.add_parser("app-settings", help="print an app's settings, or change some with --set")
+    settings.add_argument("--collection", required=True)
+    settings.add_argument("--app", required=True)
+    settings.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                          help=f"one of {', '.join(apps.APP_SETTINGS)}: a whole number of days, or null")
     arguments = parser.parse_args(argv)
     localenv.prepare()
     if arguments.command == "migrate-snapshot-tables":
@@ -64,6 +71,8 @@ def _run(arguments: argparse.Namespace) -> int:
         ref = apps.app_ref(arguments.collection, arguments.app)
         apps.delete_app(ref)
         print(f"Deleted app {ref.collection}/{ref.name} and {grants.delete_grants_on(ref)} grants", file=sys.stderr)
+    elif arguments.command == "app-settings":
+        print(json.dumps(_app_settings(apps.app_ref(arguments.collection, arguments.app), arguments.set)))
     elif arguments.command == "grant":
         roles = grants.parse_roles({"roles": arguments.roles.split(",")} if arguments.roles else None)
         grant = grants.put_grant(arguments.principal, arguments.collection, arguments.app, roles)
@@ -84,6 +93,22 @@ def _run(arguments: argparse.Namespace) -> int:
               file=sys.stderr)
         print(json.dumps({"exportKey": keys.export_key, "collectKey": keys.collect_key}))
     return 0
+
+
+def _app_settings(ref: apps.AppRef, changes: list[str]) -> dict:
+    """The app's settings document, after the ``NAME=VALUE`` changes (checked and stored as the admin API does)."""
+    document = apps.app_settings(ref).to_document()
+    if not changes:
+        return document
+    for change in changes:
+        name, equals, value = change.partition("=")
+        if not equals:
+            raise InvalidInput(f"--set takes NAME=VALUE, such as rawRetentionDays=90, not {change!r}")
+        try:
+            document[name.strip()] = json.loads(value)
+        except ValueError:
+            raise InvalidInput(f"{name.strip()} takes a whole number of days or null, not {value!r}") from None
+    return apps.set_app_settings(ref, apps.parse_app_settings(document)).to_document()
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ from shared.api.http import (
 )
 from shared.export.export_request import parse_request
 from shared.export.registry import ROUTES
-from shared.platform import apps
+from shared.platform import apps, retention
 from shared.platform.config import get_settings
+from shared.platform.times import utcnow
 from shared.tasks import joblist, service
 
 DEFAULT_PAGE_SIZE = 20  # the 2014-12-01 contract's default
@@ -96,7 +97,10 @@ def _list(req: func.HttpRequest, app: apps.AppRef) -> func.HttpResponse:
 def _create(req: func.HttpRequest, app: apps.AppRef, route) -> func.HttpResponse:
     settings = get_settings()
     body = read_json_body(req, settings.max_request_bytes)
-    request = parse_request(route, body, max_range_days=settings.max_range_days)
+    today = utcnow().date()
+    request = parse_request(route, body, max_range_days=settings.max_range_days, today=today)
+    if request.scope.start_date is not None:
+        retention.refuse_before(app.id, "startDate", request.scope.start_date, today)
     job = service.submit_export(app, request)
     base = base_url(req)
     location = f"{base[:base.lower().rindex('/exporttasks/') + len('/exportTasks/')]}{job.id}?api-version={API_VERSION}"

@@ -74,7 +74,8 @@ _FIELD_SCHEMAS = {
     "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
     "exportFormat": {"type": "string", "enum": list(EXPORT_FORMATS), "default": "JsonBlob",
                      "description": "Required by the contract; JsonBlob when left out"},
-    "startDate": {"type": "string", "format": "date", "description": "First UTC day, included"},
+    "startDate": {"type": "string", "format": "date",
+                  "description": "First UTC day, included; not older than the app keeps raw records"},
     "endDate": {"type": "string", "format": "date", "description": "Last UTC day, included; not in the future"},
     "campaignType": {"type": "string", "enum": list(CAMPAIGN_TYPES)},
     "campaignIds": {"type": "array", "minItems": 1, "maxItems": MAX_CAMPAIGN_IDS,
@@ -149,7 +150,7 @@ def _pipeline_body() -> dict:
         "lateDeliveryMinutes": {"type": "integer", "minimum": 1, "maximum": MAX_SETTLE_MINUTES,
                                 "description": "Longest wait of a late record; one cadence when left out"},
         "startFrom": {"type": "string", "format": "date", "description": "First UTC day: past periods are "
-                      "backfilled, oldest first (historical routes)"},
+                      "backfilled, oldest first (historical routes); not older than the app keeps raw records"},
         "layout": {"type": "string", "enum": list(registry.LAYOUTS), "default": registry.LAYOUTS[0]},
         "fields": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": columns}},
         "names": {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,

@@ -22,6 +22,7 @@ the same file.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import operator
 import os
 import re
@@ -239,8 +240,7 @@ def fold_bucket(kind: str, state: dict[str, bytes], tail: list[_LogRow]) -> byte
     seed_lines: list[bytes] = []
     for index, line in enumerate(own.split(b"\n")):
         if line:
-            match = _STATE_DEVICE.match(line)
-            device = match.group(1) if match else b""
+            device = _state_device(line)
             if device in touched:
                 seed_lines.append(line)
             else:
@@ -262,6 +262,36 @@ def fold_bucket(kind: str, state: dict[str, bytes], tail: list[_LogRow]) -> byte
     return b"".join(line + b"\n" for _, _, line in merged)
 
 
+
+# --- devices not seen for a while (shared.platform.retention) ------------------------------------------------
+
+# When a device was last seen, read off the start or the end of its state rows: a device row's lastSeen (after
+# its optional firstSeen, before any nested value), a token row's updated and a push row's timestamp (their last
+# fields). A JSON string escapes its quotes, so no value can imitate these.
+_SEEN = {"device": re.compile(rb'^\{"deviceId":"([^"]*)"(?:,"firstSeen":"[^"]*")?,"lastSeen":"([^"]*)"'),
+         "token": re.compile(rb'^\{"deviceId":"([^"]*)".*,"updated":"([^"]*)"\}$'),
+         "push": re.compile(rb'^\{"deviceId":"([^"]*)".*,"timestamp":"([^"]*)"\}$')}
+
+
+def unseen_devices(texts: dict[str, bytes], before: str) -> set[bytes]:
+    """The devices of a bucket's state rows (kind -> text) last seen before ``before`` (a stored time): the newest
+    of their device report (lastSeen), token (updated) and push feedback (timestamp). A device with tags only has
+    no time and is kept."""
+    newest: dict[bytes, bytes] = {}
+    for kind, pattern in _SEEN.items():
+        for line in texts.get(kind, b"").split(b"\n"):
+            match = pattern.match(line)
+            if match and match.group(2) > newest.get(match.group(1), b""):
+                newest[match.group(1)] = match.group(2)
+    cutoff = before.encode()
+    return {device for device, seen in newest.items() if seen < cutoff}
+
+
+def without_devices(texts: dict[str, bytes], devices: set[bytes]) -> dict[str, bytes]:
+    """A bucket's state rows (kind -> text) without the rows of ``devices``: their devices, tags, tokens, feedback."""
+    if not devices:
+        return texts
+    return {kind: _kept_lines(text, lambda device: device not in devices) for kind, text in texts.items()}
 
 
 # --- spreading the tail over buckets --------------------------------------------------------------------------
@@ -322,16 +352,35 @@ def state_text(state: Sequence[RawSource], kind: str, bucket: int) -> bytes:
     return b"".join(line_text(files))
 
 
+def _kept_lines(text: bytes, keep: Callable[[bytes], bool]) -> bytes:
+    """The lines of ``text`` (state rows) whose device ``keep`` keeps."""
+    return b"".join(line + b"\n" for line in text.split(b"\n") if line and keep(_state_device(line)))
+
+
+def _in_bucket(device: bytes, *, bucket: int, buckets: int) -> bool:
+    return zlib.crc32(device) % buckets == bucket
+
+
+def _state_device(line: bytes) -> bytes:
+    match = _STATE_DEVICE.match(line)
+    return match.group(1) if match else b""
+
+
 def folded(kinds: tuple[str, ...], state: Sequence[RawSource], buckets: int,
-           tail: Sequence[Source]) -> Iterator[tuple[int, dict[str, bytes]]]:
+           tail: Sequence[Source], *, state_buckets: int = 0) -> Iterator[tuple[int, dict[str, bytes]]]:
     """(bucket, each of ``kinds``' rows of the bucket) for every bucket: the state's, with the tail folded in,
     the tail read once. Without a state (``buckets`` 0), the whole tail folds into as many buckets as its size
-    needs."""
+    needs. A state kept in fewer buckets (``state_buckets``, of which ``buckets`` is a multiple: a device of
+    bucket b is in the state's bucket b % state_buckets) is spread over the new ones."""
     if not buckets:
         state, buckets = (), bucket_count(tail)
     needs = tuple(sorted({name for kind in kinds for name in LOG_KINDS[kind]}))
     for bucket, tail_text in spread(tail, needs, buckets):
-        texts = {name: state_text(state, name, bucket) for name in needs} if state else {}
+        if state_buckets and state_buckets != buckets:
+            mine = functools.partial(_in_bucket, bucket=bucket, buckets=buckets)
+            texts = {name: _kept_lines(state_text(state, name, bucket % state_buckets), mine) for name in needs}
+        else:
+            texts = {name: state_text(state, name, bucket) for name in needs} if state else {}
         rows = decode_tail(tail_text)
         yield bucket, {kind: fold_bucket(kind, texts, rows) for kind in kinds}
 

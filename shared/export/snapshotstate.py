@@ -5,7 +5,7 @@ A generation (shared.ingest.snapshots.Generation) holds, for each kind (device, 
 devices, a gzip file of the kind's export rows sorted by device, and a manifest, written last, that names how
 many bytes of each log blob it holds. A compaction folds the newest generation with the log that came since
 (shared.export.snapshotfold: only the touched devices of each bucket are decoded), or, when the state has
-outgrown its buckets, folds the whole log again into twice as many. It changes nothing that exists: a crash
+outgrown its buckets, spreads it over twice as many. It changes nothing that exists: a crash
 leaves files no manifest names, which the next compaction's clean-up removes, and two compactions at once each
 write a complete generation, the later-started one being the newest.
 
@@ -13,8 +13,9 @@ The StartExport timer compacts, at most every COMPACT_EVERY per process, each ap
 COMPACT_TAIL_BYTES stored since its state, or anything since a state older than COMPACT_EVERY (a log smaller
 than that, without a state, is folded whole by each export, quickly). A generation
 is removed once a newer one has been published for longer than an export may run (EXPORT_JOB_DEADLINE_HOURS),
-so no export in flight loses the files its plan names. The log blobs themselves are kept: the retention of raw
-data is theirs.
+so no export in flight loses the files its plan names. The log blobs are removed by retention
+(shared.export.expiry), once a generation that holds them has been published that long; retention also folds
+a generation that leaves out the devices not seen for the app's retention.
 """
 
 from __future__ import annotations
@@ -38,23 +39,37 @@ GZIP_LEVEL = 2
 log = logging.getLogger(__name__)
 
 
-def compact(app_id: str, *, now: dt.datetime | None = None) -> snapshots.Generation | None:
-    """Writes and publishes the app's folded state as a new generation; None when nothing came since the last."""
+def compact(app_id: str, *, now: dt.datetime | None = None,
+            unseen_before: str | None = None) -> snapshots.Generation | None:
+    """Writes and publishes the app's folded state as a new generation; None when nothing came since the last.
+    With ``unseen_before`` (a stored time), the devices last seen before it are left out, with their tags, tokens
+    and push feedback (shared.export.snapshotfold.unseen_devices), and a generation is written even when nothing
+    came since the last."""
     now = now or dt.datetime.now(dt.UTC)
     current = snapshots.current_generation(app_id)
     blobs, tail = planning.snapshot_tail(app_id, current)
-    if not tail:
+    if not tail and (unseen_before is None or current is None):
         return None
     state = [(current.file(kind, bucket), size) for kind, bucket, size in planning.state_files(current)] \
         if current is not None else []
     needed = snapshotfold.bucket_count(tail, sum(size for _, size in state))
-    if current is not None and needed <= 2 * current.buckets:
+    if current is None:  # the first state: the whole log
+        buckets = needed
+    else:
+        # A state that outgrew its buckets is spread over about twice as many as it needs, with room to grow (a
+        # multiple of its own count, so each new bucket's devices come from one of its buckets). It is never
+        # folded again from the whole log: retention removes log blobs whose records only the state still holds.
         buckets = current.buckets
-    else:  # the first state, or one that outgrew its buckets: the whole log, into buckets with room to grow
-        state, tail, buckets = [], [(blob.name, 0, blob.size) for blob in blobs], 2 * needed if current else needed
-    generation = snapshots.new_generation(app_id, buckets, {blob.name: blob.size for blob in blobs}, now)
+        if needed > 2 * buckets:
+            while buckets < 2 * needed and 2 * buckets <= snapshotfold.MAX_BUCKETS:
+                buckets *= 2
+    generation = snapshots.new_generation(app_id, buckets, {blob.name: blob.size for blob in blobs}, now,
+                                          unseen_before=unseen_before or (current.unseen_before if current else None))
     container = storage.container(rawstore.RAW_CONTAINER)
-    for bucket, texts in snapshotfold.folded(snapshots.KINDS, state, buckets, tail):
+    for bucket, texts in snapshotfold.folded(snapshots.KINDS, state, buckets, tail,
+                                             state_buckets=current.buckets if current else 0):
+        if unseen_before is not None:
+            texts = snapshotfold.without_devices(texts, snapshotfold.unseen_devices(texts, unseen_before))
         for kind, text in texts.items():
             if text:
                 container.get_blob_client(generation.file(kind, bucket)).upload_blob(

@@ -21,6 +21,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableTransactionError
+
 from shared.platform import storage, tablefilter
 from shared.platform.times import iso, iso_text
 
@@ -130,3 +133,34 @@ def noted_since(app_id: str, since: dt.datetime, *, now: dt.datetime | None = No
             found.add(LatePartition(record_type, dt.datetime.strptime(hour, "%Y%m%d%H").replace(tzinfo=dt.UTC)))
         day += dt.timedelta(days=1)
     return found
+
+
+def forget_before(app_id: str, day: dt.date) -> int:
+    """Removes the app's notes of hours before ``day`` (its retention removed them: shared.pipelines.retention);
+    returns how many went."""
+    table = storage.table(LATE_TABLE)
+    # Every note of the app: its partition keys are "{appId}|{day noted}", and "}" comes right after "|".
+    query = tablefilter.all_of(tablefilter.compare("PartitionKey", "ge", f"{app_id}|"),
+                               tablefilter.compare("PartitionKey", "lt", f"{app_id}}}"))
+    # An hour is written YYYYMMDDHH, its year unpadded before 1000 (as strftime writes it): a shorter one is older.
+    first_kept = f"{day:%Y%m%d}00"
+    old: dict[str, list[dict]] = {}
+    for row in table.query_entities(query, select=["PartitionKey", "RowKey"]):
+        hour = row["RowKey"].partition("|")[2]
+        if (len(hour), hour) < (len(first_kept), first_kept):
+            old.setdefault(row["PartitionKey"], []).append(
+                {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"]})
+    removed = 0
+    for rows in old.values():
+        for start in range(0, len(rows), _TRANSACTION_ROWS):
+            chunk = rows[start:start + _TRANSACTION_ROWS]
+            try:
+                table.submit_transaction([("delete", row) for row in chunk])
+            except (TableTransactionError, ResourceNotFoundError):  # one was removed meanwhile: one at a time
+                for note in chunk:
+                    try:
+                        table.delete_entity(note["PartitionKey"], note["RowKey"])
+                    except ResourceNotFoundError:
+                        continue
+            removed += len(chunk)
+    return removed

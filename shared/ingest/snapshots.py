@@ -30,6 +30,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -68,6 +69,9 @@ class Generation:
     name: str  # sorts in the order generations were started
     buckets: int
     covers: dict[str, int]
+    # Devices not seen since this time (ISO, as the rows write it) were left out when it or a generation it goes on
+    # from was folded (shared.platform.retention); None when no such fold made it.
+    unseen_before: str | None = None
 
     @property
     def folder(self) -> str:
@@ -81,27 +85,33 @@ class Generation:
         return f"{self.folder}manifest.json"
 
 
-def new_generation(app_id: str, buckets: int, covers: dict[str, int], now: dt.datetime) -> Generation:
+def new_generation(app_id: str, buckets: int, covers: dict[str, int], now: dt.datetime, *,
+                   unseen_before: str | None = None) -> Generation:
     name = f"{now.astimezone(dt.UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
-    return Generation(app_id, name, buckets, dict(covers))
+    return Generation(app_id, name, buckets, dict(covers), unseen_before)
 
 
 def publish(generation: Generation) -> None:
     """Makes a generation whose files are all written the current one: its manifest is written last."""
-    document = {"buckets": generation.buckets, "covers": generation.covers}
+    document = {"buckets": generation.buckets, "covers": generation.covers, "unseenBefore": generation.unseen_before}
     manifest = storage.container(rawstore.RAW_CONTAINER).get_blob_client(generation.manifest)
     manifest.upload_blob(json.dumps(document), overwrite=True)
 
 
 def current_generation(app_id: str) -> Generation | None:
     """The app's newest published generation (None before its first compaction)."""
+    return next(published_generations(app_id), None)
+
+
+def published_generations(app_id: str, *, before: dt.datetime | None = None) -> Iterator[Generation]:
+    """The app's published generations, newest first (only those published before ``before``, given one)."""
     container = storage.container(rawstore.RAW_CONTAINER)
     manifests = [blob.name for blob in container.list_blobs(name_starts_with=f"{app_id}/{STATE_TYPE}/")
-                 if blob.name.endswith("/manifest.json")]
+                 if blob.name.endswith("/manifest.json") and (before is None or blob.last_modified < before)]
     for name in sorted(manifests, reverse=True):
         try:
             document = json.loads(container.get_blob_client(name).download_blob().readall())
         except ResourceNotFoundError:  # removed since it was listed: an older one is still there
             continue
-        return Generation(app_id, name.split("/")[-2], document["buckets"], document["covers"])
-    return None
+        yield Generation(app_id, name.split("/")[-2], document["buckets"], document["covers"],
+                         document.get("unseenBefore"))

@@ -23,7 +23,7 @@ from shared.pipelines.decide import Step, next_step, retry_delay
 from shared.pipelines.model import InFlight, Pipeline
 from shared.pipelines.periods import period_of
 from shared.pipelines.store import PipelineChanged
-from shared.platform import apps
+from shared.platform import apps, retention
 from shared.platform.config import DESTINATION_STORAGE, ConfigError, get_settings
 from shared.platform.errors import UnusableDestination
 from shared.platform.times import iso
@@ -98,7 +98,17 @@ def _save(pipeline: Pipeline, now: dt.datetime) -> Pipeline:
 
 def _plan_first(pipeline: Pipeline, now: dt.datetime) -> Pipeline:
     """The first run of the due periods, oldest first: a pipeline catching up (a backfill, a resume) delivers
-    up to MAX_PERIODS_PER_RUN of them in one run; a snapshot pipeline one."""
+    up to MAX_PERIODS_PER_RUN of them in one run; a snapshot pipeline one. Periods older than the app keeps raw
+    records (a pipeline paused or failing that long) are skipped: their records are gone, the next run starts at
+    the oldest day kept."""
+    if pipeline.historical:
+        oldest = retention.oldest_day_kept(pipeline.app_id, now.date())
+        if pipeline.next.day < oldest:
+            skipping = pipeline.copy()
+            skipping.next_period = dt.datetime.combine(oldest, dt.time(), dt.UTC)
+            log.warning("Pipeline %s of app %s skips the periods from %s to %s: older than the app keeps raw records",
+                        pipeline.name, pipeline.app_id, pipeline.next.label, oldest - dt.timedelta(days=1))
+            return _save(skipping, now)
     periods = [pipeline.next]
     while (pipeline.historical and len(periods) < MAX_PERIODS_PER_RUN
            and periods[-1].next().due(pipeline.settle) <= now):

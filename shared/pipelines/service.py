@@ -18,7 +18,7 @@ from shared.pipelines.model import Pipeline
 from shared.pipelines.periods import period_of
 from shared.pipelines.request import FIXED_FIELDS, check_name, parse_pipeline
 from shared.pipelines.store import PipelineChanged
-from shared.platform import apps
+from shared.platform import apps, retention
 from shared.platform.config import get_settings
 from shared.platform.errors import PipelineConflict, PipelineNotFound, TaskEnded, TaskNotFound
 from shared.tasks import jobs, orchestration
@@ -55,6 +55,8 @@ def put_pipeline(app: apps.AppRef, name: str, body: Any, *, now: dt.datetime | N
     for _ in range(_TRIES):
         existing = store.get_pipeline(app.id, name)
         if existing is None:
+            if request.start_from is not None:  # a replacing PUT repeats the startFrom it cannot change
+                retention.refuse_before(app.id, "startFrom", request.start_from, now.date())
             if store.count_pipelines(app.id) >= MAX_PIPELINES_PER_APP:
                 raise PipelineConflict(f"app {app.collection}/{app.name} has {MAX_PIPELINES_PER_APP} pipelines, the "
                                        f"most an app may have; delete one first", code="TooManyPipelines")

@@ -12,7 +12,7 @@ document names."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -119,11 +119,22 @@ def delete_marks_of(pipeline: Pipeline, keys: list[tuple[str, str]]) -> None:
             pass
 
 
+def delete_marks_where(pipeline: Pipeline, gone: Callable[[str], bool]) -> int:
+    """Removes the marks of the periods (labels) that ``gone`` names, whether the pipeline names them or not;
+    returns how many went."""
+    container = storage.container(PIPELINES_CONTAINER)
+    prefix = f"marks/{pipeline.app_id}/{pipeline.uid}/"
+    removed = 0
+    for blob in container.list_blobs(name_starts_with=prefix):
+        if gone(blob.name[len(prefix):].split("/")[0]):
+            try:
+                container.delete_blob(blob.name)
+            except ResourceNotFoundError:
+                continue
+            removed += 1
+    return removed
+
+
 def delete_marks(pipeline: Pipeline) -> None:
     """Removes what a deleted pipeline had read (best effort: nothing reads marks of a pipeline that is gone)."""
-    container = storage.container(PIPELINES_CONTAINER)
-    for blob in container.list_blobs(name_starts_with=f"marks/{pipeline.app_id}/{pipeline.uid}/"):
-        try:
-            container.delete_blob(blob.name)
-        except ResourceNotFoundError:
-            pass
+    delete_marks_where(pipeline, lambda label: True)

@@ -56,6 +56,8 @@ DESTINATION_RETRIES = "EXPORT_DESTINATION_RETRIES"
 SAS_EXPIRY_MARGIN = "EXPORT_SAS_EXPIRY_MARGIN_MINUTES"
 # A job still running this many hours after it started ends as Failed.
 JOB_DEADLINE_HOURS = "EXPORT_JOB_DEADLINE_HOURS"
+# Days an app's raw records are kept unless the app sets its own rawRetentionDays (shared.platform.retention).
+RAW_RETENTION_DAYS = "RAW_RETENTION_DAYS"
 # The app's destination storage for scheduled exports (a connection string), where OnBlobCreated listens.
 DESTINATION_STORAGE = "DestinationStorage"
 # The container of that storage that scheduled exports write to (OnBlobCreated's blob path uses it).
@@ -139,6 +141,7 @@ class Settings:
     job_items_in_flight: int
     convert_processes: int
     job_deadline_hours: int
+    raw_retention_days: int
     sas_expiry_margin_minutes: int
     destination_timeout_seconds: int
     destination_retries: int
@@ -177,7 +180,8 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, not {value!r}")
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+def _positive_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1,
+                  maximum: int | None = None) -> int:
     value = _text(env, name)
     if value is None:
         return default
@@ -187,6 +191,8 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, *, minimum: i
         raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
     if number < minimum:
         raise ConfigError(f"{name} must be {minimum} or more, not {number}")
+    if maximum is not None and number > maximum:
+        raise ConfigError(f"{name} must be {maximum} or less, not {number}")
     return number
 
 
@@ -281,8 +287,9 @@ class Setting:
     doc: str
 
 
-def _number(name: str, field: str, default: int, doc: str, *, minimum: int = 1, shown: str | None = None) -> Setting:
-    return Setting(name, field, lambda env: _positive_int(env, name, default, minimum=minimum),
+def _number(name: str, field: str, default: int, doc: str, *, minimum: int = 1, maximum: int | None = None,
+            shown: str | None = None) -> Setting:
+    return Setting(name, field, lambda env: _positive_int(env, name, default, minimum=minimum, maximum=maximum),
                    shown or f"`{default}`", doc)
 
 
@@ -329,7 +336,12 @@ SETTINGS: tuple[Setting, ...] = (
             "worker instead, each part on this many cores divided by `EXPORT_WORKER_CONCURRENCY` (one at least)"),
     _number(JOB_DEADLINE_HOURS, "job_deadline_hours", 24,
             "a job still running this long after it started ends as Failed; a snapshot state replaced this long "
-            "ago is removed"),
+            "ago is removed; a day the app's retention no longer keeps is removed this long after it left it"),
+    _number(RAW_RETENTION_DAYS, "raw_retention_days", 730,
+            "days an app's raw records are kept when the app sets no `rawRetentionDays` of its own: older days "
+            "are deleted by `ApplyRetention`, exports and backfills asking for them are refused, and devices not "
+            "seen for that long leave the snapshot (see [data-rights.md](data-rights.md#retention)); two years, "
+            "so that a year can be compared with the one before", maximum=3650),
     _number(SAS_EXPIRY_MARGIN, "sas_expiry_margin_minutes", 60,
             "a destination SAS that expires sooner than this after creation is refused with a 400 giving its "
             "expiry (`0`: only an expired one); a SAS that expires while the job runs still fails it, naming the "
