@@ -103,8 +103,10 @@ def use_storage(connection_string: str) -> dict[str, str]:
     """Points this process's settings (and the hosts it starts) at the bench's Azurite; returns the environment."""
     from shared.platform import config
 
+    # The bench's day is a fixed one (its figures compare across runs): kept as long as an app can keep raw data.
     env = dict(os.environ, AzureWebJobsStorage=connection_string, EXPORT_SAS_ENCRYPTION_KEY=BENCH_KEY,
-               EXPORT_ALLOW_LOOPBACK_DESTINATIONS="true", DestinationStorage=connection_string, EXPORT_SCHEDULES="[]")
+               EXPORT_ALLOW_LOOPBACK_DESTINATIONS="true", DestinationStorage=connection_string, EXPORT_SCHEDULES="[]",
+               RAW_RETENTION_DAYS="3650")
     os.environ.update(env)
     config.reset_settings()
     return env
