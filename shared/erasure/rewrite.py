@@ -46,8 +46,8 @@ class BlobBusy(TransientError):
 
 
 # A blob whose covered bytes are at most this large is rewritten in memory while it is searched, before any lease
-# (four rewrites at once hold at most twice this each); a larger one is searched to its first row, then rewritten
-# in a stream under the lease.
+# (a rewriting process holds at most twice this); a larger one is searched to its first row, then rewritten in a
+# stream under the lease.
 KEEP_SEARCHED_BYTES = 32 * 1024 * 1024
 
 
