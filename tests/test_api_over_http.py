@@ -19,8 +19,8 @@ from shared.platform import apps
 @pytest.fixture
 def host(app_env):
     running = LocalHost(REPO_ROOT, port=0,
-                        functions=["ExportTasks", "ExportPipelines", "Collect", "Apps", "OpenApi", "ExportSchemas",
-                                   "Health", "NotServed"]).start()
+                        functions=["ExportTasks", "ExportPipelines", "ErasureTasks", "Collect", "Apps", "OpenApi",
+                                   "ExportSchemas", "Health", "NotServed"]).start()
     yield running
     running.stop()
 
