@@ -41,7 +41,6 @@ from shared.platform import apps, storage
 
 API_VERSION = "2014-12-01"
 DAY = dt.date(2026, 1, 15)
-ERASURE_RECORDS = 1_000_000  # "a day of a million records" (issue 34)
 
 
 def cpu_seconds() -> float:
@@ -295,10 +294,9 @@ def main(argv=None) -> int:
         log("pipelines: a late wave after a large period ...")
         results["pipeline"] = pipeline.run(env, container_url, azurite.pid, sizes["half"])
         ingestion = ingest.run(env, clients=arguments.clients, seconds=arguments.ingest_seconds, batch_size=50)
-        log(f"erasure: a few devices of an app holding a day of {ERASURE_RECORDS:,} events ...")
-        load_events(f"{erasure.COLLECTION}~{erasure.APP}", DAY, ERASURE_RECORDS)
-        erasure_copy = raw_copy(f"{erasure.COLLECTION}~{erasure.APP}", destination)
-        results["erasure"] = erasure.run(env, azurite.pid, erasure_copy, ingestion["append"], clients=arguments.clients)
+        log(f"erasure: a few devices of the app holding a day of {records:,} events ...")
+        results["erasure"] = erasure.run(env, azurite.pid, "full", keys["full"].export_key, results["rawcopy"],
+                                         ingestion["append"], clients=arguments.clients)
 
     print(f"{'measure':<22}{'records':>12}{'seconds':>10}{'records/s':>14}{'MB/s (raw in)':>15}{'peak MiB':>10}"
           f"{'(RSS sum)':>11}")

@@ -1,7 +1,8 @@
 """The erasure figures of `make bench`: how fast an erasure rewrites the raw store, and what it costs Collect.
 
-On the bench's Azurite and a local host in its own process (its EraseData queue function running), an app holds a
-day of a million events (from the generator: 50 events a device on average). Collect clients post batches to
+On the bench's Azurite and a local host in its own process (its EraseData queue function running), the app of the
+bench's main exports holds a day of RECORDS events (2,000,000 by default; from the generator: 50 events a device
+on average). Collect clients post batches to
 another app of the host for a while alone; then an erasure of a few devices is asked over HTTP and runs alone;
 then the clients post again while erasures of other devices run one after another. It prints:
 
@@ -51,11 +52,11 @@ def _rewritten_bytes(app_id: str) -> tuple[int, int]:
     return rewritten, total
 
 
-def _erase(host: HostProcess, export_key: str, devices: list[str]) -> tuple[dt.datetime, dict]:
+def _erase(host: HostProcess, app: str, export_key: str, devices: list[str]) -> tuple[dt.datetime, dict]:
     """Asks an erasure of ``devices`` over HTTP and waits for it: (when it was asked, the ended task)."""
     headers = {"Authorization": f"Bearer {export_key}"}
     asked = dt.datetime.now(dt.UTC)
-    response = requests.post(f"{host.url}{APP_PATH}{COLLECTION}/apps/{APP}/devices/erasureTasks",
+    response = requests.post(f"{host.url}{APP_PATH}{COLLECTION}/apps/{app}/devices/erasureTasks",
                              params={"api-version": API_VERSION}, headers=headers, timeout=120,
                              json={"deviceIds": devices, "reason": "bench"})
     response.raise_for_status()
@@ -73,17 +74,18 @@ def _ended(task: dict) -> dt.datetime:
     return dt.datetime.fromisoformat(task["dateCompleted"].replace("Z", "+00:00"))
 
 
-def run(env: dict[str, str], storage_pid: int, rawcopy: dict, append: dict, *, clients: int) -> dict:
-    """The erasure section, on the app ``bench/erasure`` the caller loaded: ``rawcopy`` is the raw copy baseline
-    of its raw blobs (seconds, bytes), ``append`` the ingestion section's append baseline (requests_per_s).
+def run(env: dict[str, str], storage_pid: int, app: str, export_key: str, rawcopy: dict, append: dict, *,
+        clients: int) -> dict:
+    """The erasure section, on the app ``bench/{app}``, which holds the generator's events of one day: ``rawcopy``
+    is the raw copy baseline of its raw blobs (seconds, bytes), ``append`` the ingestion section's append
+    baseline (requests_per_s).
 
     A first erasure runs alone (the rewrite figures); then Collect clients post to another app of the same host
     while erasures of other devices run one after another."""
     from sampledata.generator import _device_id
 
-    app_id = f"{COLLECTION}~{APP}"
-    keys = apps.register_app(COLLECTION, APP)
-    collect_app = f"{APP}-collect"
+    app_id = f"{COLLECTION}~{app}"
+    collect_app = f"{app}-collect"
     collect_keys = apps.register_app(COLLECTION, collect_app)
     devices = (_device_id(1, index) for index in itertools.count())
     host = HostProcess(env, storage_pid)
@@ -93,7 +95,7 @@ def run(env: dict[str, str], storage_pid: int, rawcopy: dict, append: dict, *, c
     try:
         log(f"Collect alone for {COLLECT_SECONDS:.0f}s, on the host the erasures will run in ...")
         alone = ingest.drive("collect", target, bodies, clients=clients, seconds=COLLECT_SECONDS)
-        asked, first = _erase(host, keys.export_key, list(itertools.islice(devices, ERASED_DEVICES)))
+        asked, first = _erase(host, app, export_key, list(itertools.islice(devices, ERASED_DEVICES)))
         seconds = (_ended(first) - asked).total_seconds()
         rewritten, total = _rewritten_bytes(app_id)
         log(f"erasure of {ERASED_DEVICES} devices: {seconds:.1f}s; then Collect posts to another app while "
@@ -103,7 +105,7 @@ def run(env: dict[str, str], storage_pid: int, rawcopy: dict, append: dict, *, c
 
         def erase_meanwhile() -> None:
             while not stop.is_set():
-                started, task = _erase(host, keys.export_key, list(itertools.islice(devices, ERASED_DEVICES)))
+                started, task = _erase(host, app, export_key, list(itertools.islice(devices, ERASED_DEVICES)))
                 spans.append((started, _ended(task)))
 
         eraser = threading.Thread(target=erase_meanwhile)
@@ -148,7 +150,7 @@ def main(argv=None) -> int:
     from sampledata import load_events
 
     parser = argparse.ArgumentParser(prog="python -m bench.erasure", description=__doc__)
-    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--records", type=int, default=2_000_000)
     parser.add_argument("--clients", type=int, default=16)
     arguments = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ee-bench-") as workdir, \
@@ -162,7 +164,8 @@ def main(argv=None) -> int:
         batches = ingest.make_batches(ingest.BATCHES, 50)
         append = ingest.drive("append", {"connection_string": azurite.connection_string}, ingest.raw_members(batches),
                               clients=arguments.clients, seconds=COLLECT_SECONDS)
-        figures = run(env, azurite.pid, rawcopy, append, clients=arguments.clients)
+        keys = apps.register_app(COLLECTION, APP)
+        figures = run(env, azurite.pid, APP, keys.export_key, rawcopy, append, clients=arguments.clients)
         report(figures)
     return 0
 

@@ -15,9 +15,13 @@ import json
 import logging
 import multiprocessing
 import os
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from shared.erasure import audit, delivered, rewrite, store
@@ -30,9 +34,9 @@ from shared.export import forwarding
 from shared.export.deltaerase import LakeTableUnavailable, erase_rows, remove_expired_files
 from shared.ingest import rawstore, snapshots
 from shared.pipelines.laketables import DELTA_LAKE, lake_tables
-from shared.platform import storage
+from shared.platform import foreground, storage
 from shared.platform.apps import AppRef
-from shared.platform.errors import ErasureNotFound
+from shared.platform.errors import ErasureNotFound, TransientError
 from shared.platform.times import iso, parse_iso, utcnow
 from shared.tasks import jobs
 
@@ -49,6 +53,7 @@ RETRY_AFTER_SECONDS = 10
 WAIT_FOR_LAKE_RUNS_SECONDS = 30
 MAX_MESSAGE_DELAY_SECONDS = 7 * 24 * 3600 - 60  # a queue message waits at most 7 days
 ERASE_PARALLEL_BLOBS = 2
+YIELD_SECONDS = 0.25  # the pause between rewrites while Collect is busy in this instance
 ERASE_NICENESS = 10
 ERASE_IN_PROCESS = False
 
@@ -202,14 +207,17 @@ def _erase_stores(task: ErasureTask, job: Work) -> bool | None:
         return None if busy else True
     ended_early = False
     with _rewriters() as pool:
-        pending = {}
+        pending: dict = {}
         for name, cut in todo:
             if time.monotonic() > slice_ends:
                 ended_early = True
                 break
-            pending[pool.submit(rewrite.erase_in_blob, task.app_id, task.id, name, cut, matcher)] = name
-            while len(pending) >= 2 * ERASE_PARALLEL_BLOBS:  # a bounded queue: the slice's end is looked at
+            # Background work: while this instance stores what devices send, one rewrite at a time, with pauses.
+            while len(pending) >= (1 if foreground.busy() else 2 * ERASE_PARALLEL_BLOBS):
                 busy = _collect(pending, wait(pending, return_when=FIRST_COMPLETED).done) or busy
+                if foreground.busy():
+                    time.sleep(YIELD_SECONDS)
+            pending[pool.submit(rewrite.erase_in_blob, task.app_id, task.id, name, cut, matcher)] = name
         busy = _collect(pending, wait(pending).done) or busy
     if ended_early:
         return False
@@ -237,14 +245,52 @@ def _lower_priority() -> None:
         pass
 
 
-def _rewriters() -> Executor:
+@contextmanager
+def _rewriters() -> Iterator[Executor]:
     """Where blobs are rewritten: processes of their own at a lower priority, so an erasure's decompression and
-    compression take no CPU or interpreter lock from Collect in the host (ERASE_IN_PROCESS: threads of this
-    process, for tests that change the rewrite's code in this process)."""
+    compression take no CPU or interpreter lock from Collect in the host; kept for POOL_IDLE_SECONDS after a
+    slice, as the next slice or task usually follows (ERASE_IN_PROCESS: threads of this process, for tests that
+    change the rewrite's code in this process)."""
+    global _pool
     if ERASE_IN_PROCESS:
-        return ThreadPoolExecutor(ERASE_PARALLEL_BLOBS)
-    return ProcessPoolExecutor(ERASE_PARALLEL_BLOBS, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_lower_priority)
+        with ThreadPoolExecutor(ERASE_PARALLEL_BLOBS) as threads:
+            yield threads
+        return
+    with _pool_lock:
+        if _pool is None:
+            _pool = ProcessPoolExecutor(ERASE_PARALLEL_BLOBS, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_lower_priority)
+        pool, _pool_uses[0] = _pool, _pool_uses[0] + 1
+    try:
+        yield pool
+    except BrokenProcessPool:  # a rewriting process died (killed, out of memory): new ones for the next try
+        with _pool_lock:
+            if _pool is pool:
+                _pool = None
+        raise TransientError("a process rewriting the raw store died; the slice is tried again") from None
+    finally:
+        _retire_later(pool, _pool_uses[0])
+
+
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_pool_uses = [0]
+POOL_IDLE_SECONDS = 300.0
+
+
+def _retire_later(pool: ProcessPoolExecutor, use: int) -> None:
+    """Shuts the pool's processes down once no slice used it for POOL_IDLE_SECONDS."""
+    def retire() -> None:
+        global _pool
+        with _pool_lock:
+            if _pool is not pool or _pool_uses[0] != use:
+                return
+            _pool = None
+        pool.shutdown(wait=False)
+
+    timer = threading.Timer(POOL_IDLE_SECONDS, retire)
+    timer.daemon = True
+    timer.start()
 
 
 def _covered_blobs(task: ErasureTask, job: Work) -> tuple[list[tuple[str, int]], bool]:

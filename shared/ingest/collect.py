@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from shared.ingest import latearrivals, rawstore, snapshots
 from shared.ingest.records import HISTORICAL_TYPES, RecordError, Row, normalize, quick_row, stored_row
+from shared.platform import foreground
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ def write(app_id: str, batch: CheckedBatch, *, partitions: list[str] | None = No
     Every record was checked before anything is written, so no record can fail a write half-way through a
     batch. Hours that have ended are noted as late arrivals first, so no late record is acknowledged that a
     pipeline's late run could miss (shared.ingest.latearrivals)."""
+    foreground.note()
     rows = {prefix: lines for prefix, lines in batch.rows.items() if partitions is None or prefix in partitions}
     latearrivals.note(rows)
     rawstore.writer().append_rows(rows, deadline=deadline)
