@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from shared.erasure import audit, delivered, store
+from shared.erasure import audit, delivered, pending, store
 from shared.erasure.model import COUNTS, ErasureState, ErasureTask
 from shared.erasure.request import parse
 from shared.erasure.rewrite import BlobBusy, erase_in_blob
@@ -181,7 +181,7 @@ def _covered_blobs(task: ErasureTask, job: Work) -> tuple[list[tuple[str, int]],
     generations that a compaction started before the request (built from rows that were not yet left out)
     wrote since the cut; and whether such a compaction may still be writing."""
     covered = dict(job.cut)
-    stamp = task.requested.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+    stamp = pending.generation_stamp(task.requested)  # the rule reads follow while the task is pending
     container = storage.container(rawstore.RAW_CONTAINER)
     started_before: dict[str, list[tuple[str, int]]] = {}
     for blob in container.list_blobs(name_starts_with=f"{task.app_id}/{snapshots.STATE_TYPE}/"):
