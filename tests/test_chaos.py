@@ -29,3 +29,25 @@ def test_a_minute_of_chaos_loses_nothing_and_doubles_nothing(app_env, capsys):
     # Every erasure asked is listed (one whose 202 was lost too) and succeeded.
     assert erasures > 0 and listed >= erasures and succeeded == listed, printed
     assert status == 0, printed
+
+
+def test_the_storm_proxy_passes_a_blob_s_length_on_in_a_head_answer(azurite, names):
+    """Get Blob Properties reads the blob's length from the HEAD answer's Content-Length: a proxy that set it to
+    the (empty) body's length made every blob look empty, and an erasure's rewrite then dropped what Collect had
+    appended after the erasure's cut (the soak counted those records lost)."""
+    from azure.storage.blob import BlobServiceClient
+
+    from devhost.azurite import connection_string
+    from tools.stormproxy import StormProxy
+
+    proxy = StormProxy(azurite.ports["blob"], busy_share=0, delay_share=0, delay_seconds=0).start()
+    try:
+        through = connection_string("127.0.0.1", {**azurite.ports, "blob": proxy.port})
+        container = BlobServiceClient.from_connection_string(through).get_container_client(names.container("proxy"))
+        container.create_container()
+        blob = container.get_blob_client("appended")
+        blob.create_append_blob()
+        blob.append_block(b"x" * 1234)
+        assert blob.get_blob_properties().size == 1234
+    finally:
+        proxy.stop()
