@@ -55,7 +55,11 @@ class StormProxy:
                 for name, value in headers.items():
                     if name.lower() not in _DROPPED:
                         self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
+                # A HEAD answer has no body, and its Content-Length is the resource's size (Get Blob Properties:
+                # the blob's length), which the client reads: it is passed on as the service sent it.
+                length = next((value for name, value in headers.items() if name.lower() == "content-length"), None)
+                self.send_header("Content-Length", length if self.command == "HEAD" and length is not None
+                                 else str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)

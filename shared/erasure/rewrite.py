@@ -163,6 +163,9 @@ def _rewrite(app_id: str, task_id: str, client: BlobClient, lease: BlobLeaseClie
              matcher: Matcher, searched: _Searched) -> BlobProgress:
     renew = _Renewal(lease)
     properties = client.get_blob_properties()
+    if properties.size < cut:  # a blob never shrinks: an answer that says so is not to be written back
+        raise TransientError(f"{client.blob_name} is said to be {properties.size} bytes, less than the "
+                             f"{cut} its erasure covers; tried again later")
     rewriting = _Rewriting(matcher)
     if searched.members is not None and properties.metadata.get(REWRITES, "0") == searched.rewrites:
         covered: Iterable[bytes] = searched.members

@@ -24,7 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from shared.erasure import audit, delivered, rewrite, store
+from shared.erasure import audit, delivered, pending, rewrite, store
 from shared.erasure.model import COUNTS, ErasureState, ErasureTask
 from shared.erasure.request import parse
 from shared.erasure.rewrite import BlobBusy
@@ -94,29 +94,16 @@ def create_erasure(app: AppRef, body: object) -> ErasureTask:
     cut = {blob.name: blob.size for blob in storage.container(rawstore.RAW_CONTAINER).list_blobs(
         name_starts_with=f"{app.id}/") if _holds_rows(blob.name)}
     store.save_work(app.id, task.id, Work(request.device_ids, request.user_ids, cut))
+    # Queued before its row exists: a task is never left Queued without a message (a process that dies, or a
+    # queue that refuses, in between leaves a message that finds no task and is dropped, and no 202 was given).
+    _queue(app.id, task.id)
     store.create_task(task)
-    try:
-        _queue(app.id, task.id)
-    except Exception:
-        _withdraw(task)
-        raise
     return task
 
 
 def _holds_rows(name: str) -> bool:
     """Whether a blob of the raw store holds rows (gzip JSON Lines), not a state generation's manifest."""
     return name.endswith(".jsonl.gz")
-
-
-def _withdraw(task: ErasureTask) -> None:
-    """A task that could not be queued ends Failed at once (the caller is told to ask again)."""
-    try:
-        _, etag = store.read_task(task.app_id, task.id)
-        store.save_task(task.but(state=ErasureState.FAILED, completed=utcnow(),
-                                 error_details="the task could not be queued; send the request again"), etag)
-        store.delete_work(task.app_id, task.id)
-    except Exception:  # the queue's storage is down: the task stays Queued and pending reads still leave its rows out
-        log.exception("Erasure %s could not be withdrawn", task.id)
 
 
 def get_erasure(app: AppRef, task_id: str) -> ErasureTask:
@@ -140,6 +127,8 @@ def work_or_retry(message: EraseMessage, *, last_try: bool) -> None:
     try:
         work(message)
     except ErasureNotFound:
+        if not last_try:
+            raise  # its row may not be written yet: the message is queued first (create_erasure)
         log.warning("Erasure %s of %s is not recorded; its message is dropped", message.task_id, message.app_id)
     except Exception:
         if not last_try:
@@ -298,7 +287,7 @@ def _covered_blobs(task: ErasureTask, job: Work) -> tuple[list[tuple[str, int]],
     generations that a compaction started before the request (built from rows that were not yet left out)
     wrote since the cut; and whether such a compaction may still be writing."""
     covered = dict(job.cut)
-    stamp = task.requested.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+    stamp = pending.generation_stamp(task.requested)  # the rule reads follow while the task is pending
     container = storage.container(rawstore.RAW_CONTAINER)
     started_before: dict[str, list[tuple[str, int]]] = {}
     for blob in container.list_blobs(name_starts_with=f"{task.app_id}/{snapshots.STATE_TYPE}/"):

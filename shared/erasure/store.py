@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import hashlib
 import json
@@ -137,11 +138,16 @@ def list_tasks(app_id: str) -> list[ErasureTask]:
 
 def pending_task_ids(app_id: str) -> list[str]:
     """The ids of the app's erasures that have not ended."""
+    return sorted(pending_requests(app_id))
+
+
+def pending_requests(app_id: str) -> dict[str, dt.datetime]:
+    """The app's erasures that have not ended: task id -> when it was asked."""
     rows = storage.table(TASKS_TABLE).query_entities(
         tablefilter.all_of(tablefilter.eq("PartitionKey", app_id),
                            tablefilter.any_of(*(tablefilter.eq("state", str(state)) for state in PENDING))),
-        select=["RowKey"])
-    return sorted(row["RowKey"] for row in rows)
+        select=["RowKey", "doc"])
+    return {row["RowKey"]: ErasureTask.from_document(app_id, json.loads(row["doc"])).requested for row in rows}
 
 
 @dataclass(frozen=True)
