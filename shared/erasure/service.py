@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,7 +53,10 @@ RETRY_AFTER_SECONDS = 10
 WAIT_FOR_LAKE_RUNS_SECONDS = 30
 MAX_MESSAGE_DELAY_SECONDS = 7 * 24 * 3600 - 60  # a queue message waits at most 7 days
 ERASE_PARALLEL_BLOBS = 2
-YIELD_SECONDS = 0.25  # the pause between rewrites while Collect is busy in this instance
+# While Collect is busy in this instance, a rewrite is followed by a pause this many times as long as it took (at
+# most YIELD_MAX_SECONDS): an erasure goes on at about a quarter of one process's pace, and Collect keeps its own.
+YIELD_FACTOR = 3.0
+YIELD_MAX_SECONDS = 5.0
 ERASE_NICENESS = 10
 ERASE_IN_PROCESS = False
 
@@ -196,18 +199,21 @@ def _erase_stores(task: ErasureTask, job: Work) -> bool | None:
         return None if busy else True
     ended_early = False
     with _rewriters() as pool:
-        pending: dict = {}
+        running: dict[Future, float] = {}  # each rewrite -> when it was handed to the pool
         for name, cut in todo:
             if time.monotonic() > slice_ends:
                 ended_early = True
                 break
-            # Background work: while this instance stores what devices send, one rewrite at a time, with pauses.
-            while len(pending) >= (1 if foreground.busy() else 2 * ERASE_PARALLEL_BLOBS):
-                busy = _collect(pending, wait(pending, return_when=FIRST_COMPLETED).done) or busy
+            # Background work: while this instance stores what devices send, one rewrite at a time, each followed
+            # by a pause YIELD_FACTOR times as long as it took.
+            while len(running) >= (1 if foreground.busy() else 2 * ERASE_PARALLEL_BLOBS):
+                finished = wait(running, return_when=FIRST_COMPLETED).done
+                took = max(time.monotonic() - running[future] for future in finished)
+                busy = _collect(running, finished) or busy
                 if foreground.busy():
-                    time.sleep(YIELD_SECONDS)
-            pending[pool.submit(rewrite.erase_in_blob, task.app_id, task.id, name, cut, matcher)] = name
-        busy = _collect(pending, wait(pending).done) or busy
+                    time.sleep(min(YIELD_MAX_SECONDS, YIELD_FACTOR * took))
+            running[pool.submit(rewrite.erase_in_blob, task.app_id, task.id, name, cut, matcher)] = time.monotonic()
+        busy = _collect(running, wait(running).done) or busy
     if ended_early:
         return False
     return None if busy else True
