@@ -10,6 +10,7 @@ from erasing import crank_erasures
 from test_erasure import BackendApp
 
 from shared.erasure import service, store
+from shared.platform import storage
 from shared.platform.errors import ErasureNotFound
 
 
@@ -25,6 +26,8 @@ def test_a_request_whose_message_cannot_be_queued_leaves_no_task(app_env, monkey
         status, answer, _ = backend.erase({"deviceIds": [device]})
     assert status == 503, answer
     assert backend.get()[1]["value"] == [] and store.pending_task_ids(backend.id) == []
+    # and the ids it was given are not kept
+    assert not list(storage.container(store.WORK_CONTAINER).list_blobs(name_starts_with=f"{backend.id}/"))
 
     status, task, _ = backend.erase({"deviceIds": [device]})  # asked again, it is taken and carried out
     assert status == 202, task
@@ -36,4 +39,6 @@ def test_a_message_that_comes_before_its_task_is_tried_again_then_dropped(app_en
     message = service.EraseMessage("nobody~none", "not-written-yet")
     with pytest.raises(ErasureNotFound):
         service.work_or_retry(message, last_try=False)
-    service.work_or_retry(message, last_try=True)  # dropped, with a warning
+    store.save_work("nobody~none", "not-written-yet", store.Work(("d1",), (), {}))
+    service.work_or_retry(message, last_try=True)  # dropped, with a warning, and its ids with it
+    assert store.read_work("nobody~none", "not-written-yet") is None

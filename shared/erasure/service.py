@@ -100,9 +100,21 @@ def create_erasure(app: AppRef, body: object) -> ErasureTask:
     store.save_work(app.id, task.id, Work(request.device_ids, request.user_ids, cut))
     # Queued before its row exists: a task is never left Queued without a message (a process that dies, or a
     # queue that refuses, in between leaves a message that finds no task and is dropped, and no 202 was given).
-    _queue(app.id, task.id)
-    store.create_task(task)
+    try:
+        _queue(app.id, task.id)
+        store.create_task(task)
+    except Exception:
+        _forget_work(app.id, task.id)
+        raise
     return task
+
+
+def _forget_work(app_id: str, task_id: str) -> None:
+    """Deletes the ids of a task that was never recorded (the caller got no 202)."""
+    try:
+        store.delete_work(app_id, task_id)
+    except Exception:  # storage down: the message's last try deletes them (work_or_retry)
+        log.warning("The ids of unrecorded erasure %s stay until its message's last try", task_id)
 
 
 def _holds_rows(name: str) -> bool:
@@ -133,7 +145,9 @@ def work_or_retry(message: EraseMessage, *, last_try: bool) -> None:
     except ErasureNotFound:
         if not last_try:
             raise  # its row may not be written yet: the message is queued first (create_erasure)
-        log.warning("Erasure %s of %s is not recorded; its message is dropped", message.task_id, message.app_id)
+        log.warning("Erasure %s of %s is not recorded; its message and ids are dropped", message.task_id,
+                    message.app_id)
+        store.delete_work(message.app_id, message.task_id)
     except Exception:
         if not last_try:
             raise
