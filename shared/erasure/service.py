@@ -34,7 +34,7 @@ from shared.export import forwarding
 from shared.export.deltaerase import LakeTableUnavailable, erase_rows, remove_expired_files
 from shared.ingest import rawstore, snapshots
 from shared.pipelines.laketables import DELTA_LAKE, lake_tables
-from shared.platform import foreground, storage
+from shared.platform import foreground, processes, storage
 from shared.platform.apps import AppRef
 from shared.platform.errors import ErasureNotFound, TransientError
 from shared.platform.times import iso, parse_iso, utcnow
@@ -184,7 +184,10 @@ def _work(message: EraseMessage, *, now: dt.datetime | None = None) -> None:
         task = task.but(state=ErasureState.STARTED, started=now or utcnow())
         etag = store.save_task(task, etag)
     try:
-        finished = _erase_stores(task, job)
+        try:
+            finished = _erase_stores(task, job)
+        except RewritersLost:  # one died (killed, out of memory, or while idle): once more with new ones
+            finished = _erase_stores(task, job)
     except (BrokenMember, CannotFit) as error:
         _fail(task, etag, f"the raw store could not be rewritten: {error}; the service's operators were told")
         log.error("Erasure %s of %s failed: %s", task.id, task.app_id, error)
@@ -253,12 +256,18 @@ def _collect(pending: dict, finished) -> bool:
     return busy
 
 
-def _lower_priority() -> None:
-    """A rewriting process yields the CPU to Collect and exports (an erasure may take longer; nothing waits on it)."""
+def _start_rewriter(parent_pid: int) -> None:
+    """A rewriting process yields the CPU to Collect and exports (an erasure may take longer; nothing waits on it),
+    and goes when the host goes."""
     try:
         os.nice(ERASE_NICENESS)
     except OSError:
         pass
+    processes.exit_with_parent(parent_pid)
+
+
+class RewritersLost(TransientError):
+    """A rewriting process died: the pool is made again for the next try."""
 
 
 @contextmanager
@@ -275,7 +284,7 @@ def _rewriters() -> Iterator[Executor]:
     with _pool_lock:
         if _pool is None:
             _pool = ProcessPoolExecutor(ERASE_PARALLEL_BLOBS, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_lower_priority)
+                                        initializer=_start_rewriter, initargs=(os.getpid(),))
         pool, _pool_uses[0] = _pool, _pool_uses[0] + 1
     try:
         yield pool
@@ -283,7 +292,7 @@ def _rewriters() -> Iterator[Executor]:
         with _pool_lock:
             if _pool is pool:
                 _pool = None
-        raise TransientError("a process rewriting the raw store died; the slice is tried again") from None
+        raise RewritersLost("a process rewriting the raw store died; the slice is tried again") from None
     finally:
         _retire_later(pool, _pool_uses[0])
 

@@ -19,7 +19,6 @@ import gc
 import multiprocessing
 import os
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -27,6 +26,7 @@ from typing import Any
 
 from shared.export.exportformats import RunConverter
 from shared.export.rows import RowSpec
+from shared.platform import processes
 
 
 class ConversionProcessLost(RuntimeError):
@@ -46,23 +46,11 @@ def _converting(convert_run: RunConverter, text: bytes, spec: RowSpec) -> tuple[
     return convert_run(text, spec)
 
 
-# How often a conversion process looks whether the process that started it is still there.
-PARENT_CHECK_SECONDS = 1.0
-
-
 def _start_process(parent_pid: int) -> None:
     # Conversion makes thousands of dicts per run and no reference cycles; the collector's passes over
     # them took about a fifth of the time.
     gc.disable()
-    # A pool process holds both ends of the pool's call queue, so it never reads an end of file when the
-    # process that started it dies (SIGKILL, OOM): it would wait for work for ever. It exits instead.
-    threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="parent-watch", daemon=True).start()
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    while os.getppid() == parent_pid:
-        time.sleep(PARENT_CHECK_SECONDS)
-    os._exit(0)
+    processes.exit_with_parent(parent_pid)
 
 
 _lock = threading.Lock()
